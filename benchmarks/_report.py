@@ -1,0 +1,75 @@
+"""Writes one benchmark's section of docs/benchmarks.md, leaving the other sections as they are.
+
+Each script calls :func:`write_section` with its own name; the section sits between
+``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers and is replaced on every run, so the
+document always holds the figures of the last run of each script. The machine the figures came
+from is recorded with them (:func:`machine_description`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import time
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADER = (
+    "# Benchmarks\n\n"
+    "Every figure below is written by a script in `benchmarks/` (named in each section); run it "
+    "again to refresh its section. `make bench` runs them all.\n"
+)
+
+
+def machine_description() -> str:
+    """One line naming the CPU, the core count and the torch build."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        torch_info = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        if torch.cuda.is_available():
+            torch_info += f", GPU {torch.cuda.get_device_name(0)}"
+    except ImportError:  # pragma: no cover
+        torch_info = "torch not installed"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores; {torch_info}; Python {platform.python_version()}"
+
+
+def _git_revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=DOC.parent, timeout=5
+        )
+        return out.stdout.strip() or "uncommitted"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_section(name: str, title: str, body: str, command: str, doc: Path = DOC) -> None:
+    """Replace (or append) section ``name`` of the benchmarks document.
+
+    ``body`` is Markdown (tables, notes); ``command`` is the shell command that reproduces it.
+    """
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    block = (
+        f"<!-- BEGIN {name} -->\n## {title}\n\n"
+        f"Command: `{command}`  \nMachine: {machine_description()}  \n"
+        f"Run: {stamp}, revision {_git_revision()}\n\n{body.strip()}\n<!-- END {name} -->"
+    )
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    text = doc.read_text() if doc.exists() else HEADER
+    pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    tmp = doc.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, doc)

@@ -1,0 +1,5 @@
+"""``python -m vireid ...`` is the ``vireid`` command."""
+
+from vireid.cli import main
+
+main()

@@ -1,0 +1,33 @@
+"""``vireid synth``: write the synthetic visible-infrared dataset in a real dataset layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from vireid.cli import app
+
+
+@app.command("synth")
+def synth(
+    out: Path = typer.Option(..., "--out", help="Folder to write the dataset into (new or empty)."),
+    ids: int = typer.Option(200, "--ids", help="Number of identities."),
+    format: str = typer.Option(  # noqa: A002
+        "sysu-mm01", "--format", help="Layout to write: sysu-mm01 (6 cameras) or regdb (visible/thermal pair)."
+    ),
+    images_per_camera: int = typer.Option(10, "--images-per-camera", help="Images per identity and camera."),
+    height: int | None = typer.Option(None, "--height", help="Image height (default 288 sysu-mm01, 128 regdb)."),
+    width: int | None = typer.Option(None, "--width", help="Image width (default 144 sysu-mm01, 64 regdb)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: same seed and arguments give the same bytes."),
+    workers: int | None = typer.Option(None, "--workers", help="Worker processes (default: one per core)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a synth dataset made with other arguments."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Generate synthetic people seen by visible and infrared cameras, with body joints and split files."""
+    from vireid.data.synth import generate_dataset
+    from vireid.data.synth.generator import META_FILE
+
+    root = generate_dataset(out, ids, format=format, images_per_camera=images_per_camera, height=height,
+                            width=width, seed=seed, workers=workers, progress=progress, overwrite=overwrite)
+    typer.echo(f"synthetic {format} dataset ready in {root} (see {root / META_FILE})")

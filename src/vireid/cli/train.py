@@ -1,0 +1,120 @@
+"""``vireid train`` and ``vireid eval``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vireid.cli import app
+from vireid.errors import VireidError
+
+PACKAGED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def resolve_config(path: str) -> Path:
+    """A config path, or the name of a config shipped with vireid (``agw_sysu`` -> configs/agw_sysu.yaml)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    for candidate in (PACKAGED_CONFIGS / path, PACKAGED_CONFIGS / f"{path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    names = ", ".join(sorted(c.stem for c in PACKAGED_CONFIGS.glob("*.yaml")))
+    raise VireidError(f"config {path!r} is neither a file nor a shipped config; shipped configs: {names}")
+
+
+@app.command("train")
+def train_command(
+    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides key=value, e.g. optim.lr=0.01 train.epochs=5."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config file or shipped config name."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder (default: output_dir/name)."),
+    evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate the best checkpoint on the test protocols at the end."),
+) -> None:
+    """Train a model from a config; checkpoints, metrics and curves go to the run folder."""
+    from vireid.config import config_from_dict, load_config
+    from vireid.engine.checkpoint import load_checkpoint
+
+    if resume is not None:
+        ckpt_path = resume / "last.pt"
+        if not ckpt_path.is_file():
+            raise VireidError(f"cannot resume: {ckpt_path} does not exist; pass the folder of an interrupted run")
+        cfg = config_from_dict(load_checkpoint(ckpt_path)["config"])
+        if overrides:
+            raise VireidError("--resume continues a run with its own config; drop the key=value overrides")
+        folder = resume
+    else:
+        cfg = load_config(resolve_config(config) if config else None, overrides or [])
+        folder = run_dir or Path(cfg.output_dir) / cfg.name
+        if (folder / "last.pt").exists():
+            raise VireidError(
+                f"run folder {folder} already holds a run; continue it with --resume {folder}, "
+                f"or choose another folder with --run-dir or name=..."
+            )
+    run_training(cfg, folder, resume=resume is not None, evaluate=evaluate)
+
+
+def run_training(cfg, folder: Path, resume: bool = False, evaluate: bool = True) -> dict:
+    """Train (or resume), then plot the curves and evaluate the best checkpoint on the test protocols."""
+    from vireid.engine.trainer import Trainer
+
+    trainer = Trainer(cfg, folder, resume=resume)
+    try:
+        summary = trainer.fit()
+        if trainer.dist.is_main:
+            from vireid.viz.curves import plot_training_curves
+
+            plot_training_curves(folder)
+            if evaluate:
+                results = evaluate_checkpoint(folder, progress=cfg.train.progress)
+                summary["test"] = [r.to_dict() for r in results]
+    finally:
+        trainer.close()
+    return summary
+
+
+def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), rerank=None, data_root: str | None = None,
+                        draw: str | None = None, trials: int | None = None, device: str = "auto",
+                        progress: bool = True) -> list:
+    """Evaluate a checkpoint (or run folder) on its dataset's test protocols; writes results into the run folder."""
+    from vireid.data.build import prepare_dataset
+    from vireid.engine.checkpoint import atomic_write_text
+    from vireid.engine.evaluate import evaluate_model
+    from vireid.engine.trainer import load_model_from_checkpoint, resolve_device
+    from vireid.evaluation.protocols import format_results_table
+
+    dev = resolve_device(device)
+    model, cfg, _ = load_model_from_checkpoint(checkpoint, dev)
+    if data_root is not None:
+        cfg.data.root = data_root
+    if draw is not None:
+        cfg.eval.draw = draw
+    if trials is not None:
+        cfg.eval.trials = trials
+    dataset = prepare_dataset(cfg.data, progress=progress)
+    results = evaluate_model(model, dataset, cfg, dev, protocols=protocols, rerank=rerank, progress=progress,
+                             method=cfg.name)
+    table = format_results_table(results)
+    print(table)
+    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    atomic_write_text(run_dir / "test_results.json", json.dumps([r.to_dict() for r in results], indent=2))
+    atomic_write_text(run_dir / "test_results.md", table + "\n")
+    return results
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Path = typer.Argument(..., help="Run folder (its best.pt) or a checkpoint file."),
+    protocol: Optional[list[str]] = typer.Option(None, "--protocol", "-p", help="Protocol(s), e.g. sysu-all-single; default: the dataset's standard ones."),
+    rerank: bool = typer.Option(False, "--rerank", help="Also report k-reciprocal re-ranking (Zhong et al. 2017)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder, if it moved since training."),
+    draw: Optional[str] = typer.Option(None, "--draw", help="SYSU-MM01 gallery draw: official (rand_perm_cam.mat) or seeded."),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Number of gallery-draw trials (default 10)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Evaluate a trained model under the official protocols (mean ± std over trials)."""
+    evaluate_checkpoint(checkpoint, protocols=tuple(protocol or ()), rerank=[False, True] if rerank else [False],
+                        data_root=data_root, draw=draw, trials=trials, device=device)

@@ -1,0 +1,1 @@
+"""Data layer: dataset readers, the synthetic generator, sampling and transforms."""

@@ -1,0 +1,125 @@
+"""From the ``data``/``sampler``/``augment`` config sections to ready-to-iterate training data.
+
+This is the only place that knows how the data pieces fit together: dataset reader (or the
+synthetic generator when ``data.format`` is ``synthetic``) -> records -> decoded-image cache ->
+cross-modality sampler -> batch transform -> loader.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vireid.config import Config, DataConfig, check_kwargs
+from vireid.data.records import MODALITY_CODE, ImageRecord
+from vireid.errors import ConfigError
+
+SYNTHETIC = "synthetic"
+
+
+def prepare_dataset(data_cfg: DataConfig, progress: bool = True):
+    """The dataset reader for ``data_cfg``; synthetic data is generated first if absent."""
+    from vireid.data.datasets import DATASETS, build_dataset
+
+    fmt = data_cfg.format
+    options = dict(data_cfg.options)
+    if fmt == SYNTHETIC:
+        from vireid.data.synth import generate_dataset
+
+        s = data_cfg.synth
+        generate_dataset(
+            data_cfg.root, ids=s.ids, format="sysu-mm01", images_per_camera=s.images_per_camera,
+            height=s.height, width=s.width, seed=s.seed, workers=data_cfg.workers, progress=progress,
+        )
+        fmt = "sysu-mm01"
+        # synthetic data keeps its validation identities out of training, so that the best
+        # epoch can be chosen on them without touching the test identities
+        options.setdefault("train_includes_val", False)
+    if fmt not in DATASETS:
+        raise ConfigError(
+            f"config key 'data.format' is {data_cfg.format!r}; choose one of {SYNTHETIC}, {', '.join(DATASETS.names())}"
+        )
+    options = check_kwargs(DATASETS.get(fmt), options, "data.options", skip=("root",))
+    return build_dataset(fmt, data_cfg.root, **options)
+
+
+def _cache_dir(data_cfg: DataConfig) -> str | None:
+    return data_cfg.cache_dir
+
+
+def build_image_cache(records: list[ImageRecord], data_cfg: DataConfig, progress: bool = True):
+    from vireid.data.cache import ImageCache
+
+    return ImageCache.build(
+        [r.path for r in records], data_cfg.height, data_cfg.width, cache_dir=_cache_dir(data_cfg),
+        workers=data_cfg.workers, progress=progress,
+    )
+
+
+def modality_codes(records: list[ImageRecord]) -> np.ndarray:
+    return np.asarray([MODALITY_CODE[r.modality] for r in records], dtype=np.int64)
+
+
+@dataclass
+class TrainData:
+    dataset: object
+    train_records: list[ImageRecord]
+    num_classes: int
+    train_id_map: dict  # original identity -> training label
+    train_loader: object
+    val_records: list[ImageRecord]
+    val_cache: object | None
+
+
+def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
+                     progress: bool = True) -> TrainData:
+    from vireid.data.loader import TrainLoader
+    from vireid.data.sampler import CrossModalityIdentitySampler
+    from vireid.data.transforms import build_train_transform
+
+    dataset = prepare_dataset(cfg.data, progress=progress)
+    train = list(dataset.train)
+    if not train:
+        raise ConfigError(f"dataset {cfg.data.root} has no training images; check data.root and its split files")
+    labels = np.asarray([r.pid for r in train], dtype=np.int64)
+    mods = modality_codes(train)
+    num_classes = int(labels.max()) + 1
+    id_map = {int(r.orig_pid): int(r.pid) for r in train}
+    cache = build_image_cache(train, cfg.data, progress=progress)
+    sampler = CrossModalityIdentitySampler(
+        labels, mods, num_ids=cfg.sampler.num_ids, num_per_modality=cfg.sampler.num_per_modality,
+        seed=cfg.seed, rank=rank, world_size=world_size, epoch_length=cfg.sampler.epoch_length,
+    )
+    a = cfg.augment
+    transform = build_train_transform(
+        cfg.data.height, cfg.data.width, pad=a.pad, flip=a.flip, random_erasing=a.random_erasing,
+        channel_aug=a.channel_aug, grayscale=a.grayscale,
+    )
+    loader = TrainLoader(cache, labels, mods, sampler, transform, device=device, seed=cfg.seed)
+
+    val = list(getattr(dataset, "val", []) or [])
+    val_cache = None
+    if val:
+        train_ids = {int(r.orig_pid) for r in train}
+        val_ids = {int(r.orig_pid) for r in val}
+        if val_ids & train_ids:
+            if rank == 0:
+                warnings.warn(
+                    "the validation identities are also training identities (data.options.train_includes_val "
+                    "is true), so they cannot choose the best epoch; the last epoch is kept as best.pt",
+                    stacklevel=2,
+                )
+            val = []
+        elif rank == 0:
+            val_cache = build_image_cache(val, cfg.data, progress=progress)
+    return TrainData(dataset, train, num_classes, id_map, loader, val, val_cache)
+
+
+def write_dataset_summary(dataset, path: str | Path) -> None:
+    summary = dataset.summary() if hasattr(dataset, "summary") else {}
+    Path(path).write_text(json.dumps(summary, indent=2, default=str))

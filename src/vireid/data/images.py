@@ -1,0 +1,55 @@
+"""Image decoding with Pillow: one place that turns a file into a uint8 HxWx3 array.
+
+Infrared images (SYSU-MM01 stores them as 3-channel grey JPEGs, RegDB as single-channel BMPs)
+come out as three identical channels, so every model sees 3-channel input. Problems are raised
+as :class:`~vireid.errors.DatasetError` naming the file, never as a bare Pillow traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from vireid.errors import DatasetError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True when the file name has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def decode_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode ``path`` to a uint8 array of shape (H, W, 3).
+
+    ``size=(height, width)`` resizes with bilinear interpolation. EXIF orientation is applied.
+    Greyscale, palette, 16-bit and alpha images are converted to RGB.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise DatasetError(f"image {path} is an empty file (0 bytes); replace or remove it and its split entry")
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            if img.mode == "I;16" or img.mode == "I":
+                arr = np.asarray(img, dtype=np.float32)
+                arr = (255.0 * (arr - arr.min()) / max(float(arr.max() - arr.min()), 1.0)).astype(np.uint8)
+                img = Image.fromarray(arr)
+            img = img.convert("RGB")
+            if size is not None:
+                height, width = int(size[0]), int(size[1])
+                if img.size != (width, height):
+                    img = img.resize((width, height), Image.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except DatasetError:
+        raise
+    except FileNotFoundError:
+        raise DatasetError(f"image {path} does not exist; check the dataset root and its split files") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise DatasetError(
+            f"image {path} cannot be decoded ({type(err).__name__}: {err}); re-extract or replace the file"
+        ) from None

@@ -1,0 +1,278 @@
+"""Batch loaders over an :class:`~vireid.data.cache.ImageCache`: gather, transfer, augment on device.
+
+A training step needs: the indices of a batch (from the batch sampler), their uint8 pixels (one fancy
+index into the cache), the pixels on the training device (uint8 is 4x cheaper to transfer than float)
+and the augmented float batch (computed on that device by a :class:`~vireid.data.transforms.BatchTransform`).
+:class:`TrainLoader` does this in a background thread that keeps ``prefetch`` batches ready in a
+bounded queue, so the model never waits on the data while the data never runs far ahead.
+
+Reproducibility: the transform's random generator for batch ``b`` of epoch ``e`` is seeded from
+``(seed, e, global batch number)``, so the augmentations depend neither on thread timing nor on where
+training was resumed: a run resumed mid-epoch sees exactly the batches, and pixels, it would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+import torch
+
+from vireid.data.cache import ImageCache
+from vireid.errors import ConfigError
+
+T = TypeVar("T")
+
+TransformFn = Callable[..., torch.Tensor]
+
+
+@dataclass
+class Batch:
+    """One training batch: float ``images`` [B,3,H,W], ``labels`` and ``modalities`` (int64 [B]) on the
+    training device, and the dataset ``indices`` (int64 [B], CPU) they came from."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    modalities: torch.Tensor
+    indices: torch.Tensor
+
+
+class EvalBatch(NamedTuple):
+    """One evaluation batch: float ``images`` [B,3,H,W] on the device and dataset ``indices`` (CPU)."""
+
+    images: torch.Tensor
+    indices: torch.Tensor
+
+
+def batch_seed(seed: int, epoch: int, batch_number: int) -> int:
+    """Seed of the augmentation generator of one batch: a hash of ``(seed, epoch, batch_number)``."""
+    state = np.random.SeedSequence([int(seed), int(epoch), int(batch_number)]).generate_state(1, dtype=np.uint64)
+    return int(state[0] & np.uint64(2**63 - 1))
+
+
+class _End:
+    pass
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def prefetch_in_thread(items: Iterator[T], depth: int, name: str = "vireid-prefetch") -> Iterator[T]:
+    """Yield ``items`` produced by a background thread, at most ``depth`` ahead (``depth<=0``: inline).
+
+    An exception raised while producing is re-raised here, in the consumer. When the consumer stops
+    early (``break``, an exception, garbage collection of this generator) the thread is told to stop,
+    the queue is drained and the thread is joined, so nothing hangs at exit.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_End())
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            put(_Failure(error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - already stopping; the consumer's error matters more
+                    pass
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                item = buffer.get(timeout=0.1)
+            except queue.Empty:
+                if not thread.is_alive() and buffer.empty():
+                    raise RuntimeError(f"the {name} thread stopped without finishing its batches") from None
+                continue
+            if isinstance(item, _End):
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                while True:
+                    buffer.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.05)
+
+
+def _as_long_tensor(values: Iterable[int] | np.ndarray | torch.Tensor, name: str, length: int) -> torch.Tensor:
+    tensor = torch.as_tensor(np.asarray(values) if not isinstance(values, torch.Tensor) else values).to(torch.int64).reshape(-1)
+    if tensor.shape[0] != length:
+        raise ConfigError(f"loader got {tensor.shape[0]} {name} for an image cache of {length} images; pass one per image")
+    return tensor.cpu()
+
+
+class TrainLoader:
+    """Training batches from an :class:`ImageCache`, a batch sampler and a batch transform.
+
+    ``labels``/``modalities`` are per cache image (index-aligned with it). ``batch_sampler`` yields lists
+    of cache indices (normally a :class:`~vireid.data.sampler.CrossModalityIdentitySampler`); its
+    ``set_epoch``/``state_dict``/``load_state_dict`` are forwarded. ``transform`` is called as
+    ``transform(images_uint8_on_device, modalities_cpu, generator)`` with a CPU generator. ``prefetch`` batches are
+    prepared ahead in a background thread (0: prepared inline). On CUDA the uint8 batch is pinned and
+    copied asynchronously before augmentation on the GPU.
+    """
+
+    def __init__(
+        self,
+        cache: ImageCache,
+        labels: Iterable[int] | np.ndarray | torch.Tensor,
+        modalities: Iterable[int] | np.ndarray | torch.Tensor,
+        batch_sampler: Iterable[list[int]],
+        transform: TransformFn,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        prefetch: int = 2,
+    ) -> None:
+        self.cache = cache
+        self.labels = _as_long_tensor(labels, "labels", len(cache))
+        self.modalities = _as_long_tensor(modalities, "modality codes", len(cache))
+        self.batch_sampler = batch_sampler
+        self.transform = transform
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        self.prefetch = int(prefetch)
+        self._delivered = 0
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)  # type: ignore[arg-type]
+
+    @property
+    def epoch(self) -> int:
+        return int(getattr(self.batch_sampler, "epoch", 0))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forwarded to the sampler: the next iteration yields epoch ``epoch``."""
+        if int(epoch) != self.epoch:
+            self._delivered = 0
+        self.batch_sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler's state with ``batches_consumed`` = batches handed to the consumer so far.
+
+        (The prefetch thread runs ahead of the consumer, so the sampler's own count would be too high.)
+        """
+        state = dict(self.batch_sampler.state_dict())  # type: ignore[attr-defined]
+        state["batches_consumed"] = self._delivered
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next iteration continues epoch ``state['epoch']`` after the consumed batches."""
+        self.batch_sampler.load_state_dict(state)  # type: ignore[attr-defined]
+        self._delivered = int(state.get("batches_consumed", 0))
+
+    def _make_batch(self, indices: list[int], epoch: int, position: int) -> Batch:
+        rank = int(getattr(self.batch_sampler, "rank", 0))
+        world_size = int(getattr(self.batch_sampler, "world_size", 1))
+        generator = torch.Generator().manual_seed(batch_seed(self.seed, epoch, position * world_size + rank))
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        pixels = self.cache[index]
+        labels = self.labels[index]
+        modalities = self.modalities[index]
+        if self.device.type == "cuda":
+            pixels = pixels.pin_memory()
+        pixels = pixels.to(self.device, non_blocking=True)
+        # the steps decide per sample on the CPU, so they get the CPU codes (no device round trip)
+        images = self.transform(pixels, modalities, generator)
+        return Batch(
+            images=images,
+            labels=labels.to(self.device, non_blocking=True),
+            modalities=modalities.to(self.device, non_blocking=True),
+            indices=index,
+        )
+
+    def _produce(self, epoch: int, start: int) -> Iterator[Batch]:
+        for position, indices in enumerate(self.batch_sampler, start=start):
+            yield self._make_batch(indices, epoch, position)
+
+    def __iter__(self) -> Iterator[Batch]:
+        start = int(getattr(self.batch_sampler, "resume_offset", 0))
+        epoch = self.epoch
+        self._delivered = start
+        stream = prefetch_in_thread(self._produce(epoch, start), self.prefetch, name="vireid-train-prefetch")
+        try:
+            for batch in stream:
+                self._delivered += 1
+                yield batch
+        finally:
+            stream.close()  # stops and joins the prefetch thread at once when the consumer stops early
+
+
+class EvalLoader:
+    """Sequential batches ``(images, indices)`` over a whole :class:`ImageCache`, in index order.
+
+    ``transform`` defaults to :func:`~vireid.data.transforms.build_eval_transform` (normalisation only)
+    and is called as ``transform(images_uint8_on_device)``.
+    """
+
+    def __init__(
+        self,
+        cache: ImageCache,
+        batch_size: int = 128,
+        transform: TransformFn | None = None,
+        device: str | torch.device = "cpu",
+        prefetch: int = 2,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"evaluation batch_size={batch_size} is invalid; use a positive integer")
+        if transform is None:
+            from vireid.data.transforms import build_eval_transform
+
+            transform = build_eval_transform()
+        self.cache = cache
+        self.batch_size = int(batch_size)
+        self.transform = transform
+        self.device = torch.device(device)
+        self.prefetch = int(prefetch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.cache) / self.batch_size)
+
+    def _produce(self) -> Iterator[EvalBatch]:
+        for start in range(0, len(self.cache), self.batch_size):
+            stop = min(start + self.batch_size, len(self.cache))
+            pixels = self.cache[start:stop]
+            if self.device.type == "cuda":
+                pixels = pixels.pin_memory()
+            pixels = pixels.to(self.device, non_blocking=True)
+            yield EvalBatch(self.transform(pixels), torch.arange(start, stop, dtype=torch.int64))
+
+    def __iter__(self) -> Iterator[EvalBatch]:
+        stream = prefetch_in_thread(self._produce(), self.prefetch, name="vireid-eval-prefetch")
+        try:
+            yield from stream
+        finally:
+            stream.close()

@@ -1,0 +1,79 @@
+"""Plain records shared by every dataset reader, the generator, the loaders and the protocols.
+
+A record is one image: where it is, whose it is, which camera took it and in which
+modality. Readers return lists of records; nothing downstream parses file names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+VISIBLE = "visible"
+INFRARED = "infrared"
+MODALITIES = (VISIBLE, INFRARED)
+#: Integer codes used in tensors (modality labels in batches, ``modality_codes``).
+MODALITY_CODE = {VISIBLE: 0, INFRARED: 1}
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image.
+
+    ``pid`` is the dataset's own identity number for query/gallery records and the
+    relabelled contiguous training label (0..N-1) for training records; ``orig_pid``
+    always keeps the dataset's number. ``camid`` is the dataset's camera number
+    (SYSU-MM01: 1..6). ``modality`` is ``"visible"`` or ``"infrared"``.
+    """
+
+    path: str
+    pid: int
+    camid: int
+    modality: str
+    orig_pid: int = -1
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r} for {self.path}")
+        if self.orig_pid == -1:
+            object.__setattr__(self, "orig_pid", self.pid)
+
+
+@dataclass
+class RecordArrays:
+    """Column view of a list of records, for vectorised protocol code."""
+
+    paths: list[str]
+    pids: np.ndarray
+    camids: np.ndarray
+    modalities: np.ndarray  # int codes, see MODALITY_CODE
+
+    @classmethod
+    def from_records(cls, records: list[ImageRecord]) -> RecordArrays:
+        return cls(
+            paths=[r.path for r in records],
+            pids=np.asarray([r.pid for r in records], dtype=np.int64),
+            camids=np.asarray([r.camid for r in records], dtype=np.int64),
+            modalities=np.asarray([MODALITY_CODE[r.modality] for r in records], dtype=np.int64),
+        )
+
+
+def relabel(records: list[ImageRecord]) -> tuple[list[ImageRecord], dict[int, int]]:
+    """Map the identities of ``records`` to contiguous labels 0..N-1 (sorted by original id).
+
+    Returns the relabelled records (``orig_pid`` keeps the original) and the mapping.
+    """
+    mapping = {pid: i for i, pid in enumerate(sorted({r.orig_pid for r in records}))}
+    out = [ImageRecord(r.path, mapping[r.orig_pid], r.camid, r.modality, r.orig_pid) for r in records]
+    return out, mapping
+
+
+@dataclass
+class EvalSplit:
+    """Query and gallery records of one evaluation draw (one trial of one protocol setting)."""
+
+    query: list[ImageRecord]
+    gallery: list[ImageRecord]
+    name: str = ""
+    info: dict = field(default_factory=dict)

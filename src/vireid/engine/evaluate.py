@@ -1,0 +1,82 @@
+"""Test-set evaluation of a model (or of precomputed features) under a dataset's official protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from vireid.config import Config
+from vireid.errors import ConfigError
+
+#: The protocols run when ``eval.protocols`` is empty, per dataset family.
+DEFAULT_PROTOCOLS = {
+    "sysu": ["sysu-all-single", "sysu-indoor-single"],
+    "regdb": ["regdb-v2t", "regdb-t2v"],
+    "llcm": ["llcm-v2i", "llcm-i2v"],
+    "given": ["given"],
+}
+
+
+def protocols_for(dataset, requested: Sequence[str] = ()) -> list[str]:
+    family = getattr(dataset, "protocol_family", "given")
+    names = list(requested) or DEFAULT_PROTOCOLS.get(family, ["given"])
+    from vireid.evaluation.protocols import PROTOCOLS
+
+    for name in names:
+        if name not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS.names())}")
+        if not name.startswith(family) and name != "given":
+            raise ConfigError(
+                f"protocol {name!r} does not fit a {family} dataset; use one of {', '.join(DEFAULT_PROTOCOLS.get(family, ['given']))}"
+            )
+    return names
+
+
+def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str], *, rerank: bool = False,
+                      metric: str = "euclidean", trials: int = 10, draw: str = "seeded",
+                      method: str = "") -> list:
+    """Run each protocol on features of ``dataset.test`` (same order); returns ProtocolResults."""
+    from vireid.evaluation.protocols import run_protocol
+
+    results = []
+    for name in protocols:
+        options: dict = {"rerank": rerank, "metric": metric}
+        if name.startswith("sysu"):
+            options.update(trials=trials, draw=draw)
+        elif name.startswith("llcm"):
+            options.update(trials=trials)
+        if name == "given":
+            nq = len(dataset.query)
+            res = run_protocol(name, features[:nq], list(dataset.query), gallery_features=features[nq:],
+                               gallery_records=list(dataset.gallery), **options)
+        else:
+            res = run_protocol(name, features, dataset.test, **options)
+        if method:
+            res.settings["method"] = method
+        results.append(res)
+    return results
+
+
+def evaluate_model(model: nn.Module, dataset, cfg: Config, device: torch.device | str = "cpu", *,
+                   protocols: Sequence[str] = (), rerank: bool | Sequence[bool] | None = None, progress: bool = True,
+                   method: str = "") -> list:
+    """Features of the whole test pool, computed once, then every requested protocol.
+
+    ``rerank`` None follows ``eval.rerank``; a list such as ``[False, True]`` runs both.
+    """
+    from vireid.data.build import build_image_cache, modality_codes
+    from vireid.engine.inference import extract_features
+
+    names = protocols_for(dataset, protocols or cfg.eval.protocols)
+    # "given" data (explicit query and gallery) is evaluated on query + gallery, in that order
+    pool = list(dataset.query) + list(dataset.gallery) if names == ["given"] else list(dataset.test)
+    cache = build_image_cache(pool, cfg.data, progress=progress)
+    feats = extract_features(model, cache, modality_codes(pool), device, cfg.eval.batch_size, progress=progress)
+    out = []
+    settings = rerank if isinstance(rerank, (list, tuple)) else [cfg.eval.rerank if rerank is None else rerank]
+    for rr in settings:
+        out += evaluate_features(feats, dataset, names, rerank=rr, metric=cfg.eval.metric,
+                                 trials=cfg.eval.trials, draw=cfg.eval.draw, method=method)
+    return out

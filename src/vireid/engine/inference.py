@@ -1,0 +1,75 @@
+"""Features from a model, and the evaluations that use them (validation, official protocols).
+
+The model sees each image with its modality (two-stream models route by it). Features are
+computed once for a whole evaluation pool; the protocol runners then only index and rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from vireid.data.records import INFRARED, VISIBLE, ImageRecord
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, cache, modalities: np.ndarray, device: torch.device | str = "cpu",
+                     batch_size: int = 128, progress: bool = False, flip: bool = False) -> torch.Tensor:
+    """Embeddings [N, D] (float32, CPU) of every image of ``cache`` in order.
+
+    ``flip=True`` averages the embedding of the image and of its mirror (a common test-time trick;
+    off by default so numbers compare with the papers' plain evaluation).
+    """
+    from vireid.data.loader import EvalLoader
+    from vireid.data.transforms import build_eval_transform
+
+    was_training = model.training
+    model.eval()
+    mods = torch.as_tensor(np.asarray(modalities), dtype=torch.long)
+    loader = EvalLoader(cache, batch_size=batch_size, transform=build_eval_transform(), device=device)
+    chunks: list[torch.Tensor] = []
+    iterator = loader
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(loader, desc="features", leave=False, dynamic_ncols=True)
+    for images, indices in iterator:
+        m = mods[torch.as_tensor(indices, dtype=torch.long)].to(images.device)
+        feats = model(images, m)
+        if flip:
+            feats = (feats + model(torch.flip(images, dims=[3]), m)) / 2
+        chunks.append(feats.float().cpu())
+    model.train(was_training)
+    if not chunks:
+        return torch.zeros(0, 0)
+    return torch.cat(chunks)
+
+
+def _modality_codes(records: Sequence[ImageRecord]) -> np.ndarray:
+    from vireid.data.build import modality_codes
+
+    return modality_codes(list(records))
+
+
+def validation_metrics(model: nn.Module, data, device: torch.device, batch_size: int = 128,
+                       metric: str = "euclidean") -> dict:
+    """Infrared -> visible retrieval over the held-out validation identities (all their images).
+
+    Used only to choose the best epoch; the test identities are never looked at during training.
+    """
+    from vireid.evaluation import evaluate_ranking
+    from vireid.evaluation.distance import pairwise_distance
+
+    records = data.val_records
+    feats = extract_features(model, data.val_cache, _modality_codes(records), device, batch_size)
+    mods = np.asarray([r.modality for r in records])
+    pids = np.asarray([r.orig_pid for r in records])
+    cams = np.asarray([r.camid for r in records])
+    q = np.flatnonzero(mods == INFRARED)
+    g = np.flatnonzero(mods == VISIBLE)
+    dist = pairwise_distance(feats[q], feats[g], metric=metric)
+    res = evaluate_ranking(dist, pids[q], pids[g], cams[q], cams[g])
+    return {"mAP": float(res["mAP"]), "mINP": float(res["mINP"]), "rank1": float(res["cmc"][0])}

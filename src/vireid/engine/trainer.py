@@ -1,0 +1,388 @@
+"""The model-agnostic training loop.
+
+A method plugs in without edits here through four things:
+
+* its model (``METHODS`` registry, built from ``model.method`` and ``model.params``), whose
+  ``forward(images, modalities)`` returns a dict of named outputs in training mode and the
+  embedding tensor in evaluation mode;
+* the loss table of the config: each term names a ``LOSSES`` entry, the output key it reads
+  (``input``) and a weight; every loss is called as ``loss(outputs[input], labels, modalities)``;
+* optional hooks on the model: ``on_epoch_start(epoch)``, ``on_after_step()`` (e.g. momentum
+  updates) and ``param_groups(lr)`` (per-part learning rates);
+* optional batch-level augmentation steps chosen in the ``augment`` section.
+
+Per epoch: sampler plan -> batches from the decoded-image cache -> forward -> weighted losses ->
+backward (AMP on CUDA) -> clip -> step -> scheduler (per iteration) -> checkpoint (atomic) ->
+validation on held-out identities (never the test set) -> best checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vireid.config import Config, check_kwargs, config_from_dict, save_config
+from vireid.engine.checkpoint import atomic_torch_save, atomic_write_text, load_checkpoint, rng_state, set_rng_state
+from vireid.engine.distributed import DistInfo, barrier, cleanup, init_distributed
+from vireid.engine.run_logging import MetricsLogger
+from vireid.errors import ConfigError, VireidError
+
+
+class TrainingDiverged(VireidError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str, dist_info: DistInfo | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"config key 'train.device' is {name!r} but no CUDA device is available; use cpu or auto")
+        if dist_info is not None and dist_info.enabled and name == "cuda":
+            return torch.device("cuda", dist_info.local_rank)
+    return torch.device(name)
+
+
+def build_model(cfg: Config, num_classes: int) -> nn.Module:
+    """The method's model from ``model.method`` + ``model.params`` (validated by signature)."""
+    from vireid.modeling import METHODS
+
+    try:
+        method = METHODS.get(cfg.model.method)
+    except KeyError as err:
+        raise ConfigError(f"config key 'model.method': {err.args[0]}") from None
+    params = check_kwargs(method, dict(cfg.model.params), "model.params", skip=("num_classes",))
+    if _accepts(method, "img_size") and "img_size" not in params:
+        params["img_size"] = (cfg.data.height, cfg.data.width)
+    return method(num_classes=num_classes, **params)
+
+
+def _accepts(func: Any, name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(func).parameters
+
+
+def build_losses(cfg: Config, num_classes: int, feat_dim: int) -> nn.ModuleDict:
+    """One module per loss term; ``num_classes``/``feat_dim`` filled in where the loss asks for them."""
+    from vireid.modeling import LOSSES
+
+    losses = nn.ModuleDict()
+    for name, term in cfg.loss_terms().items():
+        kind = term.type or name
+        try:
+            cls = LOSSES.get(kind)
+        except KeyError as err:
+            raise ConfigError(f"config key 'losses.{name}': {err.args[0]}") from None
+        params = check_kwargs(cls, dict(term.params), f"losses.{name}.params")
+        if _accepts(cls, "num_classes"):
+            params.setdefault("num_classes", num_classes)
+        if _accepts(cls, "feat_dim"):
+            params.setdefault("feat_dim", feat_dim)
+        losses[name] = cls(**params)
+    return losses
+
+
+def build_optimizer(cfg: Config, model: nn.Module, losses: nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optim
+    core = model.module if hasattr(model, "module") else model
+    if hasattr(core, "param_groups"):
+        groups = list(core.param_groups(o.lr))
+    else:
+        groups = [{"params": [p for p in core.parameters() if p.requires_grad]}]
+    loss_params = [p for p in losses.parameters() if p.requires_grad]
+    if loss_params:
+        groups.append({"params": loss_params})
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+                               weight_decay=o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+
+
+def lr_factor(cfg: Config, t: float) -> float:
+    """Learning-rate multiplier at fractional epoch ``t`` (linear warm-up, then multistep or cosine)."""
+    s = cfg.sched
+    if s.warmup_epochs > 0 and t < s.warmup_epochs:
+        return s.warmup_start_factor + (1.0 - s.warmup_start_factor) * t / s.warmup_epochs
+    if s.name == "multistep":
+        return s.gamma ** sum(1 for m in s.milestones if t >= m)
+    if s.name == "cosine":
+        span = max(cfg.train.epochs - s.warmup_epochs, 1e-8)
+        progress = min(max((t - s.warmup_epochs) / span, 0.0), 1.0)
+        floor = s.min_lr / cfg.optim.lr if cfg.optim.lr > 0 else 0.0
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # next epoch to run
+    step: int = 0  # optimizer steps done
+    best_metric: float = -1.0
+    best_epoch: int = -1
+
+
+class Trainer:
+    """Builds everything from a :class:`Config` and trains; ``fit()`` returns the final summary."""
+
+    def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False) -> None:
+        from vireid.data.build import build_train_data
+
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.dist = init_distributed(cfg.train.device)
+        self.device = resolve_device(cfg.train.device, self.dist)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        seed_everything(cfg.seed + self.dist.rank)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        barrier(self.dist)
+
+        self.data = build_train_data(cfg, rank=self.dist.rank, world_size=self.dist.world_size,
+                                     device=self.device, progress=cfg.train.progress and self.dist.is_main)
+        model = build_model(cfg, self.data.num_classes)
+        self.embed_dim = int(getattr(model, "embed_dim", 0))
+        model.to(self.device)
+        if cfg.train.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.loss_terms = cfg.loss_terms()
+        self.losses = build_losses(cfg, self.data.num_classes, self.embed_dim).to(self.device)
+        if self.dist.enabled:
+            self.model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(getattr(model, "has_unused_parameters", False)),
+            )
+        self.forward_model = self.model
+        if cfg.train.compile:
+            self.forward_model = torch.compile(self.model)
+        self.optimizer = build_optimizer(cfg, self.model, self.losses)
+        steps = max(len(self.data.train_loader), 1)
+        self.steps_per_epoch = steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda i: lr_factor(cfg, i / steps))
+        amp = cfg.train.amp if self.device.type == "cuda" else "none"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+        self.state = TrainState()
+        self.logger = MetricsLogger(self.run_dir, enabled=self.dist.is_main)
+        if resume:
+            self._resume()
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def core_model(self) -> nn.Module:
+        return self.model.module if hasattr(self.model, "module") else self.model
+
+    def _checkpoint(self) -> dict:
+        return {
+            "format": "vireid-checkpoint-1",
+            "config": self.cfg.to_dict(),
+            "model": self.core_model.state_dict(),
+            "losses": self.losses.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.data.train_loader.state_dict(),
+            "rng": rng_state(),
+            "state": dict(vars(self.state)),
+            "num_classes": self.data.num_classes,
+            "embed_dim": self.embed_dim,
+            "train_ids": self.data.train_id_map,
+        }
+
+    def _save(self, name: str, ckpt: dict | None = None) -> Path:
+        path = self.run_dir / name
+        if self.dist.is_main:
+            atomic_torch_save(ckpt if ckpt is not None else self._checkpoint(), path)
+        return path
+
+    def _resume(self) -> None:
+        path = self.run_dir / "last.pt"
+        if not path.is_file():
+            raise VireidError(f"cannot resume: {path} does not exist; start a new run without --resume")
+        ckpt = load_checkpoint(path, map_location=self.device)
+        self.core_model.load_state_dict(ckpt["model"])
+        self.losses.load_state_dict(ckpt["losses"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.data.train_loader.load_state_dict(ckpt["sampler"])
+        set_rng_state(ckpt["rng"])
+        self.state = TrainState(**ckpt["state"])
+        if self.dist.is_main:
+            print(f"resumed {self.run_dir} at epoch {self.state.epoch} (step {self.state.step})")
+
+    # ------------------------------------------------------------------ training
+    def _compute_losses(self, outputs: dict, labels: torch.Tensor, modalities: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = {}
+        for name, term in self.loss_terms.items():
+            if term.input not in outputs:
+                raise ConfigError(
+                    f"config key 'losses.{name}.input' is {term.input!r}, but the model outputs only "
+                    f"{', '.join(sorted(outputs))}"
+                )
+            value = self.losses[name](outputs[term.input], labels, modalities)
+            terms[name] = term.weight * value.float()
+        return terms
+
+    def train_epoch(self, epoch: int) -> dict:
+        cfg = self.cfg
+        loader = self.data.train_loader
+        loader.set_epoch(epoch)
+        core = self.core_model
+        if hasattr(core, "on_epoch_start"):
+            core.on_epoch_start(epoch)
+        self.model.train()
+        self.losses.train()
+        n_batches = len(loader)
+        bar = None
+        if cfg.train.progress and self.dist.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n_batches, initial=loader.state_dict().get("batches_consumed", 0), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                       leave=False, dynamic_ncols=True)
+        sums: dict[str, float] = {}
+        count = 0
+        images_seen = 0
+        t0 = time.perf_counter()
+        for batch in loader:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                images = batch.images
+                if cfg.train.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                outputs = self.forward_model(images, batch.modalities)
+                if not isinstance(outputs, dict):
+                    raise VireidError(f"method {cfg.model.method!r} returned {type(outputs).__name__} in training mode; it must return a dict of outputs")
+                terms = self._compute_losses(outputs, batch.labels, batch.modalities)
+            total = sum(terms.values())
+            total_value = float(total.detach())
+            if not math.isfinite(total_value):
+                values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+                raise TrainingDiverged(
+                    f"the loss became {total_value} at epoch {epoch + 1}, step {self.state.step + 1} ({values}); "
+                    f"training stopped and {self.run_dir / 'last.pt'} keeps the last good epoch — lower optim.lr, "
+                    f"enable optim.clip_grad_norm or use train.amp=bf16 instead of fp16"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(total).backward()
+            if cfg.optim.clip_grad_norm:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(
+                    [p for g in self.optimizer.param_groups for p in g["params"]], cfg.optim.clip_grad_norm
+                )
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            if hasattr(core, "on_after_step"):
+                core.on_after_step()
+            self.state.step += 1
+            count += 1
+            images_seen += batch.images.shape[0]
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            sums["loss"] = sums.get("loss", 0.0) + total_value
+            lr = self.optimizer.param_groups[0]["lr"]
+            ips = images_seen * self.dist.world_size / max(time.perf_counter() - t0, 1e-9)
+            if bar is not None:
+                bar.set_postfix(loss=f"{total_value:.3f}", lr=f"{lr:.2e}", img_s=f"{ips:.0f}")
+                bar.update(1)
+            if cfg.train.log_every and self.state.step % cfg.train.log_every == 0:
+                self.logger.log("step", self.state.step, epoch, loss=total_value, lr=lr, images_per_s=ips,
+                                **{k: float(v.detach()) for k, v in terms.items()})
+        if bar is not None:
+            bar.close()
+        elapsed = time.perf_counter() - t0
+        means = {k: v / max(count, 1) for k, v in sums.items()}
+        means["images_per_s"] = images_seen * self.dist.world_size / max(elapsed, 1e-9)
+        means["lr"] = self.optimizer.param_groups[0]["lr"]
+        means["seconds"] = elapsed
+        return means
+
+    def validate(self) -> dict | None:
+        """mAP/rank-1 infrared->visible on the held-out validation identities, or None without any."""
+        from vireid.engine.inference import validation_metrics
+
+        if self.data.val_cache is None:
+            return None
+        return validation_metrics(self.core_model, self.data, self.device, self.cfg.eval.batch_size, self.cfg.eval.metric)
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        start = self.state.epoch
+        history = []
+        try:
+            for epoch in range(start, cfg.train.epochs):
+                stats = self.train_epoch(epoch)
+                self.state.epoch = epoch + 1
+                record = {"epoch": epoch + 1, **stats}
+                val = None
+                if (
+                    self.dist.is_main
+                    and cfg.train.eval_every
+                    and ((epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs)
+                ):
+                    val = self.validate()
+                if val is not None:
+                    record.update({f"val_{k}": v for k, v in val.items()})
+                    self.logger.log("val", self.state.step, epoch + 1, **val)
+                improved = val is not None and cfg.train.select_best == "val" and val["mAP"] > self.state.best_metric
+                if improved:
+                    self.state.best_metric = float(val["mAP"])
+                    self.state.best_epoch = epoch + 1
+                self.logger.log("epoch", self.state.step, epoch + 1, **stats)
+                ckpt = self._checkpoint()
+                self._save("last.pt", ckpt)
+                if improved or (cfg.train.select_best == "last" or self.data.val_cache is None):
+                    self._save("best.pt", ckpt)
+                barrier(self.dist)
+                history.append(record)
+                if self.dist.is_main:
+                    line = f"epoch {epoch + 1}/{cfg.train.epochs}  loss {stats['loss']:.4f}  lr {stats['lr']:.2e}  {stats['images_per_s']:.0f} img/s"
+                    if val is not None:
+                        line += f"  val mAP {100 * val['mAP']:.2f}  R1 {100 * val['rank1']:.2f}"
+                    print(line, flush=True)
+        finally:
+            self.logger.close()
+        summary = {
+            "run_dir": str(self.run_dir),
+            "epochs": self.state.epoch,
+            "best_epoch": self.state.best_epoch,
+            "best_val_mAP": self.state.best_metric,
+            "history": history,
+        }
+        if self.dist.is_main:
+            atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2))
+        return summary
+
+    def close(self) -> None:
+        cleanup(self.dist)
+
+
+def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config, dict]:
+    """Rebuild the model of a checkpoint (or run folder) in evaluation mode."""
+    ckpt = load_checkpoint(path, map_location=device)
+    cfg = config_from_dict(ckpt["config"])
+    model = build_model(cfg, int(ckpt["num_classes"]))
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    return model, cfg, ckpt

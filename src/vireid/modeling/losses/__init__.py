@@ -1,0 +1,25 @@
+"""Losses, each a small module with the call ``loss(inputs, labels, modalities=None)``.
+
+Registered names (``LOSSES``): ``cross_entropy``, ``triplet``, ``wrt``,
+``hetero_center_triplet``, ``center``. Each class's ``input_key`` says which model output it
+reads by default (``"logits"`` or ``"features"``).
+"""
+
+from vireid.modeling.losses.base import ReIDLoss, pairwise_euclidean
+from vireid.modeling.losses.center import CenterLoss
+from vireid.modeling.losses.identity import CrossEntropyLabelSmooth
+from vireid.modeling.losses.triplet import (
+    BatchHardTripletLoss,
+    HeteroCenterTripletLoss,
+    WeightedRegularizedTripletLoss,
+)
+
+__all__ = [
+    "BatchHardTripletLoss",
+    "CenterLoss",
+    "CrossEntropyLabelSmooth",
+    "HeteroCenterTripletLoss",
+    "ReIDLoss",
+    "WeightedRegularizedTripletLoss",
+    "pairwise_euclidean",
+]

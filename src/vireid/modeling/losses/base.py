@@ -1,0 +1,44 @@
+"""What every loss shares: one call signature and the name of the model output it reads.
+
+``loss(inputs, labels, modalities=None) -> scalar tensor``. ``inputs`` are logits or features
+as the loss needs; ``labels`` are identity labels ``[B]``; ``modalities`` (``[B]`` long, 0
+visible / 1 infrared) is used by cross-modality losses and ignored by the others. The class
+attribute ``input_key`` names the entry of a method's training output (``"logits"``,
+``"features"``, ``"bn_features"``) the loss reads by default, so a trainer can wire losses from
+a config list without knowing them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ReIDLoss(nn.Module):
+    """Base class: subclasses implement ``forward(inputs, labels, modalities=None)``."""
+
+    #: Default key of the method output this loss consumes.
+    input_key: str = "features"
+    #: True when the loss needs the modality codes.
+    needs_modalities: bool = False
+
+    def forward(  # pragma: no cover - abstract
+        self, inputs: torch.Tensor, labels: torch.Tensor, modalities: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def pairwise_euclidean(x: torch.Tensor, y: torch.Tensor | None = None, eps: float = 1e-12) -> torch.Tensor:
+    """Euclidean distances ``[N, M]`` from ``||x||² + ||y||² − 2 x·y``, clamped at ``eps`` before the square
+    root so the gradient stays finite at zero distance."""
+    y = x if y is None else y
+    squared = x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1).unsqueeze(0) - 2.0 * (x @ y.t())
+    return squared.clamp(min=eps).sqrt()
+
+
+def zero_loss(inputs: torch.Tensor) -> torch.Tensor:
+    """A zero that stays in the graph (for batches with no valid triplet)."""
+    return inputs.sum() * 0.0
+
+
+__all__ = ["ReIDLoss", "pairwise_euclidean", "zero_loss"]

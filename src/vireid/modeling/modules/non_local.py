@@ -1,0 +1,119 @@
+"""Non-local block (Wang et al., "Non-local neural networks", CVPR 2018), AGW variant.
+
+``z = x + BN(W y)``, ``y_i = sum_j f(x_i, x_j) g(x_j) / C(x)`` with ``theta, phi, g`` 1x1
+convolutions to ``C / reduction`` channels. AGW (Ye et al., TPAMI 2021) uses the
+dot-product form ``f = theta(x_i)^T phi(x_j)``, ``C(x) = N`` (number of positions), with
+reduction 2, and initialises the output BatchNorm's weight and bias to zero, so each block
+starts as the identity and does not disturb pretrained features. ``mode="embedded_gaussian"``
+uses ``softmax_j`` instead (Wang et al., eq. 2-3).
+
+AGW places 2 blocks in ResNet-50's layer2 (after its last two blocks) and 3 in layer3 (after
+its last three blocks): :data:`AGW_NON_LOCAL` = ``{"stage2": 2, "stage3": 3}``, to be given to
+:func:`add_non_local` (counts mean "after each of the last N blocks"; a list gives explicit
+block indices).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from vireid.errors import ConfigError
+from vireid.modeling.registries import MODULES
+
+#: AGW's placement: ``non_layers = [0, 2, 3, 0]`` for layer1..layer4 of ResNet-50.
+AGW_NON_LOCAL: dict[str, int] = {"stage2": 2, "stage3": 3}
+NON_LOCAL_MODES = ("dot_product", "embedded_gaussian")
+
+
+@MODULES.register("non_local")
+class NonLocalBlock(nn.Module):
+    """Residual non-local block on ``[B,C,H,W]``; starts as the identity (zero-initialised BN)."""
+
+    def __init__(self, in_channels: int, reduction: int = 2, mode: str = "dot_product") -> None:
+        super().__init__()
+        if mode not in NON_LOCAL_MODES:
+            raise ConfigError(f"non-local mode must be one of {', '.join(NON_LOCAL_MODES)}, got {mode!r}")
+        if reduction < 1:
+            raise ConfigError(f"non-local reduction must be >= 1, got {reduction!r}")
+        self.in_channels = int(in_channels)
+        self.inter_channels = max(self.in_channels // int(reduction), 1)
+        self.mode = mode
+        self.theta = nn.Conv2d(self.in_channels, self.inter_channels, kernel_size=1)
+        self.phi = nn.Conv2d(self.in_channels, self.inter_channels, kernel_size=1)
+        self.g = nn.Conv2d(self.in_channels, self.inter_channels, kernel_size=1)
+        self.W = nn.Sequential(
+            nn.Conv2d(self.inter_channels, self.in_channels, kernel_size=1),
+            nn.BatchNorm2d(self.in_channels),
+        )
+        nn.init.zeros_(self.W[1].weight)
+        nn.init.zeros_(self.W[1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        theta = self.theta(x).flatten(2).transpose(1, 2)  # [B, N, C']
+        phi = self.phi(x).flatten(2)  # [B, C', N]
+        g = self.g(x).flatten(2).transpose(1, 2)  # [B, N, C']
+        affinity = torch.bmm(theta, phi)  # [B, N, N]
+        if self.mode == "dot_product":
+            affinity = affinity / affinity.shape[-1]
+        else:
+            affinity = affinity.softmax(dim=-1)
+        y = torch.bmm(affinity, g).transpose(1, 2).reshape(b, self.inter_channels, h, w)
+        return x + self.W(y)
+
+
+def parse_stage_key(key: str | int) -> int:
+    """``"stage3"``, ``"layer3"`` or ``3`` -> 3."""
+    if isinstance(key, int):
+        return key
+    text = str(key).strip().lower()
+    for prefix in ("stage", "layer"):
+        if text.startswith(prefix) and text[len(prefix) :].isdigit():
+            return int(text[len(prefix) :])
+    if text.isdigit():
+        return int(text)
+    raise ConfigError(f"non_local key {key!r} must name a stage such as 'stage3' or 'layer3'")
+
+
+def resolve_non_local(spec: str | Mapping[str, int | Sequence[int]] | None) -> dict[int, int | list[int]]:
+    """Config value -> ``{stage: count or block indices}``: ``None``/``"none"``, ``"agw"`` or a mapping."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in {"", "none", "off", "false"}):
+        return {}
+    if isinstance(spec, str):
+        if spec.strip().lower() == "agw":
+            spec = AGW_NON_LOCAL
+        else:
+            raise ConfigError(f"non_local must be null, 'agw' or a mapping like {{stage2: 2, stage3: [3, 4, 5]}}, got {spec!r}")
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"non_local must be null, 'agw' or a mapping, got {spec!r}")
+    resolved: dict[int, int | list[int]] = {}
+    for key, value in spec.items():
+        stage = parse_stage_key(key)
+        if isinstance(value, bool) or not isinstance(value, (int, list, tuple)):
+            raise ConfigError(f"non_local {key!r} must be a block count or a list of block indices, got {value!r}")
+        resolved[stage] = int(value) if isinstance(value, int) else [int(v) for v in value]
+    return resolved
+
+
+def add_non_local(
+    backbone: nn.Module,
+    spec: str | Mapping[str, int | Sequence[int]] | None,
+    reduction: int = 2,
+    mode: str = "dot_product",
+) -> dict[int, list[int]]:
+    """Insert :class:`NonLocalBlock` s into the shared stages of a two-stream ``backbone``.
+
+    Returns ``{stage: block indices after which a block was inserted}``.
+    """
+    placed: dict[int, list[int]] = {}
+    for stage, positions in resolve_non_local(spec).items():
+        placed[stage] = backbone.insert_after_blocks(
+            stage, positions, lambda channels: NonLocalBlock(channels, reduction=reduction, mode=mode), label="non_local"
+        )
+    return placed
+
+
+__all__ = ["AGW_NON_LOCAL", "NON_LOCAL_MODES", "NonLocalBlock", "add_non_local", "parse_stage_key", "resolve_non_local"]

@@ -1,0 +1,50 @@
+"""Shared fixtures: one tiny synthetic dataset per test session, tiny training configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+REAL_MINI = REPO.parent / "shared" / "data" / "real-mini" / "sysu-mm01-figure"
+
+
+@pytest.fixture(scope="session")
+def tiny_synth_root(tmp_path_factory) -> Path:
+    """A small synthetic SYSU-MM01-layout dataset (24 ids, 3 images per camera, 64x32)."""
+    from vireid.data.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "tiny"
+    generate_dataset(root, ids=24, format="sysu-mm01", images_per_camera=3, height=64, width=32, seed=0,
+                     workers=1, progress=False)
+    return root
+
+
+def tiny_overrides(root: Path, out: Path, **extra) -> list[str]:
+    """Overrides that turn baseline_synth into a seconds-long CPU run on ``root``."""
+    values = {
+        "name": "tiny",
+        "output_dir": str(out),
+        "data.root": str(root),
+        "data.synth.ids": 24,
+        "data.synth.images_per_camera": 3,
+        "data.synth.height": 64,
+        "data.synth.width": 32,
+        "data.height": 64,
+        "data.width": 32,
+        "data.workers": 1,
+        "model.params.backbone": "resnet10t",
+        "sampler.num_ids": 4,
+        "sampler.num_per_modality": 2,
+        "sampler.epoch_length": 6,
+        "train.epochs": 2,
+        "train.progress": False,
+        "train.threads": 2,
+        "eval.trials": 2,
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]

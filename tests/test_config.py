@@ -1,0 +1,88 @@
+"""Config loading: inheritance, dotted overrides, strict rejection of unknown keys and wrong types."""
+
+from pathlib import Path
+
+import pytest
+
+from vireid.config import Config, check_kwargs, load_config
+from vireid.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_defaults_and_overrides():
+    cfg = load_config(None, ["optim.lr=0.01", "sched.milestones=[5, 9]", "train.amp=bf16", "data.options.trial=3"])
+    assert isinstance(cfg, Config)
+    assert cfg.optim.lr == 0.01 and isinstance(cfg.optim.lr, float)
+    assert cfg.sched.milestones == [5, 9]
+    assert cfg.train.amp == "bf16"
+    assert cfg.data.options == {"trial": 3}
+
+
+def test_int_accepted_for_float_but_not_string():
+    assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0
+    with pytest.raises(ConfigError, match=r"'optim.lr' expects a number"):
+        load_config(None, ["optim.lr=fast"])
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim.lrr'"):
+        load_config(None, ["optim.lrr=0.1"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'trainer'"):
+        load_config(None, ["trainer.epochs=3"])
+
+
+def test_wrong_type_and_choice():
+    with pytest.raises(ConfigError, match=r"'train.epochs' expects an integer"):
+        load_config(None, ["train.epochs=2.5"])
+    with pytest.raises(ConfigError, match=r"'train.amp' must be one of none, bf16, fp16"):
+        load_config(None, ["train.amp=fp8"])
+    with pytest.raises(ConfigError, match=r"'train.channels_last' expects true or false"):
+        load_config(None, ["train.channels_last=3"])
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["optim.lr"])
+
+
+def test_loss_table_validated():
+    with pytest.raises(ConfigError, match=r"unknown config key 'losses.triplet.wieght'"):
+        load_config(None, ["losses.triplet.wieght=2"])
+    cfg = load_config(None, ["losses.triplet.weight=2"])
+    assert cfg.loss_terms()["triplet"].weight == 2.0
+
+
+def test_inheritance(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("optim: {lr: 0.5, momentum: 0.8}\ntrain: {epochs: 7}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("_base_: base.yaml\noptim: {lr: 0.25}\n")
+    cfg = load_config(child)
+    assert cfg.optim.lr == 0.25 and cfg.optim.momentum == 0.8 and cfg.train.epochs == 7
+
+
+def test_missing_and_cyclic_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    a = tmp_path / "a.yaml"
+    a.write_text("_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="inherits from itself"):
+        load_config(a)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_shipped_configs_load(name):
+    cfg = load_config(CONFIGS / name)
+    assert cfg.train.epochs > 0
+
+
+def test_check_kwargs_names_key():
+    def method(num_classes: int, backbone: str = "resnet50", gem_p: float = 3.0):
+        return None
+
+    assert check_kwargs(method, {"backbone": "resnet18", "gem_p": 2}, "model.params") == {"backbone": "resnet18", "gem_p": 2.0}
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.params.backbon'"):
+        check_kwargs(method, {"backbon": "x"}, "model.params")
+    with pytest.raises(ConfigError, match=r"'model.params.gem_p' expects a number"):
+        check_kwargs(method, {"gem_p": "three"}, "model.params")

@@ -1,0 +1,177 @@
+"""The training engine end to end on a tiny synthetic set: learning, run folder, exact resume,
+NaN handling, atomic checkpoints, DDP with gloo and config errors from the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import REPO, tiny_overrides
+from vireid.config import load_config
+from vireid.engine.checkpoint import atomic_torch_save, load_checkpoint
+from vireid.engine.trainer import Trainer, TrainingDiverged, lr_factor
+from vireid.modeling import LOSSES
+
+CONFIG = REPO / "configs" / "baseline_synth.yaml"
+
+
+def make_cfg(root: Path, out: Path, **extra):
+    return load_config(CONFIG, tiny_overrides(root, out, **extra))
+
+
+def final_weights(run_dir: Path) -> dict:
+    return load_checkpoint(run_dir / "last.pt")["model"]
+
+
+def test_lr_schedule_warmup_multistep_cosine():
+    cfg = load_config(None, ["sched.warmup_epochs=10", "sched.warmup_start_factor=0.1", "sched.milestones=[20,50]"])
+    assert lr_factor(cfg, 0) == pytest.approx(0.1)
+    assert lr_factor(cfg, 5) == pytest.approx(0.55)
+    assert lr_factor(cfg, 10) == 1.0 and lr_factor(cfg, 19.9) == 1.0
+    assert lr_factor(cfg, 20) == pytest.approx(0.1) and lr_factor(cfg, 50) == pytest.approx(0.01)
+    cos = load_config(None, ["sched.name=cosine", "sched.warmup_epochs=0", "train.epochs=10"])
+    assert lr_factor(cos, 0) == pytest.approx(1.0)
+    assert lr_factor(cos, 5) == pytest.approx(0.5)
+    assert lr_factor(cos, 10) == pytest.approx(0.0)
+
+
+def test_tiny_model_learns_and_leaves_a_run_folder(tiny_synth_root, tmp_path):
+    cfg = make_cfg(tiny_synth_root, tmp_path, **{"train.epochs": 4, "sampler.epoch_length": 10, "optim.lr": 0.001})
+    run_dir = tmp_path / "run"
+    trainer = Trainer(cfg, run_dir)
+    initial = trainer.validate()["mAP"]
+    summary = trainer.fit()
+    trainer.close()
+    assert summary["best_val_mAP"] > initial + 0.05, (initial, summary["best_val_mAP"])
+    for name in ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "train_summary.json"):
+        assert (run_dir / name).is_file(), name
+    assert any((run_dir / "tensorboard").iterdir())
+    kinds = {json.loads(line)["kind"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()}
+    assert {"step", "epoch", "val"} <= kinds
+    best = load_checkpoint(run_dir / "best.pt")
+    assert best["state"]["best_epoch"] == summary["best_epoch"]
+
+    from vireid.cli.train import evaluate_checkpoint
+    from vireid.viz.curves import plot_training_curves
+
+    png = plot_training_curves(run_dir)
+    assert png.stat().st_size > 5000
+    results = evaluate_checkpoint(run_dir, rerank=[False, True], progress=False)
+    assert [r.name for r in results] == ["sysu-all-single", "sysu-indoor-single"] * 2
+    assert [bool(r.settings["rerank"]) for r in results] == [False, False, True, True]
+    assert (run_dir / "test_results.md").is_file()
+
+
+def test_resume_after_crash_gives_the_same_weights(tiny_synth_root, tmp_path):
+    extra = {"train.epochs": 3, "sampler.epoch_length": 4}
+    straight = tmp_path / "straight"
+    t = Trainer(make_cfg(tiny_synth_root, tmp_path, **extra), straight)
+    t.fit()
+    t.close()
+
+    crashed = tmp_path / "crashed"
+    t = Trainer(make_cfg(tiny_synth_root, tmp_path, **extra), crashed)
+    calls = {"n": 0}
+    original = t._compute_losses
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # epoch 2, batch 2
+            raise KeyboardInterrupt("simulated kill")
+        return original(*args, **kwargs)
+
+    t._compute_losses = crash_in_second_epoch
+    with pytest.raises(KeyboardInterrupt):
+        t.fit()
+    t.close()
+    assert load_checkpoint(crashed / "last.pt")["state"]["epoch"] == 1  # at most the current epoch is lost
+
+    resumed = Trainer(load_config(crashed / "config.yaml"), crashed, resume=True)
+    resumed.fit()
+    resumed.close()
+    a, b = final_weights(straight), final_weights(crashed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@LOSSES.register("test_nan_after")
+class NanAfterSteps(nn.Module):
+    """Test-only loss: zero for ``steps`` calls, then NaN."""
+
+    def __init__(self, steps: int = 3) -> None:
+        super().__init__()
+        self.steps = steps
+        self.calls = 0
+
+    def forward(self, inputs, labels, modalities=None):
+        self.calls += 1
+        value = float("nan") if self.calls > self.steps else 0.0
+        return inputs.sum() * 0.0 + value
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_synth_root, tmp_path):
+    cfg = make_cfg(tiny_synth_root, tmp_path, **{"train.epochs": 3, "sampler.epoch_length": 4})
+    cfg.losses["nan_probe"] = {"type": "test_nan_after", "input": "logits", "params": {"steps": 6}}
+    run_dir = tmp_path / "nan"
+    trainer = Trainer(cfg, run_dir)
+    with pytest.raises(TrainingDiverged, match=r"the loss became nan at epoch 2, step 7 .*last.pt keeps the last good epoch"):
+        trainer.fit()
+    trainer.close()
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    assert ckpt["state"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_atomic_save_keeps_old_checkpoint_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    atomic_torch_save({"model": {"w": torch.ones(3)}, "config": {}}, path)
+
+    def exploding_save(obj, fh, *args, **kwargs):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", exploding_save)
+    with pytest.raises(OSError):
+        atomic_torch_save({"model": {"w": torch.zeros(3)}, "config": {}}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "vireid", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=REPO)
+
+
+def test_cli_rejects_unknown_key_and_wrong_type(tmp_path):
+    res = _cli("train", "--config", "baseline_synth", "optim.lrr=0.1", f"output_dir={tmp_path}")
+    assert res.returncode == 2
+    assert "unknown config key 'optim.lrr'" in res.stderr and "Traceback" not in res.stderr
+    res = _cli("train", "--config", "baseline_synth", "train.epochs=many", f"output_dir={tmp_path}")
+    assert res.returncode == 2 and "'train.epochs' expects an integer" in res.stderr
+    res = _cli("train", "--config", "baseline_synth", "model.params.backbon=resnet18", f"output_dir={tmp_path}")
+    assert res.returncode == 2 and "unknown config key 'model.params.backbon'" in res.stderr
+
+
+def test_ddp_two_cpu_processes_with_gloo(tiny_synth_root, tmp_path):
+    run_dir = tmp_path / "ddp"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "vireid.cli", "train", "--config", "baseline_synth", "--run-dir", str(run_dir), "--no-eval",
+        *tiny_overrides(tiny_synth_root, tmp_path, **{"train.epochs": 1, "sampler.epoch_length": 3, "train.threads": 1}),
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    assert ckpt["sampler"]["world_size"] == 2
+    assert ckpt["state"]["step"] == 3
