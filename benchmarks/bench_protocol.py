@@ -3,9 +3,12 @@
 A fake pool with the real test-set shape: 96 identities, 3,803 infrared queries (camera 3: 1,883,
 camera 6: 1,920) and 20 visible images per identity and camera in the cameras where the real test
 identities appear (cam1/cam2: 56 identities, cam4: 94, cam5: 95 -> 301 gallery images per trial),
-2048-d features. The fast path (``sysu_protocol``: one query x union-of-galleries product, then
-per trial a column gather and the vectorised ranking) is timed against the plain loop (per trial:
-the distances of that gallery, then ``evaluate_ranking_loop``), and their metrics must agree to 1e-6.
+2048-d features. Both precisions of ``sysu_protocol`` (``"fp32"``: one query x union-of-galleries
+product, then all trials ranked in one batched pass; ``"auto"``: the certified bf16 screen where a
+bf16 product is fast, falling back to fp32 when the bound cannot decide) are timed against the plain
+loop (per trial: the distances of that gallery, then ``evaluate_ranking_loop``); all metrics must
+agree to 1e-6. The screen's statistics (how many query rows and comparisons the bf16 bound leaves
+undecided) are measured over all rows.
 
     python benchmarks/bench_protocol.py            # writes its section of docs/benchmarks.md
     python benchmarks/bench_protocol.py --quick --doc /tmp/bench.md
@@ -28,7 +31,9 @@ import torch  # noqa: E402
 import vireid  # noqa: E402,F401
 from _report import DOC, write_section  # noqa: E402
 from vireid.data.records import INFRARED, VISIBLE, ImageRecord  # noqa: E402
-from vireid.evaluation import evaluate_ranking, evaluate_ranking_loop, pairwise_distance  # noqa: E402
+from vireid.evaluation import evaluate_ranking_loop, pairwise_distance  # noqa: E402
+from vireid.evaluation.distance import SCREEN_MARGIN, bf16_matmul_is_fast, bf16_screen, prepare_screen  # noqa: E402
+from vireid.evaluation.metrics import TrialTable, rank_trials, undecided_comparisons  # noqa: E402
 from vireid.evaluation.protocols import (  # noqa: E402
     METRIC_KEYS,
     _sysu_gallery_draws,
@@ -92,22 +97,74 @@ def loop_reference(features: torch.Tensor, pool: list[ImageRecord], trials: int)
     return out
 
 
-def breakdown(features: torch.Tensor, pool: list[ImageRecord], trials: int) -> dict[str, float]:
-    """Time the stages of the fast path separately (same steps as the runner)."""
-    t0 = time.perf_counter()
-    draws = _sysu_gallery_draws(pool, "all", 1, range(trials), "seeded", None)  # as the runner does
-    t1 = time.perf_counter()
+def _setup(features: torch.Tensor, pool: list[ImageRecord], trials: int):
+    draws = _sysu_gallery_draws(pool, "all", 1, range(trials), "seeded", None)
     union = np.unique(np.concatenate(draws))
     q = np.array([i for i, r in enumerate(pool) if r.modality == INFRARED])
-    q_u = pairwise_distance(features[q], features[union])
-    t2 = time.perf_counter()
     pids = np.array([r.pid for r in pool])
     cams = np.array([r.camid for r in pool])
-    for g in draws:
-        dist = q_u[:, torch.as_tensor(np.searchsorted(union, g))]
-        evaluate_ranking(dist, pids[q], pids[g], cams[q], cams[g], cam_rule="sysu", dedup_cmc=True)
+    cols = [np.searchsorted(union, g) for g in draws]
+    table = TrialTable.build(pids[q], pids[union], cols, cams[q], cams[union], "sysu", features.device)
+    return draws, union, q, table
+
+
+def breakdown(features: torch.Tensor, pool: list[ImageRecord], trials: int) -> dict[str, float]:
+    """Time the stages of the fp32 path separately (same steps as the runner)."""
+    t0 = time.perf_counter()
+    _sysu_gallery_draws(pool, "all", 1, range(trials), "seeded", None)
+    t1 = time.perf_counter()
+    _, union, q, table = _setup(features, pool, trials)
+    q_u = pairwise_distance(features[q], features[union])
+    t2 = time.perf_counter()
+    rank_trials(q_u, table, dedup_cmc=True)
     t3 = time.perf_counter()
-    return {"draw": t1 - t0, "distance": t2 - t1, "rank": t3 - t2, "union": len(union)}
+    screen = prepare_screen(features[q], features[union])
+    z, w = bf16_screen(screen)
+    t4 = time.perf_counter()
+    return {"draw": t1 - t0, "distance": t2 - t1, "rank": t3 - t2, "screen": t4 - t3, "union": len(union)}
+
+
+def screen_statistics(features: torch.Tensor, pool: list[ImageRecord], trials: int) -> dict[str, float]:
+    """Over all query rows: rows and (other-identity entry, correct match) comparisons the bf16
+    bound leaves undecided, and the median half-width of the bound."""
+    _, union, q, table = _setup(features, pool, trials)
+    screen = prepare_screen(features[q], features[union])
+    z, w = bf16_screen(screen)
+    undecided = undecided_comparisons(z, w, table, near_zero=SCREEN_MARGIN)
+    keep = table.keep(slice(0, len(q)))
+    positions, real = table.correct_positions(slice(0, len(q)))
+    own = table.label.unsqueeze(0) == table.q_label[:, None, None]
+    num_correct = (real & keep.gather(2, positions)).sum(dim=2)  # [Q, T]
+    comparisons = int(((keep & ~own).sum(dim=2) * num_correct).sum())
+    return {
+        "rows_undecided": float((undecided > 0).double().mean()),
+        "comparisons_undecided": float(undecided.sum()) / max(comparisons, 1),
+        "comparisons": comparisons,
+        "median_half_width": float(w.median()),
+    }
+
+
+def _timed_runs(features, pool, trials, repeats, precision) -> dict[int, list[float]]:
+    default_threads = torch.get_num_threads()
+    out = {}
+    for threads in sorted({1, default_threads}):
+        torch.set_num_threads(threads)
+        out[threads] = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            sysu_protocol(features, pool, mode="all", shots=1, trials=trials, draw="seeded", precision=precision)
+            out[threads].append(time.perf_counter() - t0)
+    torch.set_num_threads(default_threads)
+    return out
+
+
+def _max_diff(result, reference) -> float:
+    diffs = []
+    for fast, ref in zip(result.trials, reference):
+        ref_pct = {"rank1": ref["cmc"][0], "rank5": ref["cmc"][4], "rank10": ref["cmc"][9], "rank20": ref["cmc"][19]}
+        ref_pct.update(mAP=ref["mAP"], mINP=ref["mINP"])
+        diffs += [abs(fast[k] / 100.0 - ref_pct[k]) for k in METRIC_KEYS]
+    return max(diffs)
 
 
 def main() -> None:
@@ -125,62 +182,72 @@ def main() -> None:
     features = build_features(pool, dim, seed=0)
     load = os.getloadavg()[0]
 
-    result = sysu_protocol(features, pool, mode="all", shots=1, trials=trials, draw="seeded")  # warm-up
     default_threads = torch.get_num_threads()
-    times_by_threads = {}
-    for threads in sorted({1, default_threads}):
-        torch.set_num_threads(threads)
-        times_by_threads[threads] = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            result = sysu_protocol(features, pool, mode="all", shots=1, trials=trials, draw="seeded")
-            times_by_threads[threads].append(time.perf_counter() - t0)
-    torch.set_num_threads(default_threads)
-    times = times_by_threads[default_threads]
+    results, times = {}, {}
+    for precision in ("fp32", "auto"):
+        results[precision] = sysu_protocol(features, pool, trials=trials, draw="seeded", precision=precision)  # warm-up
+        times[precision] = _timed_runs(features, pool, trials, repeats, precision)
     stages = breakdown(features, pool, trials)
+    stats = screen_statistics(features, pool, trials)
 
     t0 = time.perf_counter()
     reference = loop_reference(features, pool, trials)
     loop_time = time.perf_counter() - t0
-
-    diffs = []
-    for fast, ref in zip(result.trials, reference):
-        ref_pct = {"rank1": ref["cmc"][0], "rank5": ref["cmc"][4], "rank10": ref["cmc"][9], "rank20": ref["cmc"][19]}
-        ref_pct.update(mAP=ref["mAP"], mINP=ref["mINP"])
-        diffs += [abs(fast[k] / 100.0 - ref_pct[k]) for k in METRIC_KEYS]
-    max_diff = max(diffs)
+    diff = {p: _max_diff(results[p], reference) for p in results}
+    max_diff = max(diff.values())
     agree = max_diff <= 1e-6
 
-    median, best = statistics.median(times), min(times)
+    result = results["auto"]
+    auto_info = result.settings["precision"]
+    median = {p: statistics.median(times[p][default_threads]) for p in times}
+    best = {p: min(times[p][default_threads]) for p in times}
+    one = {p: (statistics.median(times[p][1]), min(times[p][1])) for p in times}
+    fastest = min(median.values())
     n_query = result.settings["num_query"]
     n_gallery = result.trials[0]["num_gallery"]
-    verdict = "met" if median < TARGET_S else "missed"
+    verdict = "met" if fastest < TARGET_S else "missed"
+    bf16 = "yes" if bf16_matmul_is_fast("cpu") else "no"
     body = f"""Full SYSU-MM01 all-search single-shot protocol, {trials} trials (seeded draw), fake pool at
 the real test-set sizes: {n_query} infrared queries, {n_gallery} gallery images per trial drawn from
 {sum(r.modality == VISIBLE for r in pool)} visible images of {num_ids} identities, {dim}-d features.
-Fast path = `sysu_protocol` (one query x union-of-galleries distance product, per trial a column
-gather + the vectorised ranking); loop = per trial the distances of that gallery +
-`evaluate_ranking_loop`. Load average at start: {load:.2f} (other jobs on the machine inflate the
-figures).
+`precision="fp32"`: one query x union-of-galleries fp32 distance product, then all trials ranked in
+one batched pass. `precision="auto"` (default): on a CPU with bf16 units (this one: {bf16}) a
+certified bf16 screen first; it ranks only when its rigorous error bound decides every comparison of
+every query, otherwise the fp32 distances are computed as in the fp32 path. Loop = per trial the
+distances of that gallery + `evaluate_ranking_loop`. Load average at start: {load:.2f} (other jobs
+on the machine inflate the figures).
 
-| | time (s) |
+| | fp32 (s) | auto (s) |
+|---|---|---|
+| {default_threads} threads, median of {repeats} | {median['fp32']:.3f} | {median['auto']:.3f} |
+| {default_threads} threads, best of {repeats} | {best['fp32']:.3f} | {best['auto']:.3f} |
+| 1 thread, median / best of {repeats} | {one['fp32'][0]:.3f} / {one['fp32'][1]:.3f} | {one['auto'][0]:.3f} / {one['auto'][1]:.3f} |
+
+Path taken by auto: **{auto_info['path']}** ({auto_info['reason']}; {auto_info.get('screened_rows', 0)} rows
+screened before the decision).
+
+| stage (fp32 path, {default_threads} threads) | time (s) |
 |---|---|
-| fast path, {default_threads} threads, median of {repeats} | {median:.3f} |
-| fast path, {default_threads} threads, best of {repeats} | {best:.3f} |
-| fast path, 1 thread, median / best of {repeats} | {statistics.median(times_by_threads[1]):.3f} / {min(times_by_threads[1]):.3f} |
-| - of which gallery draws | {stages['draw']:.3f} |
-| - of which query x union distances ({n_query} x {stages['union']} x {dim}) | {stages['distance']:.3f} |
-| - of which ranking, {trials} trials | {stages['rank']:.3f} |
+| gallery draws | {stages['draw']:.3f} |
+| query x union distances ({n_query} x {stages['union']} x {dim}) | {stages['distance']:.3f} |
+| batched ranking, {trials} trials | {stages['rank']:.3f} |
+| (bf16 screen of all rows, with its bound) | {stages['screen']:.3f} |
 | plain loop | {loop_time:.3f} |
-| speed-up (loop / fast median) | {loop_time / median:.1f}x |
+| speed-up (loop / fastest median) | {loop_time / fastest:.1f}x |
 
-Metrics fast vs loop: max abs difference {max_diff:.2e} over all trials and metrics
-({'agree to 1e-6' if agree else 'DISAGREE'}). Mean of the fast path: rank-1 {result.mean['rank1']:.2f} %,
+bf16 screen over all rows: median certified half-width {stats['median_half_width']:.2e} (in units of the
+similarity); {100 * stats['comparisons_undecided']:.2f} % of the {stats['comparisons']:,} (other-identity
+entry, correct match) comparisons and {100 * stats['rows_undecided']:.1f} % of the query rows are left undecided, so
+on this data the screen cannot replace the fp32 product (one undecided comparison needs the fp32 values of its
+row, and the fp32 product's rounding is only reproduced by the identical full-size call).
+
+Metrics vs loop: max abs difference fp32 {diff['fp32']:.2e}, auto {diff['auto']:.2e} over all trials and
+metrics ({'agree to 1e-6' if agree else 'DISAGREE'}). Mean: rank-1 {result.mean['rank1']:.2f} %,
 mAP {result.mean['mAP']:.2f} %, mINP {result.mean['mINP']:.2f} %.
 
-Target < {TARGET_S} s: **{verdict}** (median {median:.3f} s). The distance product alone is
-{n_query} x {stages['union']} x {dim} multiply-adds (about {2 * n_query * stages['union'] * dim / 1e9:.0f} GFLOP),
-which bounds the fast path from below on this CPU."""
+Target < {TARGET_S} s: **{verdict}** (fastest median {fastest:.3f} s). The fp32 distance product alone
+is {n_query} x {stages['union']} x {dim} multiply-adds (about {2 * n_query * stages['union'] * dim / 1e9:.0f} GFLOP),
+which bounds the exact path from below on this CPU."""
     print(body)
     if not agree:
         raise SystemExit(f"fast path and loop disagree: max abs difference {max_diff:.3e}")

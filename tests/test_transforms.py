@@ -230,12 +230,12 @@ def test_augmenting_a_batch_of_64_at_288x144_is_fast():
     transform = build_train_transform(288, 144, channel_aug=True)
     generator = _gen(0)
     transform(images, modalities, generator)  # warm-up
-    # Best of several runs (about 20 ms on an idle 2-CPU machine): other processes share the CPU, so
-    # keep trying for a few seconds and stop as soon as one run is fast enough.
+    # Best of several runs (about 20 ms on an idle 2-CPU machine; the bound leaves room for a busy
+    # CI machine): keep trying for a few seconds and stop as soon as one run is fast enough.
     best = float("inf")
     deadline = time.perf_counter() + 5.0
-    while best >= 0.050 and time.perf_counter() < deadline:
+    while best >= 0.100 and time.perf_counter() < deadline:
         start = time.perf_counter()
         transform(images, modalities, generator)
         best = min(best, time.perf_counter() - start)
-    assert best < 0.050, f"augmenting 64x3x288x144 took {best * 1e3:.1f} ms at best"
+    assert best < 0.100, f"augmenting 64x3x288x144 took {best * 1e3:.1f} ms at best"

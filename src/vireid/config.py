@@ -127,6 +127,7 @@ class EvalConfig:
     rerank: bool = False
     trials: int = 10
     draw: str = "seeded"  # SYSU-MM01 gallery draw: seeded | official
+    rand_perm_cam: str | None = None  # official draw file; default: <data.root>/exp/rand_perm_cam.mat
 
 
 @dataclass

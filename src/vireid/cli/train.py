@@ -77,8 +77,8 @@ def run_training(cfg, folder: Path, resume: bool = False, evaluate: bool = True)
 
 
 def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), rerank=None, data_root: str | None = None,
-                        draw: str | None = None, trials: int | None = None, device: str = "auto",
-                        progress: bool = True) -> list:
+                        draw: str | None = None, trials: int | None = None, rand_perm_cam: str | None = None,
+                        device: str = "auto", progress: bool = True, quiet: bool = False) -> list:
     """Evaluate a checkpoint (or run folder) on its dataset's test protocols; writes results into the run folder."""
     from vireid.data.build import prepare_dataset
     from vireid.engine.checkpoint import atomic_write_text
@@ -94,11 +94,14 @@ def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), re
         cfg.eval.draw = draw
     if trials is not None:
         cfg.eval.trials = trials
+    if rand_perm_cam is not None:
+        cfg.eval.rand_perm_cam = rand_perm_cam
     dataset = prepare_dataset(cfg.data, progress=progress)
     results = evaluate_model(model, dataset, cfg, dev, protocols=protocols, rerank=rerank, progress=progress,
                              method=cfg.name)
     table = format_results_table(results)
-    print(table)
+    if not quiet:
+        print(table)
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
     atomic_write_text(run_dir / "test_results.json", json.dumps([r.to_dict() for r in results], indent=2))
     atomic_write_text(run_dir / "test_results.md", table + "\n")
@@ -113,8 +116,9 @@ def eval_command(
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder, if it moved since training."),
     draw: Optional[str] = typer.Option(None, "--draw", help="SYSU-MM01 gallery draw: official (rand_perm_cam.mat) or seeded."),
     trials: Optional[int] = typer.Option(None, "--trials", help="Number of gallery-draw trials (default 10)."),
+    rand_perm_cam: Optional[str] = typer.Option(None, "--rand-perm-cam", help="Official SYSU-MM01 rand_perm_cam.mat (default: <dataset>/exp/rand_perm_cam.mat)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Evaluate a trained model under the official protocols (mean ± std over trials)."""
     evaluate_checkpoint(checkpoint, protocols=tuple(protocol or ()), rerank=[False, True] if rerank else [False],
-                        data_root=data_root, draw=draw, trials=trials, device=device)
+                        data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam, device=device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -34,17 +35,40 @@ def protocols_for(dataset, requested: Sequence[str] = ()) -> list[str]:
     return names
 
 
+def find_rand_perm_cam(dataset, explicit: str | Path | None = None) -> Path:
+    """The official SYSU-MM01 gallery permutation file: ``explicit``, else the dataset's
+    ``exp/rand_perm_cam.mat`` or ``evaluation/data_split/rand_perm_cam.mat``."""
+    candidates = [Path(explicit)] if explicit else [
+        Path(dataset.root) / "exp" / "rand_perm_cam.mat",
+        Path(dataset.root) / "evaluation" / "data_split" / "rand_perm_cam.mat",
+    ]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ConfigError(
+        f"the official SYSU-MM01 gallery draw needs rand_perm_cam.mat (looked for {', '.join(map(str, candidates))}); "
+        "copy it from the SYSU-MM01 evaluation code (data_split/) into <dataset>/exp/, pass --rand-perm-cam PATH "
+        "(eval.rand_perm_cam=PATH), or use the seeded draw"
+    )
+
+
 def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str], *, rerank: bool = False,
                       metric: str = "euclidean", trials: int = 10, draw: str = "seeded",
-                      method: str = "") -> list:
+                      rand_perm_cam: str | Path | None = None, method: str = "") -> list:
     """Run each protocol on features of ``dataset.test`` (same order); returns ProtocolResults."""
     from vireid.evaluation.protocols import run_protocol
+
+    perm_path = None
+    if draw == "official" and any(name.startswith("sysu") for name in protocols):
+        perm_path = find_rand_perm_cam(dataset, rand_perm_cam)
 
     results = []
     for name in protocols:
         options: dict = {"rerank": rerank, "metric": metric}
         if name.startswith("sysu"):
             options.update(trials=trials, draw=draw)
+            if perm_path is not None:
+                options["rand_perm_cam"] = perm_path
         elif name.startswith("llcm"):
             options.update(trials=trials)
         if name == "given":
@@ -78,5 +102,6 @@ def evaluate_model(model: nn.Module, dataset, cfg: Config, device: torch.device 
     settings = rerank if isinstance(rerank, (list, tuple)) else [cfg.eval.rerank if rerank is None else rerank]
     for rr in settings:
         out += evaluate_features(feats, dataset, names, rerank=rr, metric=cfg.eval.metric,
-                                 trials=cfg.eval.trials, draw=cfg.eval.draw, method=method)
+                                 trials=cfg.eval.trials, draw=cfg.eval.draw, rand_perm_cam=cfg.eval.rand_perm_cam,
+                                 method=method)
     return out

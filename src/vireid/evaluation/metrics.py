@@ -25,11 +25,20 @@ Conventions (see ``docs/protocols.md`` of the shared material):
 * Queries left without any correct match after filtering are excluded from every average.
 
 :func:`evaluate_ranking` is vectorised in torch (chunks of queries, no Python loop per query);
-:func:`evaluate_ranking_loop` is the plain per-query twin the tests hold it against.
+:func:`evaluate_ranking_trials` ranks several galleries (trials) that are column subsets of one
+query x union distance matrix in one batched pass; :func:`evaluate_ranking_loop` is the plain
+per-query twin the tests hold both against.
+
+Fast float32 ranking: only the positions of the few correct matches matter. Each entry gets an
+int64 key that increases in the stable-sort order (the float's order-preserving bit pattern, then
+the gallery position); the sorted keys of the correct matches split the row into buckets, and
+``searchsorted`` + a bucket histogram give, for the n-th correct match, the number of kept entries
+ranked before it -- no sort of the row and no [queries, matches, gallery] comparison cube.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +53,9 @@ SYSU_SKIPPED_CAMERA = 2
 _CHUNK_ELEMENTS = 1 << 21
 # Up to this many gallery images per identity, ranks are found by counting instead of sorting.
 _COUNTING_MAX_MATCHES = 16
+# The trial ranker's chunks hold twice as many elements (its tensors are float32/bool): few chunks
+# mean few parallel ops, and on a shared 2-core machine every op can stall on an OpenMP barrier
+# (measured: 1<<17 elements per chunk 25 s, 1<<21 1.9 s for the same ranking at load 4).
 
 
 def _check_cam_rule(cam_rule: str | None, q_camids: Any, g_camids: Any) -> None:
@@ -121,6 +133,11 @@ def evaluate_ranking(
     q_pid_np, g_pid_np = _as_numpy(q_pids).reshape(-1), _as_numpy(g_pids).reshape(-1)
     _validate_shapes(tuple(dist.shape), q_pid_np, g_pid_np, max_rank)
     num_q, num_g = dist.shape
+    if dist.dtype == torch.float32 and _max_matches(q_pid_np, g_pid_np) <= _COUNTING_MAX_MATCHES:
+        return evaluate_ranking_trials(
+            dist, q_pid_np, g_pid_np, [np.arange(num_g)], q_camids, g_camids,
+            cam_rule=cam_rule, dedup_cmc=dedup_cmc, max_rank=max_rank,
+        )[0]  # fmt: skip
 
     # Contiguous gallery identity labels 0..P-1 and each query's label (-1: identity not in the gallery).
     g_unique, g_label_np = np.unique(g_pid_np, return_inverse=True)
@@ -196,7 +213,7 @@ def _stable_order_keys(dist: torch.Tensor, column: torch.Tensor, keep: torch.Ten
 
 
 def _rank_chunk_by_counting(dist, q_label, q_cam, gallery: _Gallery, cam_rule, dedup_cmc):
-    """Metrics of one chunk of queries without sorting.
+    """Metrics of one chunk of queries without sorting (non-float32 distances).
 
     The filtered position of a gallery entry j is one plus the number of kept entries k ranked
     before it, i.e. with ``d_k < d_j`` or ``d_k == d_j and k < j`` (the stable-sort order). Only
@@ -219,26 +236,15 @@ def _rank_chunk_by_counting(dist, q_label, q_cam, gallery: _Gallery, cam_rule, d
         dist, cols, correct, num_rel = dist[valid], cols[valid], correct[valid], num_rel[valid]
         keep = keep[valid] if keep is not None else None
     column = torch.arange(num_g, device=device)
-    if dist.dtype == torch.float32:
-        # One int64 key per entry, increasing in the stable-sort order: the float's order-preserving
-        # integer image in the high 32 bits, the gallery index in the low 32; removed entries get
-        # the largest key so they are never ahead of anything.
-        keys = _stable_order_keys(dist, column, keep)
-        key_correct = keys.gather(1, cols)
+    d_correct = dist.gather(1, cols)  # [B, C]
 
-        def ahead_of(slots: torch.Tensor) -> torch.Tensor:
-            # [B, S, Ng]: kept entries ranked before the correct entries in ``slots`` [B, S]
-            return keys.unsqueeze(1) < key_correct.gather(1, slots).unsqueeze(-1)
-
-    else:
-        d_correct = dist.gather(1, cols)  # [B, C]
-
-        def ahead_of(slots: torch.Tensor) -> torch.Tensor:
-            d_ref = d_correct.gather(1, slots).unsqueeze(-1)
-            col_ref = cols.gather(1, slots).unsqueeze(-1)
-            d_all = dist.unsqueeze(1)
-            ahead = (d_all < d_ref) | ((d_all == d_ref) & (column < col_ref))
-            return ahead & keep.unsqueeze(1) if keep is not None else ahead
+    def ahead_of(slots: torch.Tensor) -> torch.Tensor:
+        # [B, S, Ng]: kept entries ranked before the correct entries in ``slots`` [B, S] (stable order)
+        d_ref = d_correct.gather(1, slots).unsqueeze(-1)
+        col_ref = cols.gather(1, slots).unsqueeze(-1)
+        d_all = dist.unsqueeze(1)
+        ahead = (d_all < d_ref) | ((d_all == d_ref) & (column < col_ref))
+        return ahead & keep.unsqueeze(1) if keep is not None else ahead
 
     big = num_g + 1
     all_slots = torch.arange(gallery.max_count, device=device).expand(cols.shape[0], -1)
@@ -350,3 +356,347 @@ def evaluate_ranking_loop(
         else:
             firsts.append(int(correct_positions[0]))
     return _finish(np.asarray(firsts, dtype=np.int64), np.asarray(aps), np.asarray(inps), max_rank)
+
+
+# --------------------------------------------------------------------------------------------
+# Batched ranking of several trials (column subsets of one query x union distance matrix)
+# --------------------------------------------------------------------------------------------
+
+
+def _max_matches(q_pids: np.ndarray, g_pids: np.ndarray) -> int:
+    """Most gallery entries of any identity that some query has (0 when none is shared)."""
+    g_unique, counts = np.unique(g_pids, return_counts=True)
+    shared = np.isin(g_unique, q_pids)
+    return int(counts[shared].max()) if shared.any() else 0
+
+
+@dataclass
+class TrialTable:
+    """The galleries of ``T`` trials as padded ``[T, G]`` tables of union columns, prepared once.
+
+    ``label`` are contiguous identity labels shared by all trials (``-1`` on padding), and
+    ``correct[t, p]`` lists the gallery positions of label ``p`` in trial ``t`` (``-1`` padded).
+    """
+
+    cols: torch.Tensor  # [T, G] union column of each gallery position (0 on padding)
+    valid: torch.Tensor  # [T, G] real (not padding) positions
+    label: torch.Tensor  # [T, G]
+    cam: torch.Tensor | None  # [T, G] (only with a camera rule)
+    correct: torch.Tensor  # [T, P, C]
+    num_labels: int
+    q_label: torch.Tensor  # [Nq] label of each query, -1 when its identity is in no trial
+    q_cam: torch.Tensor | None  # [Nq]
+    cam_rule: str | None
+    # Identity-grouped layout [T, P, C] of the same entries: union column, real slot, camera.
+    grouped_cols: torch.Tensor | None = None
+    grouped_pad: torch.Tensor | None = None
+    grouped_cam: torch.Tensor | None = None
+
+    @classmethod
+    def build(
+        cls,
+        q_pids: np.ndarray,
+        g_pids: np.ndarray,
+        trial_columns: list[np.ndarray],
+        q_camids: Any,
+        g_camids: Any,
+        cam_rule: str | None,
+        device: torch.device,
+    ) -> TrialTable:
+        num_trials, width = len(trial_columns), max(len(c) for c in trial_columns)
+        cols = np.zeros((num_trials, width), dtype=np.int64)
+        valid = np.zeros((num_trials, width), dtype=bool)
+        for t, c in enumerate(trial_columns):
+            cols[t, : len(c)], valid[t, : len(c)] = c, True
+        used = np.unique(cols[valid])
+        g_unique = np.unique(g_pids[used])
+        label = np.where(valid, np.searchsorted(g_unique, g_pids[cols]), -1)
+        q_label = np.searchsorted(g_unique, q_pids)
+        found = (q_label < len(g_unique)) & (g_unique[np.minimum(q_label, len(g_unique) - 1)] == q_pids)
+        q_label = np.where(found, q_label, -1)
+        counts = np.stack([np.bincount(label[t][valid[t]], minlength=len(g_unique)) for t in range(num_trials)])
+        width_c = max(int(counts.max()), 1)
+        correct = np.full((num_trials, len(g_unique), width_c), -1, dtype=np.int64)
+        for t in range(num_trials):
+            positions = np.flatnonzero(valid[t])
+            order = positions[np.argsort(label[t][positions], kind="stable")]
+            sorted_labels = label[t][order]
+            starts = np.cumsum(counts[t]) - counts[t]
+            correct[t, sorted_labels, np.arange(len(order)) - starts[sorted_labels]] = order
+        as_t = functools.partial(torch.as_tensor, device=device)
+        cam = q_cam = None
+        if cam_rule is not None:
+            g_cam_np = _as_numpy(g_camids).reshape(-1).astype(np.int64)
+            cam = as_t(np.where(valid, g_cam_np[cols], -1))
+            q_cam = as_t(_as_numpy(q_camids).reshape(-1).astype(np.int64))
+        grouped_cols = np.where(correct >= 0, np.take_along_axis(cols[:, None, :], correct.clip(0).reshape(
+            num_trials, 1, -1), axis=2).reshape(correct.shape), 0)  # fmt: skip
+        grouped_cam = None
+        if cam_rule is not None:
+            grouped_cam = as_t(np.where(correct >= 0, g_cam_np[grouped_cols], -1))
+        return cls(
+            as_t(cols), as_t(valid), as_t(label), cam, as_t(correct), len(g_unique), as_t(q_label), q_cam, cam_rule,
+            as_t(grouped_cols), as_t(correct < 0), grouped_cam,
+        )  # fmt: skip
+
+    def keep(self, rows: slice) -> torch.Tensor:
+        """[B, T, G] entries each query of ``rows`` keeps after the camera rule (and padding)."""
+        valid = self.valid.unsqueeze(0)
+        if self.cam_rule == "sysu":
+            return valid & ~((self.q_cam[rows, None, None] == SYSU_QUERY_CAMERA) & (self.cam == SYSU_SKIPPED_CAMERA))
+        if self.cam_rule == "same-camera":
+            same_id = self.label.unsqueeze(0) == self.q_label[rows, None, None]
+            return valid & ~(same_id & (self.cam.unsqueeze(0) == self.q_cam[rows, None, None]))
+        return valid.expand(rows.stop - rows.start, -1, -1)
+
+    def correct_positions(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, T, C] gallery positions of each query's identity per trial, and which slots are real."""
+        q_label = self.q_label[rows]
+        positions = self.correct[:, q_label.clamp(min=0), :].permute(1, 0, 2)
+        real = (positions >= 0) & (q_label >= 0)[:, None, None]
+        return positions.clamp(min=0), real
+
+    def rows_per_chunk(self, per_entry: int = 1) -> int:
+        return max(1, _CHUNK_ELEMENTS // max(self.cols.numel() * per_entry, 1))
+
+
+def _rank_trials_block(scores: torch.Tensor, table: TrialTable, rows: slice, dedup_cmc: bool):
+    """Per (query, trial) of one block: number of correct matches, first position, AP and INP.
+
+    ``scores`` [B, U] float32 (ascending = better) over the union columns. Returns tensors [B, T].
+    """
+    batch = scores.shape[0]
+    num_trials, width = table.cols.shape
+    device = scores.device
+    gathered = scores.index_select(1, table.cols.reshape(-1)).view(batch, num_trials, width)
+    keep = table.keep(rows)
+    keys = _stable_order_keys(gathered, torch.arange(width, device=device), keep)
+    positions, real = table.correct_positions(rows)
+    slots = positions.shape[-1]
+    correct_keys = keys.gather(2, positions).masked_fill(~real, _INT64_MAX).sort(dim=2).values
+    num_rel = (correct_keys != _INT64_MAX).sum(dim=2)  # [B, T]
+    flat_keys = keys.view(batch * num_trials, width)
+    # bucket[k] = number of correct matches ranked before entry k (removed entries: overflow bucket)
+    bucket = torch.searchsorted(correct_keys.view(batch * num_trials, slots), flat_keys)
+    bucket.masked_fill_(flat_keys == _INT64_MAX, slots)
+    histogram = torch.zeros(batch * num_trials, slots + 1, dtype=torch.int32, device=device)
+    histogram.scatter_add_(1, bucket, torch.ones_like(bucket, dtype=torch.int32))
+    # 1-based filtered position of the n-th correct match = kept entries in buckets 0..n
+    pos = histogram.cumsum(dim=1)[:, :slots].view(batch, num_trials, slots).double()
+    nth = torch.arange(1, slots + 1, device=device, dtype=torch.float64)
+    in_range = nth <= num_rel.unsqueeze(-1)
+    rel = num_rel.double().clamp(min=1.0)
+    ap = torch.where(in_range, nth / pos, torch.zeros_like(pos)).sum(dim=2) / rel
+    last = pos.gather(2, (num_rel - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    inp = num_rel.double() / last
+    if dedup_cmc:
+        # Entries before the best correct match (bucket 0) of other identities, counted once per identity.
+        own = table.label.unsqueeze(0) == table.q_label[rows, None, None]
+        ahead = (bucket.view(batch, num_trials, width) == 0) & ~own
+        seen = torch.zeros(batch * num_trials, table.num_labels + 1, dtype=torch.int32, device=device)
+        seen.scatter_add_(1, (table.label + 1).expand(batch, -1, -1).reshape(batch * num_trials, width),
+                          ahead.view(batch * num_trials, width).int())  # fmt: skip
+        first = (seen[:, 1:] > 0).sum(dim=1).view(batch, num_trials).double() + 1.0
+    else:
+        first = pos[:, :, 0]
+    return num_rel, first, ap, inp
+
+
+def _check_trial_columns(trial_columns: Any, num_columns: int) -> list[np.ndarray]:
+    cols = [np.asarray(_as_numpy(c), dtype=np.int64).reshape(-1) for c in trial_columns]
+    if not cols:
+        raise ValueError("trial_columns is empty; pass one array of gallery columns per trial")
+    for t, c in enumerate(cols):
+        if len(c) == 0:
+            raise ValueError(f"trial {t} has an empty gallery; every trial needs at least one gallery column")
+        if c.min() < 0 or c.max() >= num_columns:
+            raise ValueError(f"trial {t} refers to column {int(c.max())} but distmat has {num_columns} columns")
+    return cols
+
+
+# Up to this many gallery entries per identity and trial, the grouped float32 ranking is used.
+_GROUPED_MAX_MATCHES = 8
+
+
+def _rank_trials_grouped(scores: torch.Tensor, table: TrialTable, rows: slice, dedup_cmc: bool):
+    """Float32 ranking of one block in the identity-grouped layout [B, T, P, C].
+
+    Removed and padding entries become +inf; the entries before the c-th best correct match are
+    those with a smaller value (one comparison pass per slot c). Ties with a correct match would
+    need the gallery order: rows that have one are returned in ``tied`` for the exact key path.
+    Needs finite scores.
+    """
+    batch = scores.shape[0]
+    num_trials, num_labels, slots = table.correct.shape
+    device = scores.device
+    vals = scores.index_select(1, table.grouped_cols.reshape(-1)).view(batch, num_trials, num_labels, slots)
+    vals.masked_fill_(table.grouped_pad, float("inf"))
+    q_label = table.q_label[rows]
+    own_index = q_label.clamp(min=0)[:, None, None, None].expand(batch, num_trials, 1, slots)
+    if table.cam_rule == "sysu":
+        cam3 = (table.q_cam[rows] == SYSU_QUERY_CAMERA)[:, None, None, None]
+        skip = cam3 & (table.grouped_cam == SYSU_SKIPPED_CAMERA)
+        vals.masked_fill_(skip, float("inf"))
+    elif table.cam_rule == "same-camera":
+        own_cam = table.grouped_cam.unsqueeze(0).expand(batch, -1, -1, -1).gather(2, own_index)
+        own_vals = vals.gather(2, own_index)
+        own_vals.masked_fill_(own_cam == table.q_cam[rows, None, None, None], float("inf"))
+        vals.scatter_(2, own_index, own_vals)
+    correct = vals.gather(2, own_index).squeeze(2)  # [B, T, C], +inf where removed / padding
+    correct.masked_fill_((q_label < 0)[:, None, None], float("inf"))
+    correct = correct.sort(dim=2).values
+    num_rel = torch.isfinite(correct).sum(dim=2)
+    active = int(num_rel.max()) if num_rel.numel() else 0
+    lt = torch.zeros(batch, num_trials, slots, dtype=torch.int32, device=device)
+    tied = torch.zeros(batch, dtype=torch.bool, device=device)
+    ahead_best = None
+    for c in range(active):
+        ref = correct[:, :, c, None, None]
+        below = vals < ref
+        lt[:, :, c] = below.sum(dim=(2, 3), dtype=torch.int32)
+        at_or_below = (vals <= ref).sum(dim=(2, 3), dtype=torch.int32)
+        # a real correct match equals itself: anything more is a tie that needs the gallery order
+        tied |= ((at_or_below - lt[:, :, c] > 1) & (c < num_rel)).any(dim=1)
+        if c == 0:
+            ahead_best = below.any(dim=3)  # [B, T, P]
+    pos = lt.double() + 1.0
+    nth = torch.arange(1, slots + 1, device=device, dtype=torch.float64)
+    in_range = nth <= num_rel.unsqueeze(-1)
+    ap = torch.where(in_range, nth / pos, torch.zeros_like(pos)).sum(dim=2) / num_rel.double().clamp(min=1.0)
+    last = pos.gather(2, (num_rel - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    inp = num_rel.double() / last
+    if dedup_cmc and ahead_best is not None:
+        ahead_best.scatter_(2, q_label.clamp(min=0)[:, None, None].expand(batch, num_trials, 1), False)
+        first = ahead_best.sum(dim=2).double() + 1.0
+    else:
+        first = pos[:, :, 0]
+    return (num_rel, first, ap, inp), tied
+
+
+def rank_trials(scores: Any, table: TrialTable, dedup_cmc: bool, row_offset: int = 0):
+    """Per (query, trial) figures of rows ``row_offset ..`` of ``table`` from float32 ``scores``.
+
+    Returns numpy arrays [B, T]: number of correct matches, first position, AP, INP. Finite scores
+    with few entries per identity take the grouped float32 pass; rows with a tie at a correct
+    match, non-finite scores or many entries per identity take the exact int64-key pass. Chunked
+    over queries so the working tensors stay bounded.
+    """
+    out = [[], [], [], []]
+    grouped = table.correct.shape[-1] <= _GROUPED_MAX_MATCHES and bool(torch.isfinite(scores).all())
+    per_row = table.correct.numel() if grouped else table.cols.numel() * 4
+    chunk = max(1, 2 * _CHUNK_ELEMENTS // max(per_row, 1))
+    for start in range(0, scores.shape[0], chunk):
+        stop = min(start + chunk, scores.shape[0])
+        rows = slice(row_offset + start, row_offset + stop)
+        if grouped:
+            parts, tied = _rank_trials_grouped(scores[start:stop], table, rows, dedup_cmc)
+            if bool(tied.any()):
+                index = torch.nonzero(tied).squeeze(1)
+                exact = [
+                    _rank_trials_block(scores[start + i][None], table, slice(rows.start + i, rows.start + i + 1), dedup_cmc)
+                    for i in index.tolist()
+                ]
+                parts = [p.clone() for p in parts]
+                for part, fixed in zip(parts, zip(*exact)):
+                    part[index] = torch.cat(fixed).to(part.dtype)
+        else:
+            parts = _rank_trials_block(scores[start:stop], table, rows, dedup_cmc)
+        for acc, part in zip(out, parts):
+            acc.append(part.cpu())
+    return [torch.cat(acc).numpy() for acc in out]
+
+
+def finish_trials(num_rel: np.ndarray, first: np.ndarray, ap: np.ndarray, inp: np.ndarray, max_rank: int) -> list[dict]:
+    """Per-trial metric dicts (as :func:`evaluate_ranking` returns) from per (query, trial) figures."""
+    results = []
+    for t in range(num_rel.shape[1]):
+        valid = num_rel[:, t] > 0
+        results.append(_finish(first[valid, t].astype(np.int64), ap[valid, t], inp[valid, t], max_rank))
+    return results
+
+
+def evaluate_ranking_trials(
+    distmat: Any,
+    q_pids: Any,
+    g_pids: Any,
+    trial_columns: Any,
+    q_camids: Any = None,
+    g_camids: Any = None,
+    *,
+    cam_rule: str | None = None,
+    dedup_cmc: bool = False,
+    max_rank: int = 20,
+) -> list[dict]:
+    """Metrics of several trials that share one query set, in one batched pass.
+
+    ``distmat`` is ``[Nq, U]`` over a union of gallery images with ``g_pids``/``g_camids`` per
+    column; trial ``t`` ranks the columns ``trial_columns[t]`` in that order (the order breaks
+    ties). Equal to ``[evaluate_ranking(distmat[:, c], q_pids, g_pids[c], q_camids, g_camids[c],
+    ...) for c in trial_columns]``; float32 input takes the batched key path, other dtypes are
+    ranked trial by trial.
+    """
+    _check_cam_rule(cam_rule, q_camids, g_camids)
+    dist = distmat if isinstance(distmat, torch.Tensor) else torch.as_tensor(np.asarray(distmat))
+    dist = dist.detach()
+    if not dist.is_floating_point() or dist.dtype in (torch.float16, torch.bfloat16):
+        dist = dist.float()
+    q_pid_np, g_pid_np = _as_numpy(q_pids).reshape(-1), _as_numpy(g_pids).reshape(-1)
+    _validate_shapes(tuple(dist.shape), q_pid_np, g_pid_np, max_rank)
+    cols = _check_trial_columns(trial_columns, dist.shape[1])
+    if dist.dtype != torch.float32:
+        g_cam_np = _as_numpy(g_camids).reshape(-1) if g_camids is not None else None
+        return [
+            evaluate_ranking(
+                dist[:, torch.as_tensor(c, device=dist.device)], q_pid_np, g_pid_np[c], q_camids,
+                g_cam_np[c] if g_cam_np is not None else None, cam_rule=cam_rule, dedup_cmc=dedup_cmc,
+                max_rank=max_rank,
+            )  # fmt: skip
+            for c in cols
+        ]
+    table = TrialTable.build(q_pid_np, g_pid_np, cols, q_camids, g_camids, cam_rule, dist.device)
+    return finish_trials(*rank_trials(dist, table, dedup_cmc), max_rank)
+
+
+def undecided_comparisons(
+    z: torch.Tensor, w: torch.Tensor, table: TrialTable, row_offset: int = 0, near_zero: float | None = None
+) -> torch.Tensor:
+    """[B] int64: per query row, the comparisons the certified screen leaves undecided (0: certified).
+
+    ``z``/``w`` [B, U] are approximate scores and certified half-widths for rows
+    ``row_offset .. row_offset + B`` of ``table`` (see :func:`vireid.evaluation.distance.bf16_screen`).
+    A comparison of a kept entry ``k`` of another identity with a correct match ``j`` of the same
+    trial is decided when ``|z_k - z_j| > w_k + w_j``. The metrics use only such comparisons: the
+    n-th correct match sits at position n + (other-identity entries before it), and the
+    de-duplicated CMC counts the identities with an entry before the best correct match; the order
+    among the correct matches themselves changes nothing. So a row with none undecided ranks
+    exactly as the fp32 path would. ``near_zero``: a comparison whose farther entry has a lower
+    bound ``z - w`` at or below it is undecided too (the fp32 path clamps tiny squared distances
+    to 0, which would create a tie).
+    """
+    out = []
+    chunk = table.rows_per_chunk(per_entry=max(int(table.correct.shape[-1]), 1) * 3)
+    for start in range(0, z.shape[0], chunk):
+        stop = min(start + chunk, z.shape[0])
+        rows = slice(row_offset + start, row_offset + stop)
+        out.append(_undecided_block(z[start:stop], w[start:stop], table, rows, near_zero))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
+
+
+def _undecided_block(z, w, table: TrialTable, rows: slice, near_zero: float | None) -> torch.Tensor:
+    batch = z.shape[0]
+    num_trials, width = table.cols.shape
+    flat_cols = table.cols.reshape(-1)
+    zg = z.index_select(1, flat_cols).view(batch, num_trials, width)
+    wg = w.index_select(1, flat_cols).view(batch, num_trials, width)
+    keep = table.keep(rows)
+    positions, real = table.correct_positions(rows)
+    real &= keep.gather(2, positions)
+    zc, wc = zg.gather(2, positions), wg.gather(2, positions)
+    own = table.label.unsqueeze(0) == table.q_label[rows, None, None]  # [B, T, G]
+    z_k, w_k, z_j, w_j = zg.unsqueeze(2), wg.unsqueeze(2), zc.unsqueeze(3), wc.unsqueeze(3)
+    undecided = (z_k - z_j).abs_() <= w_k + w_j  # [B, T, C, G]
+    if near_zero is not None:  # the farther entry's distance must be certainly above the clamp at 0
+        undecided |= torch.where(z_k > z_j, z_k - w_k, z_j - w_j) <= near_zero
+    undecided &= (keep & ~own).unsqueeze(2) & real.unsqueeze(3)
+    count = undecided.flatten(1).sum(dim=1)
+    return count

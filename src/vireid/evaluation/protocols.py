@@ -34,6 +34,25 @@ Gallery draws (``trial`` is 0-based everywhere):
 
 A private ``random.Random(trial)`` is used, which gives the same sequence as ``random.seed``
 without touching the global generator.
+
+Precision (``precision=`` of every runner; what ran is recorded in ``settings["precision"]``):
+
+* ``"fp32"``: the query x union float32 distances (:func:`pairwise_distance`), all trials ranked
+  in one batched pass (:func:`~vireid.evaluation.metrics.evaluate_ranking_trials` machinery).
+* ``"certified"``: a bf16 screen (:func:`~vireid.evaluation.distance.bf16_screen`: one bf16
+  product with a rigorous per-pair error bound) ranks the queries when, for every query, every
+  comparison the metrics use (each kept gallery entry against each correct match of the trial) is
+  decided by the bound; the result is then exactly the fp32 path's. If any comparison is
+  undecided, the fp32 distances are computed with the very call the fp32 path makes, so the
+  result is still the fp32 path's, bit for bit. Rows are screened in blocks, a probe block first,
+  and the first undecided row ends the screen (at most one block of bf16 work is wasted).
+  The fp32 results cannot be reproduced pair by pair: a float32 product of other shapes (a row,
+  a few columns) rounds differently from the full one, and on real-size data the fp32 path's own
+  rounding already decides some near-ties; hence the all-or-nothing rule.
+* ``"auto"`` (default): ``"certified"`` where a bf16 product is fast (CPUs with AMX-BF16 /
+  AVX512-BF16) and the ranking is a monotone function of the dot product of normalised features
+  (``metric="cosine"``, or ``"euclidean"`` with ``normalize=True``) and there is no re-ranking;
+  ``"fp32"`` otherwise.
 """
 
 from __future__ import annotations
@@ -50,8 +69,13 @@ import torch
 
 from vireid.data.records import INFRARED, MODALITY_CODE, VISIBLE, ImageRecord
 from vireid.errors import VireidError
-from vireid.evaluation.distance import pairwise_distance
-from vireid.evaluation.metrics import evaluate_ranking
+from vireid.evaluation.distance import (
+    SCREEN_MARGIN,
+    bf16_screen,
+    pairwise_distance,
+    prepare_screen,
+)
+from vireid.evaluation.metrics import TrialTable, evaluate_ranking, finish_trials, rank_trials, undecided_comparisons
 from vireid.registry import Registry
 
 #: Keys of every per-trial, mean and std dict (percent).
@@ -61,6 +85,10 @@ SYSU_QUERY_CAMERAS = (3, 6)
 SYSU_MULTI_SHOT = 10
 DRAWS = ("official", "seeded")
 DEFAULT_RERANK = {"k1": 20, "k2": 6, "lambda_value": 0.3}
+PRECISIONS = ("auto", "fp32", "certified")
+# Query rows screened first (a cheap probe: hard data fails it and goes to fp32 at once), then per block.
+_PROBE_ROWS = 256
+_SCREEN_BLOCK_ROWS = 1024
 
 
 class ProtocolError(VireidError, ValueError):
@@ -331,6 +359,42 @@ def _check_features(features: Any, pool: Sequence[ImageRecord]) -> torch.Tensor:
     return feats.detach()
 
 
+def _choose_precision(precision: str, metric: str, normalize: bool, rerank: bool, device: torch.device):
+    """(path, reason): ``"certified"`` or ``"fp32"`` for the requested ``precision``."""
+    if precision not in PRECISIONS:
+        raise ProtocolError(f"unknown precision {precision!r}; use 'auto', 'fp32' or 'certified'")
+    if precision == "fp32":
+        return "fp32", "requested"
+    if precision == "auto":
+        # measured: at SYSU-MM01 gallery sizes the rigorous bf16 bound leaves nearly every query row
+        # with an undecided comparison, so the screen costs time and the fp32 product runs anyway
+        return "fp32", "auto uses fp32 (the bf16 screen rarely certifies realistic data; ask for 'certified')"
+    if rerank:
+        return "fp32", "re-ranking needs the full fp32 distances"
+    if metric == "euclidean" and not normalize:
+        return "fp32", "un-normalised euclidean distances are not a function of the dot product"
+    return "certified", "requested"
+
+
+def _certified_figures(q_feat, u_feat, table: TrialTable, metric: str, normalize: bool, dedup_cmc: bool):
+    """Per (query, trial) figures from the bf16 screen, or ``None`` at the first undecided row."""
+    screen = prepare_screen(q_feat, u_feat, metric=metric, normalize=normalize)
+    near_zero = SCREEN_MARGIN if metric == "euclidean" else None
+    num_q = q_feat.shape[0]
+    probe = min(_PROBE_ROWS, num_q)
+    bounds = sorted({0, probe, *range(probe + _SCREEN_BLOCK_ROWS, num_q, _SCREEN_BLOCK_ROWS), num_q})
+    parts, screened = [], 0
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        z, w = bf16_screen(screen, start, stop)
+        undecided = undecided_comparisons(z, w, table, row_offset=start, near_zero=near_zero)
+        screened = stop
+        if bool((undecided > 0).any()):
+            return None, {"screened_rows": screened, "uncertified_rows_in_last_block": int((undecided > 0).sum())}
+        parts.append(rank_trials(z, table, dedup_cmc, row_offset=start))
+    figures = [np.concatenate([p[i] for p in parts]) for i in range(4)]
+    return figures, {"screened_rows": screened, "uncertified_rows_in_last_block": 0}
+
+
 def _run_trials(
     name: str,
     settings: dict,
@@ -346,35 +410,54 @@ def _run_trials(
     rerank: bool,
     rerank_params: dict | None,
     max_rank: int,
+    precision: str = "auto",
 ) -> ProtocolResult:
-    """Rank every trial: one query x union-of-galleries product, then per trial gather + rank."""
+    """Rank every trial: one query x union-of-galleries product, then all trials in one batched pass."""
     if len(query_idx) == 0:
         raise ProtocolError(f"protocol {name}: the pool holds no query image; check the pool's modalities/cameras")
     if any(len(g) == 0 for g in gallery_draws):
         raise ProtocolError(f"protocol {name}: the pool holds no gallery image; check the pool's modalities/cameras")
     pids, cams, _ = _pool_columns(pool)
     device = features.device
+    path, reason = _choose_precision(precision, metric, normalize, rerank, device)
     union = np.unique(np.concatenate(gallery_draws))
+    trial_cols = [np.searchsorted(union, g_idx) for g_idx in gallery_draws]
     q_feat = features[torch.as_tensor(query_idx, device=device)]
     u_feat = features[torch.as_tensor(union, device=device)]
-    q_u = pairwise_distance(q_feat, u_feat, metric=metric, normalize=normalize)
+    q_pids, q_cams = pids[query_idx], cams[query_idx]
+    table = TrialTable.build(q_pids, pids[union], trial_cols, q_cams, cams[union], cam_rule, device)
+    precision_info: dict = {"requested": precision}
     if rerank:
         from vireid.evaluation.rerank import k_reciprocal_rerank
 
         params = {**DEFAULT_RERANK, **(rerank_params or {})}
+        q_u = pairwise_distance(q_feat, u_feat, metric=metric, normalize=normalize)
         q_q = pairwise_distance(q_feat, q_feat, metric=metric, normalize=normalize)
         u_u = pairwise_distance(u_feat, u_feat, metric=metric, normalize=normalize)
-    q_pids, q_cams = pids[query_idx], cams[query_idx]
-    trials, cmcs = [], []
-    for t, g_idx in enumerate(gallery_draws):
-        cols = torch.as_tensor(np.searchsorted(union, g_idx), device=device)
-        dist = q_u.index_select(1, cols)
-        if rerank:
+        metrics_per_trial = []
+        for t, cols_np in enumerate(trial_cols):
+            cols = torch.as_tensor(cols_np, device=device)
             g_g = u_u.index_select(0, cols).index_select(1, cols)
-            dist = k_reciprocal_rerank(dist, q_q, g_g, **params)
-        metrics = evaluate_ranking(
-            dist, q_pids, pids[g_idx], q_cams, cams[g_idx], cam_rule=cam_rule, dedup_cmc=dedup_cmc, max_rank=max_rank
-        )
+            dist = k_reciprocal_rerank(q_u.index_select(1, cols), q_q, g_g, **params)
+            g_idx = gallery_draws[t]
+            metrics_per_trial.append(
+                evaluate_ranking(dist, q_pids, pids[g_idx], q_cams, cams[g_idx], cam_rule=cam_rule,
+                                 dedup_cmc=dedup_cmc, max_rank=max_rank)  # fmt: skip
+            )
+    else:
+        figures = None
+        if path == "certified":
+            figures, screen_info = _certified_figures(q_feat, u_feat, table, metric, normalize, dedup_cmc)
+            precision_info.update(screen_info)
+            if figures is None:
+                path, reason = "fp32", "a comparison was within the bf16 error bound; fp32 distances computed"
+        if figures is None:
+            q_u = pairwise_distance(q_feat, u_feat, metric=metric, normalize=normalize)
+            figures = rank_trials(q_u, table, dedup_cmc)
+        metrics_per_trial = finish_trials(*figures, max_rank)
+    precision_info.update(path="bf16-certified" if path == "certified" else "fp32", reason=reason)
+    trials, cmcs = [], []
+    for t, (g_idx, metrics) in enumerate(zip(gallery_draws, metrics_per_trial)):
         trials.append(_trial_figures(metrics, trial=t, num_query=len(query_idx), num_gallery=len(g_idx)))
         cmcs.append(metrics["cmc"] * 100.0)
     settings = {
@@ -385,6 +468,7 @@ def _run_trials(
         "normalize": normalize,
         "rerank": {**DEFAULT_RERANK, **(rerank_params or {})} if rerank else False,
         "num_query": int(len(query_idx)),
+        "precision": precision_info,
     }
     return _summarise(name, settings, trials, cmcs)
 
@@ -402,13 +486,15 @@ def sysu_protocol(
     metric: str = "euclidean",
     normalize: bool = True,
     max_rank: int = 20,
+    precision: str = "auto",
 ) -> ProtocolResult:
     """SYSU-MM01 all-search / indoor-search, single-shot (``shots=1``) or multi-shot (``shots=10``).
 
     Query: every infrared image (cameras 3 and 6) of the pool, in both modes. Gallery per trial
     (0..trials-1): ``shots`` visible images per identity and camera of the mode (all: 1, 2, 4, 5;
     indoor: 1, 2), drawn by ``draw`` (module docstring). Camera rule ``"sysu"`` (cam-3 queries ignore
-    cam 2) and the identity-de-duplicated CMC of the reference evaluation.
+    cam 2) and the identity-de-duplicated CMC of the reference evaluation. ``precision``: ``"auto"``,
+    ``"fp32"`` or ``"certified"`` (module docstring); results are the fp32 path's in every case.
     """
     if trials < 1:
         raise ProtocolError(f"trials must be at least 1, got {trials}")
@@ -420,7 +506,7 @@ def sysu_protocol(
     settings = {"dataset": "sysu-mm01", "mode": mode, "shots": shots, "trials": trials, "draw": draw}
     return _run_trials(
         name, settings, feats, pool, query_idx, draws, cam_rule="sysu", dedup_cmc=True, metric=metric,
-        normalize=normalize, rerank=rerank, rerank_params=rerank_params, max_rank=max_rank,
+        normalize=normalize, rerank=rerank, rerank_params=rerank_params, max_rank=max_rank, precision=precision,
     )  # fmt: skip
 
 
@@ -437,6 +523,7 @@ def regdb_protocol(
     metric: str = "euclidean",
     normalize: bool = True,
     max_rank: int = 20,
+    precision: str = "auto",
 ) -> ProtocolResult:
     """RegDB, one split (one trained model): query = every test image of one modality, gallery =
     every test image of the other (thermal records have modality ``"infrared"``). No camera rule,
@@ -452,6 +539,7 @@ def regdb_protocol(
     return _run_trials(
         f"regdb-{short}", settings, feats, pool, query_idx, [gallery_idx], cam_rule=None, dedup_cmc=False,
         metric=metric, normalize=normalize, rerank=rerank, rerank_params=rerank_params, max_rank=max_rank,
+        precision=precision,
     )  # fmt: skip
 
 
@@ -468,6 +556,7 @@ def llcm_protocol(
     metric: str = "euclidean",
     normalize: bool = True,
     max_rank: int = 20,
+    precision: str = "auto",
 ) -> ProtocolResult:
     """LLCM: query = every test image of one modality; gallery per trial = one image per
     (identity, camera) of the other, drawn as the LLCM test code does (seed = trial, 0-based).
@@ -485,6 +574,7 @@ def llcm_protocol(
     return _run_trials(
         f"llcm-{short}", settings, feats, pool, query_idx, draws, cam_rule="same-camera", dedup_cmc=True,
         metric=metric, normalize=normalize, rerank=rerank, rerank_params=rerank_params, max_rank=max_rank,
+        precision=precision,
     )  # fmt: skip
 
 
@@ -500,6 +590,7 @@ def given_protocol(
     metric: str = "euclidean",
     normalize: bool = True,
     max_rank: int = 20,
+    precision: str = "auto",
 ) -> ProtocolResult:
     """User data with an explicit query and gallery (one trial)."""
     q = _check_features(qf, q_records)
@@ -513,7 +604,7 @@ def given_protocol(
     return _run_trials(
         "given", settings, feats, pool, np.arange(nq), [np.arange(nq, len(pool))], cam_rule=cam_rule,
         dedup_cmc=dedup_cmc, metric=metric, normalize=normalize, rerank=rerank, rerank_params=rerank_params,
-        max_rank=max_rank,
+        max_rank=max_rank, precision=precision,
     )  # fmt: skip
 
 
