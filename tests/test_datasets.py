@@ -16,8 +16,8 @@ from vireid.data.images import decode_image
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.errors import ConfigError, DatasetError
 
-REAL_MINI = Path("/work/shared/data/real-mini/sysu-mm01-figure")
-REGDB_MAT = Path("/work/shared/data/splits/regdb/RegDB_split.mat")
+from conftest import REAL_MINI, SHARED_DATA  # noqa: E402
+REGDB_MAT = SHARED_DATA / "splits" / "regdb" / "RegDB_split.mat"
 
 
 def write_image(path: Path, grey: bool = False, value: int = 100) -> Path:

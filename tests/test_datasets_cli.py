@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import vireid.cli.commands  # noqa: F401  (registers every command)
 from vireid.cli import app
 
-REAL_MINI = Path("/work/shared/data/real-mini/sysu-mm01-figure")
+from conftest import REAL_MINI  # noqa: E402
 runner = CliRunner()
 
 

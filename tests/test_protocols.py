@@ -32,7 +32,7 @@ from vireid.evaluation.protocols import (
 )
 
 # The project's shared reference material (official split files, real SYSU-MM01 figure crops).
-SHARED = Path(os.environ.get("VIREID_SHARED_DATA", "/work/shared/data"))
+from conftest import SHARED_DATA as SHARED  # noqa: E402
 RAND_PERM = SHARED / "splits/sysu-mm01/rand_perm_cam.mat"
 REAL_MINI = SHARED / "real-mini/sysu-mm01-figure"
 

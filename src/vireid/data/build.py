@@ -7,10 +7,8 @@ cross-modality sampler -> batch transform -> loader.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,15 +46,11 @@ def prepare_dataset(data_cfg: DataConfig, progress: bool = True):
     return build_dataset(fmt, data_cfg.root, **options)
 
 
-def _cache_dir(data_cfg: DataConfig) -> str | None:
-    return data_cfg.cache_dir
-
-
 def build_image_cache(records: list[ImageRecord], data_cfg: DataConfig, progress: bool = True):
     from vireid.data.cache import ImageCache
 
     return ImageCache.build(
-        [r.path for r in records], data_cfg.height, data_cfg.width, cache_dir=_cache_dir(data_cfg),
+        [r.path for r in records], data_cfg.height, data_cfg.width, cache_dir=data_cfg.cache_dir,
         workers=data_cfg.workers, progress=progress,
     )
 
@@ -118,8 +112,3 @@ def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: to
         elif rank == 0:
             val_cache = build_image_cache(val, cfg.data, progress=progress)
     return TrainData(dataset, train, num_classes, id_map, loader, val, val_cache)
-
-
-def write_dataset_summary(dataset, path: str | Path) -> None:
-    summary = dataset.summary() if hasattr(dataset, "summary") else {}
-    Path(path).write_text(json.dumps(summary, indent=2, default=str))

@@ -6,9 +6,7 @@ modality. Readers return lists of records; nothing downstream parses file names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import numpy as np
+from dataclasses import dataclass
 
 VISIBLE = "visible"
 INFRARED = "infrared"
@@ -40,25 +38,6 @@ class ImageRecord:
             object.__setattr__(self, "orig_pid", self.pid)
 
 
-@dataclass
-class RecordArrays:
-    """Column view of a list of records, for vectorised protocol code."""
-
-    paths: list[str]
-    pids: np.ndarray
-    camids: np.ndarray
-    modalities: np.ndarray  # int codes, see MODALITY_CODE
-
-    @classmethod
-    def from_records(cls, records: list[ImageRecord]) -> RecordArrays:
-        return cls(
-            paths=[r.path for r in records],
-            pids=np.asarray([r.pid for r in records], dtype=np.int64),
-            camids=np.asarray([r.camid for r in records], dtype=np.int64),
-            modalities=np.asarray([MODALITY_CODE[r.modality] for r in records], dtype=np.int64),
-        )
-
-
 def relabel(records: list[ImageRecord]) -> tuple[list[ImageRecord], dict[int, int]]:
     """Map the identities of ``records`` to contiguous labels 0..N-1 (sorted by original id).
 
@@ -67,13 +46,3 @@ def relabel(records: list[ImageRecord]) -> tuple[list[ImageRecord], dict[int, in
     mapping = {pid: i for i, pid in enumerate(sorted({r.orig_pid for r in records}))}
     out = [ImageRecord(r.path, mapping[r.orig_pid], r.camid, r.modality, r.orig_pid) for r in records]
     return out, mapping
-
-
-@dataclass
-class EvalSplit:
-    """Query and gallery records of one evaluation draw (one trial of one protocol setting)."""
-
-    query: list[ImageRecord]
-    gallery: list[ImageRecord]
-    name: str = ""
-    info: dict = field(default_factory=dict)

@@ -50,15 +50,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def broadcast_object(obj, info: DistInfo):
-    """Send a picklable object from rank 0 to every rank."""
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
