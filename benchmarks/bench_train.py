@@ -54,7 +54,16 @@ def losses_fn(num_classes: int):
     return compute
 
 
-def step_fn(model, opt, compute, device, amp):
+def training_step(num_classes, height, width, arch, device, amp, channels_last):
+    """The same freshly initialised model, optimizer and step function for both pipelines."""
+    torch.manual_seed(0)
+    model = build_model(num_classes, height, width, arch).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    compute = losses_fn(num_classes)
+
     def step(images, labels, mods):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = model(images, mods)
@@ -88,13 +97,7 @@ def run_vireid(records, height, width, num_classes, arch, device, steps, warmup,
                                            epoch_length=steps + warmup)
     transform = build_train_transform(height, width, pad=10, flip=0.5, random_erasing=0.5)
     loader = TrainLoader(cache, labels, mods, sampler, transform, device=device, seed=0)
-    torch.manual_seed(0)
-    model = build_model(num_classes, height, width, arch).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    step = step_fn(model, opt, losses_fn(num_classes), device, amp)
+    step = training_step(num_classes, height, width, arch, device, amp, channels_last)
     n = 0
     t = None
     for i, batch in enumerate(loader):
@@ -156,13 +159,7 @@ def run_plain(records, height, width, num_classes, arch, device, steps, warmup, 
     ds = PlainDataset(records, height, width)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=list(plain_batches(records, P, K, steps + warmup)),
                                          num_workers=workers, pin_memory=device.type == "cuda")
-    torch.manual_seed(0)
-    model = build_model(num_classes, height, width, arch).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    step = step_fn(model, opt, losses_fn(num_classes), device, amp)
+    step = training_step(num_classes, height, width, arch, device, amp, channels_last)
     n = 0
     t = None
     for i, (images, labels, mods) in enumerate(loader):

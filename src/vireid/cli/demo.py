@@ -65,8 +65,9 @@ def demo_command(
     cfg = load_config(resolve_config(config), overrides or [])
     typer.secho("[1/4] synthetic visible-infrared data", bold=True)
     dataset = prepare_dataset(cfg.data)
-    s = dataset.summary()
-    typer.echo(f"      {cfg.data.root}: {json.dumps(s.get('totals', s), default=str)[:300]}")
+    splits = dataset.summary()["splits"]
+    counts = ", ".join(f"{name} {v['ids']} ids / {v['images']} images" for name, v in splits.items() if v["images"])
+    typer.echo(f"      {cfg.data.root}: {counts}")
 
     typer.secho("[2/4] reference matchers (random features = chance level, colour histogram)", bold=True)
     reference = baseline_results(dataset, cfg)
