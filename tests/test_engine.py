@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from conftest import REPO, tiny_overrides
 from vireid.config import load_config
 from vireid.engine.checkpoint import atomic_torch_save, load_checkpoint
 from vireid.engine.trainer import Trainer, TrainingDiverged, lr_factor
+from vireid.errors import ConfigError
 from vireid.modeling import LOSSES
 
 CONFIG = REPO / "configs" / "baseline_synth.yaml"
@@ -169,14 +171,35 @@ def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=REPO)
 
 
+def test_config_errors_come_before_any_data_work(tmp_path):
+    from vireid.engine.trainer import validate_config
+
+    root = tmp_path / "never-made"
+    for bad, message in [
+        ("model.params.backbon=resnet18", "unknown config key 'model.params.backbon'"),
+        ("model.method=nonexistent", "config key 'model.method': unknown method 'nonexistent'"),
+        ("losses.triplet.params.margn=0.2", "unknown config key 'losses.triplet.params.margn'"),
+        ("data.options.trail=2", "unknown config key 'data.options.trail'"),
+        ("data.format=market1501", "config key 'data.format' is 'market1501'"),
+    ]:
+        cfg = load_config(CONFIG, [f"data.root={root}", bad])
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            Trainer(cfg, tmp_path / "run")
+        with pytest.raises(ConfigError):
+            validate_config(cfg)
+    assert not root.exists() and not (tmp_path / "run").exists()
+
+
 def test_cli_rejects_unknown_key_and_wrong_type(tmp_path):
     res = _cli("train", "--config", "baseline_synth", "optim.lrr=0.1", f"output_dir={tmp_path}")
     assert res.returncode == 2
     assert "unknown config key 'optim.lrr'" in res.stderr and "Traceback" not in res.stderr
     res = _cli("train", "--config", "baseline_synth", "train.epochs=many", f"output_dir={tmp_path}")
     assert res.returncode == 2 and "'train.epochs' expects an integer" in res.stderr
-    res = _cli("train", "--config", "baseline_synth", "model.params.backbon=resnet18", f"output_dir={tmp_path}")
+    res = _cli("train", "--config", "baseline_synth", "model.params.backbon=resnet18", f"output_dir={tmp_path}",
+               f"data.root={tmp_path / 'data'}")
     assert res.returncode == 2 and "unknown config key 'model.params.backbon'" in res.stderr
+    assert not (tmp_path / "data").exists()  # rejected before any data is generated
 
 
 def test_ddp_two_cpu_processes_with_gloo(tiny_synth_root, tmp_path):

@@ -37,6 +37,7 @@ def train_command(
     """Train a model from a config; checkpoints, metrics and curves go to the run folder."""
     from vireid.config import config_from_dict, load_config
     from vireid.engine.checkpoint import load_checkpoint
+    from vireid.engine.trainer import validate_config
 
     if resume is not None:
         ckpt_path = resume / "last.pt"
@@ -48,6 +49,7 @@ def train_command(
         folder = resume
     else:
         cfg = load_config(resolve_config(config) if config else None, overrides or [])
+        validate_config(cfg)
         folder = run_dir or Path(cfg.output_dir) / cfg.name
         if (folder / "last.pt").exists():
             raise VireidError(

@@ -20,20 +20,13 @@ from vireid.errors import ConfigError
 SYNTHETIC = "synthetic"
 
 
-def prepare_dataset(data_cfg: DataConfig, progress: bool = True):
-    """The dataset reader for ``data_cfg``; synthetic data is generated first if absent."""
-    from vireid.data.datasets import DATASETS, build_dataset
+def _reader_and_options(data_cfg: DataConfig) -> tuple[str, dict]:
+    """The reader name and its validated options for ``data_cfg`` (synthetic data is read as SYSU-MM01)."""
+    from vireid.data.datasets import DATASETS
 
     fmt = data_cfg.format
     options = dict(data_cfg.options)
     if fmt == SYNTHETIC:
-        from vireid.data.synth import generate_dataset
-
-        s = data_cfg.synth
-        generate_dataset(
-            data_cfg.root, ids=s.ids, format="sysu-mm01", images_per_camera=s.images_per_camera,
-            height=s.height, width=s.width, seed=s.seed, workers=data_cfg.workers, progress=progress,
-        )
         fmt = "sysu-mm01"
         # synthetic data keeps its validation identities out of training, so that the best
         # epoch can be chosen on them without touching the test identities
@@ -42,7 +35,27 @@ def prepare_dataset(data_cfg: DataConfig, progress: bool = True):
         raise ConfigError(
             f"config key 'data.format' is {data_cfg.format!r}; choose one of {SYNTHETIC}, {', '.join(DATASETS.names())}"
         )
-    options = check_kwargs(DATASETS.get(fmt), options, "data.options", skip=("root",))
+    return fmt, check_kwargs(DATASETS.get(fmt), options, "data.options", skip=("root",))
+
+
+def check_data_options(data_cfg: DataConfig) -> None:
+    """Raise ConfigError for an unknown data.format or data.options key, without reading any data."""
+    _reader_and_options(data_cfg)
+
+
+def prepare_dataset(data_cfg: DataConfig, progress: bool = True):
+    """The dataset reader for ``data_cfg``; synthetic data is generated first if absent."""
+    from vireid.data.datasets import build_dataset
+
+    fmt, options = _reader_and_options(data_cfg)
+    if data_cfg.format == SYNTHETIC:
+        from vireid.data.synth import generate_dataset
+
+        s = data_cfg.synth
+        generate_dataset(
+            data_cfg.root, ids=s.ids, format="sysu-mm01", images_per_camera=s.images_per_camera,
+            height=s.height, width=s.width, seed=s.seed, workers=data_cfg.workers, progress=progress,
+        )
     return build_dataset(fmt, data_cfg.root, **options)
 
 

@@ -79,6 +79,26 @@ def _accepts(func: Any, name: str) -> bool:
     return name in inspect.signature(func).parameters
 
 
+def validate_config(cfg: Config) -> None:
+    """Check the free-form parts of a config (method and its params, loss types and params, dataset
+    format and options) against what they configure, before any data is read or generated."""
+    from vireid.data.build import check_data_options
+    from vireid.modeling import LOSSES, METHODS
+
+    try:
+        method = METHODS.get(cfg.model.method)
+    except KeyError as err:
+        raise ConfigError(f"config key 'model.method': {err.args[0]}") from None
+    check_kwargs(method, dict(cfg.model.params), "model.params", skip=("num_classes",))
+    for name, term in cfg.loss_terms().items():
+        try:
+            cls = LOSSES.get(term.type or name)
+        except KeyError as err:
+            raise ConfigError(f"config key 'losses.{name}': {err.args[0]}") from None
+        check_kwargs(cls, dict(term.params), f"losses.{name}.params")
+    check_data_options(cfg.data)
+
+
 def build_losses(cfg: Config, num_classes: int, feat_dim: int) -> nn.ModuleDict:
     """One module per loss term; ``num_classes``/``feat_dim`` filled in where the loss asks for them."""
     from vireid.modeling import LOSSES
@@ -146,6 +166,7 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False) -> None:
         from vireid.data.build import build_train_data
 
+        validate_config(cfg)
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.dist = init_distributed(cfg.train.device)
