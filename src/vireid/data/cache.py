@@ -232,7 +232,7 @@ def _decode_all(array: np.ndarray, paths: list[str], height: int, width: int, wo
     from tqdm import tqdm
 
     starts = list(range(0, len(paths), _CHUNK))
-    with tqdm(total=len(paths), desc=f"decoding images to {height}x{width}", unit="img", disable=not progress) as bar:
+    with tqdm(total=len(paths), desc=f"decoding images to {height}x{width}", unit="img", disable=None if progress else True) as bar:
         if workers == 1 or len(starts) <= 1:
             for start in starts:
                 bar.update(_decode_chunk_into(array, paths[start : start + _CHUNK], start, height, width))

@@ -35,7 +35,7 @@ def extract_features(model: nn.Module, cache, modalities: np.ndarray, device: to
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(loader, desc="features", leave=False, dynamic_ncols=True)
+        iterator = tqdm(loader, desc="features", leave=False, dynamic_ncols=True, disable=None)
     for images, indices in iterator:
         m = mods[torch.as_tensor(indices, dtype=torch.long)].to(images.device)
         feats = model(images, m)

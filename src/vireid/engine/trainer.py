@@ -281,7 +281,7 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(total=n_batches, initial=loader.state_dict().get("batches_consumed", 0), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                       leave=False, dynamic_ncols=True)
+                       leave=False, dynamic_ncols=True, disable=None)  # no bar when not a terminal
         sums: dict[str, float] = {}
         count = 0
         images_seen = 0

@@ -275,7 +275,7 @@ def generate_dataset(
     results: dict[int, list[tuple[str, np.ndarray]]] = {}
     from tqdm import tqdm
 
-    with tqdm(total=len(pids), desc=f"synth {args.format}", unit="id", disable=not progress,
+    with tqdm(total=len(pids), desc=f"synth {args.format}", unit="id", disable=None if progress else True,
               file=sys.stderr) as bar:
         if n_workers == 1:
             for job in jobs:
