@@ -87,6 +87,18 @@ def test_tiny_model_learns_and_leaves_a_run_folder(tiny_synth_root, tmp_path):
     assert [bool(r.settings["rerank"]) for r in results] == [False, False, True, True]
     assert (run_dir / "test_results.md").is_file()
 
+    # several checkpoints (e.g. the 10 RegDB splits) are pooled into one mean ± std
+    from typer.testing import CliRunner
+
+    import vireid.cli.commands  # noqa: F401
+    from vireid.cli import app
+
+    out = CliRunner().invoke(app, ["eval", str(run_dir), str(run_dir / "best.pt"), "--protocol", "sysu-all-single", "--trials", "2"])
+    assert out.exit_code == 0, out.output
+    pooled = out.output.split("mean ± std over 2 models")[1]
+    row = next(line for line in pooled.splitlines() if "sysu-all-single" in line)
+    assert "| 4 |" in row  # 2 models x 2 trials
+
 
 def test_resume_after_crash_gives_the_same_weights(tiny_synth_root, tmp_path):
     extra = {"train.epochs": 3, "sampler.epoch_length": 4}

@@ -112,7 +112,7 @@ def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), re
 
 @app.command("eval")
 def eval_command(
-    checkpoint: Path = typer.Argument(..., help="Run folder (its best.pt) or a checkpoint file."),
+    checkpoints: list[Path] = typer.Argument(..., help="Run folder(s) (their best.pt) or checkpoint file(s). Several, e.g. the 10 RegDB splits, are also pooled into one mean ± std."),
     protocol: Optional[list[str]] = typer.Option(None, "--protocol", "-p", help="Protocol(s), e.g. sysu-all-single; default: the dataset's standard ones."),
     rerank: bool = typer.Option(False, "--rerank", help="Also report k-reciprocal re-ranking (Zhong et al. 2017)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder, if it moved since training."),
@@ -121,6 +121,19 @@ def eval_command(
     rand_perm_cam: Optional[str] = typer.Option(None, "--rand-perm-cam", help="Official SYSU-MM01 rand_perm_cam.mat (default: <dataset>/exp/rand_perm_cam.mat)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
-    """Evaluate a trained model under the official protocols (mean ± std over trials)."""
-    evaluate_checkpoint(checkpoint, protocols=tuple(protocol or ()), rerank=[False, True] if rerank else [False],
-                        data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam, device=device)
+    """Evaluate trained models under the official protocols (mean ± std over trials, and over models)."""
+    from vireid.evaluation.protocols import aggregate_results, format_results_table
+
+    per_model = [
+        evaluate_checkpoint(ckpt, protocols=tuple(protocol or ()), rerank=[False, True] if rerank else [False],
+                            data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam, device=device)
+        for ckpt in checkpoints
+    ]
+    if len(per_model) > 1:
+        groups: dict[tuple, list] = {}
+        for results in per_model:
+            for r in results:
+                groups.setdefault((r.name, bool(r.settings.get("rerank"))), []).append(r)
+        pooled = [aggregate_results(group) for group in groups.values()]
+        print(f"\nmean ± std over {len(per_model)} models (their trials pooled):")
+        print(format_results_table(pooled))
