@@ -45,6 +45,28 @@ def machine_description() -> str:
     return f"{cpu}, {cores} cores; {torch_info}; Python {platform.python_version()}"
 
 
+def times_by_threads(fn, repeats: int) -> dict[int, list[float]]:
+    """Wall times of ``repeats`` calls of ``fn()`` with 1 torch thread and with the default count.
+
+    The default thread count is restored afterwards. Returns ``{threads: [seconds, ...]}``.
+    """
+    import torch
+
+    default_threads = torch.get_num_threads()
+    out: dict[int, list[float]] = {}
+    try:
+        for threads in sorted({1, default_threads}):
+            torch.set_num_threads(threads)
+            out[threads] = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                out[threads].append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(default_threads)
+    return out
+
+
 def _git_revision() -> str:
     try:
         out = subprocess.run(

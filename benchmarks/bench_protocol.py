@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import vireid  # noqa: E402,F401
-from _report import DOC, write_section  # noqa: E402
+from _report import DOC, times_by_threads, write_section  # noqa: E402
 from vireid.data.records import INFRARED, VISIBLE, ImageRecord  # noqa: E402
 from vireid.evaluation import evaluate_ranking_loop, pairwise_distance  # noqa: E402
 from vireid.evaluation.distance import SCREEN_MARGIN, bf16_matmul_is_fast, bf16_screen, prepare_screen  # noqa: E402
@@ -144,20 +144,6 @@ def screen_statistics(features: torch.Tensor, pool: list[ImageRecord], trials: i
     }
 
 
-def _timed_runs(features, pool, trials, repeats, precision) -> dict[int, list[float]]:
-    default_threads = torch.get_num_threads()
-    out = {}
-    for threads in sorted({1, default_threads}):
-        torch.set_num_threads(threads)
-        out[threads] = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            sysu_protocol(features, pool, mode="all", shots=1, trials=trials, draw="seeded", precision=precision)
-            out[threads].append(time.perf_counter() - t0)
-    torch.set_num_threads(default_threads)
-    return out
-
-
 def _max_diff(result, reference) -> float:
     diffs = []
     for fast, ref in zip(result.trials, reference):
@@ -186,7 +172,10 @@ def main() -> None:
     results, times = {}, {}
     for precision in ("fp32", "auto"):
         results[precision] = sysu_protocol(features, pool, trials=trials, draw="seeded", precision=precision)  # warm-up
-        times[precision] = _timed_runs(features, pool, trials, repeats, precision)
+        times[precision] = times_by_threads(
+            lambda: sysu_protocol(features, pool, mode="all", shots=1, trials=trials, draw="seeded", precision=precision),
+            repeats,
+        )
     stages = breakdown(features, pool, trials)
     stats = screen_statistics(features, pool, trials)
 

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import vireid  # noqa: E402,F401
-from _report import DOC, write_section  # noqa: E402
+from _report import DOC, times_by_threads, write_section  # noqa: E402
 from vireid.evaluation import evaluate_ranking, pairwise_distance  # noqa: E402
 from vireid.evaluation.rerank import k_reciprocal_rerank, k_reciprocal_rerank_loop  # noqa: E402
 
@@ -111,18 +111,10 @@ def main() -> None:
     # 1. SYSU-MM01 trial size, against the loop.
     qf, gf, q_ids, g_ids = clustered(nq, ng, dim, num_ids=96 if not args.quick else 12, seed=0)
     q_g, q_q, g_g = distances(qf, gf)
-    fast = k_reciprocal_rerank(q_g, q_q, g_g)  # warm-up
+    fast = k_reciprocal_rerank(q_g, q_q, g_g)  # warm-up; this output is compared with the loop below
+    by_threads = times_by_threads(lambda: k_reciprocal_rerank(q_g, q_q, g_g), repeats)
     default_threads = torch.get_num_threads()
-    times_by_threads = {}
-    for threads in sorted({1, default_threads}):
-        torch.set_num_threads(threads)
-        times_by_threads[threads] = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fast = k_reciprocal_rerank(q_g, q_q, g_g)
-            times_by_threads[threads].append(time.perf_counter() - t0)
-    torch.set_num_threads(default_threads)
-    times = times_by_threads[default_threads]
+    times = by_threads[default_threads]
     t0 = time.perf_counter()
     loop = k_reciprocal_rerank_loop(q_g, q_q, g_g)
     loop_time = time.perf_counter() - t0
@@ -155,7 +147,7 @@ distances precomputed, timing covers the re-ranking only:
 |---|---|
 | `k_reciprocal_rerank`, {default_threads} threads, median of {repeats} | {median:.3f} |
 | `k_reciprocal_rerank`, {default_threads} threads, best of {repeats} | {best:.3f} |
-| `k_reciprocal_rerank`, 1 thread, median / best of {repeats} | {statistics.median(times_by_threads[1]):.3f} / {min(times_by_threads[1]):.3f} |
+| `k_reciprocal_rerank`, 1 thread, median / best of {repeats} | {statistics.median(by_threads[1]):.3f} / {min(by_threads[1]):.3f} |
 | `k_reciprocal_rerank_loop` (literal per-image numpy) | {loop_time:.3f} |
 | speed-up (loop / fast median) | {loop_time / median:.1f}x |
 

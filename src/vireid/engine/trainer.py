@@ -59,18 +59,39 @@ def resolve_device(name: str, dist_info: DistInfo | None = None) -> torch.device
     return torch.device(name)
 
 
-def build_model(cfg: Config, num_classes: int) -> nn.Module:
-    """The method's model from ``model.method`` + ``model.params`` (validated by signature)."""
+def _method_and_params(cfg: Config) -> tuple[Any, dict]:
+    """The registered method class and its ``model.params``, checked against its signature."""
     from vireid.modeling import METHODS
 
     try:
         method = METHODS.get(cfg.model.method)
     except KeyError as err:
         raise ConfigError(f"config key 'model.method': {err.args[0]}") from None
-    params = check_kwargs(method, dict(cfg.model.params), "model.params", skip=("num_classes",))
-    if _accepts(method, "img_size") and "img_size" not in params:
-        params["img_size"] = (cfg.data.height, cfg.data.width)
-    return method(num_classes=num_classes, **params)
+    return method, check_kwargs(method, dict(cfg.model.params), "model.params", skip=("num_classes",))
+
+
+def _loss_specs(cfg: Config) -> dict[str, tuple[Any, dict]]:
+    """Per loss term: the registered loss class and its ``params``, checked against its signature."""
+    from vireid.modeling import LOSSES
+
+    specs = {}
+    for name, term in cfg.loss_terms().items():
+        try:
+            cls = LOSSES.get(term.type or name)
+        except KeyError as err:
+            raise ConfigError(f"config key 'losses.{name}': {err.args[0]}") from None
+        specs[name] = (cls, check_kwargs(cls, dict(term.params), f"losses.{name}.params"))
+    return specs
+
+
+def validate_config(cfg: Config) -> None:
+    """Check the free-form parts of a config (method and its params, loss types and params, dataset
+    format and options) against what they configure, before any data is read or generated."""
+    from vireid.data.build import check_data_options
+
+    _method_and_params(cfg)
+    _loss_specs(cfg)
+    check_data_options(cfg.data)
 
 
 def _accepts(func: Any, name: str) -> bool:
@@ -79,38 +100,18 @@ def _accepts(func: Any, name: str) -> bool:
     return name in inspect.signature(func).parameters
 
 
-def validate_config(cfg: Config) -> None:
-    """Check the free-form parts of a config (method and its params, loss types and params, dataset
-    format and options) against what they configure, before any data is read or generated."""
-    from vireid.data.build import check_data_options
-    from vireid.modeling import LOSSES, METHODS
-
-    try:
-        method = METHODS.get(cfg.model.method)
-    except KeyError as err:
-        raise ConfigError(f"config key 'model.method': {err.args[0]}") from None
-    check_kwargs(method, dict(cfg.model.params), "model.params", skip=("num_classes",))
-    for name, term in cfg.loss_terms().items():
-        try:
-            cls = LOSSES.get(term.type or name)
-        except KeyError as err:
-            raise ConfigError(f"config key 'losses.{name}': {err.args[0]}") from None
-        check_kwargs(cls, dict(term.params), f"losses.{name}.params")
-    check_data_options(cfg.data)
+def build_model(cfg: Config, num_classes: int) -> nn.Module:
+    """The method's model from ``model.method`` + ``model.params`` (validated by signature)."""
+    method, params = _method_and_params(cfg)
+    if _accepts(method, "img_size") and "img_size" not in params:
+        params["img_size"] = (cfg.data.height, cfg.data.width)
+    return method(num_classes=num_classes, **params)
 
 
 def build_losses(cfg: Config, num_classes: int, feat_dim: int) -> nn.ModuleDict:
     """One module per loss term; ``num_classes``/``feat_dim`` filled in where the loss asks for them."""
-    from vireid.modeling import LOSSES
-
     losses = nn.ModuleDict()
-    for name, term in cfg.loss_terms().items():
-        kind = term.type or name
-        try:
-            cls = LOSSES.get(kind)
-        except KeyError as err:
-            raise ConfigError(f"config key 'losses.{name}': {err.args[0]}") from None
-        params = check_kwargs(cls, dict(term.params), f"losses.{name}.params")
+    for name, (cls, params) in _loss_specs(cfg).items():
         if _accepts(cls, "num_classes"):
             params.setdefault("num_classes", num_classes)
         if _accepts(cls, "feat_dim"):
