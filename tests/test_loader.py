@@ -166,8 +166,9 @@ def test_eval_loader_walks_the_cache_in_order(tiny_dataset):
     assert torch.equal(indices, torch.arange(25))
     images = torch.cat([b.images for b in batches])
     assert torch.equal(images, build_eval_transform()(cache[list(range(25))]))
-    first_images, first_indices = batches[0]  # unpacks as (images, indices)
+    first_images, first_indices, extras = batches[0]  # unpacks as (images, indices, extras)
     assert first_images.shape == (4, 3, HEIGHT, WIDTH) and first_indices.tolist() == [0, 1, 2, 3]
+    assert extras == {}  # no joints given
     for _ in EvalLoader(cache, batch_size=1, prefetch=1):
         break
     assert _no_prefetch_threads_left()

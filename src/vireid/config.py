@@ -49,6 +49,9 @@ class DataConfig:
     width: int = 144
     cache_dir: str | None = None  # decoded-image cache; default: <root>/.vireid-cache
     workers: int | None = None
+    # body joints per image for pose-guided methods (seed 002): None (off) | "synthetic" (the generator's
+    # stored joints) | "auto" (synthetic joints, else the dataset's pose cache) | path of a pose-cache file
+    joints: str | None = None
     synth: SynthConfig = field(default_factory=SynthConfig)
 
 
@@ -66,6 +69,9 @@ class AugmentConfig:
     random_erasing: float = 0.5
     channel_aug: bool = False
     grayscale: float = 0.0
+    # extra registered batch steps (vireid.data.transforms.TRANSFORM_STEPS), each
+    # {type: name, after: step | before: step (default: append), **constructor params}
+    steps: list = field(default_factory=list)
 
 
 @dataclass
@@ -93,6 +99,9 @@ class OptimConfig:
     weight_decay: float = 5e-4
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     clip_grad_norm: float | None = None
+    # transfer (vireid train --init-from): the backbone's learning rate is lr * backbone_lr_mult
+    # (e.g. 0.1 to fine-tune a trained backbone gently while the new classifier learns at lr)
+    backbone_lr_mult: float = 1.0
 
 
 @dataclass
@@ -117,6 +126,9 @@ class TrainConfig:
     log_every: int = 10  # steps between JSON-lines/TensorBoard step records
     progress: bool = True
     threads: int | None = None  # torch CPU threads
+    # transfer to a new scene: start from this checkpoint / run folder's weights (new identity classifier)
+    init_from: str | None = None
+    freeze_stages: int = 0  # leading backbone stages kept fixed (0: none; 1: stem; 2: stem + stage 1; ...)
 
 
 @dataclass

@@ -81,13 +81,24 @@ class TrainData:
     train_loader: object
     val_records: list[ImageRecord]
     val_cache: object | None
+    val_joints: object | None = None  # [N, J, 3] joints of the validation images (pose-guided methods)
+
+
+def joints_for_records(records: list[ImageRecord], data_cfg: DataConfig) -> torch.Tensor | None:
+    """Body joints ``[N, J, 3]`` (x, y, visible) of ``records`` in the cached images' pixel coordinates
+    (``data.height`` x ``data.width``), or None when ``data.joints`` is off."""
+    if not data_cfg.joints:
+        return None
+    from vireid.data.pose import load_record_joints
+
+    return load_record_joints(records, data_cfg)
 
 
 def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
                      progress: bool = True) -> TrainData:
     from vireid.data.loader import TrainLoader
     from vireid.data.sampler import CrossModalityIdentitySampler
-    from vireid.data.transforms import build_train_transform
+    from vireid.data.transforms import add_configured_steps, build_train_transform
 
     dataset = prepare_dataset(cfg.data, progress=progress)
     train = list(dataset.train)
@@ -107,7 +118,9 @@ def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: to
         cfg.data.height, cfg.data.width, pad=a.pad, flip=a.flip, random_erasing=a.random_erasing,
         channel_aug=a.channel_aug, grayscale=a.grayscale,
     )
-    loader = TrainLoader(cache, labels, mods, sampler, transform, device=device, seed=cfg.seed)
+    add_configured_steps(transform, a.steps)
+    loader = TrainLoader(cache, labels, mods, sampler, transform, device=device, seed=cfg.seed,
+                         joints=joints_for_records(train, cfg.data))
 
     val = list(getattr(dataset, "val", []) or [])
     val_cache = None
@@ -124,4 +137,5 @@ def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: to
             val = []
         elif rank == 0:
             val_cache = build_image_cache(val, cfg.data, progress=progress)
-    return TrainData(dataset, train, num_classes, id_map, loader, val, val_cache)
+    val_joints = joints_for_records(val, cfg.data) if val_cache is not None else None
+    return TrainData(dataset, train, num_classes, id_map, loader, val, val_cache, val_joints)

@@ -17,7 +17,7 @@ import math
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -40,13 +40,26 @@ class Batch:
     labels: torch.Tensor
     modalities: torch.Tensor
     indices: torch.Tensor
+    #: extra model inputs passed to ``model(images, modalities, **extras)`` (e.g. ``joints`` [B, J, 3])
+    extras: dict = field(default_factory=dict)
 
 
 class EvalBatch(NamedTuple):
-    """One evaluation batch: float ``images`` [B,3,H,W] on the device and dataset ``indices`` (CPU)."""
+    """One evaluation batch: float ``images`` [B,3,H,W] on the device, dataset ``indices`` (CPU) and
+    extra model inputs (``joints`` when the loader was given them)."""
 
     images: torch.Tensor
     indices: torch.Tensor
+    extras: dict = {}
+
+
+def _as_joints(joints: np.ndarray | torch.Tensor | None, length: int) -> torch.Tensor | None:
+    if joints is None:
+        return None
+    tensor = torch.as_tensor(np.asarray(joints) if not isinstance(joints, torch.Tensor) else joints).float().cpu()
+    if tensor.dim() != 3 or tensor.shape[0] != length or tensor.shape[2] != 3:
+        raise ConfigError(f"loader got joints of shape {tuple(tensor.shape)} for {length} images; expected [N, J, 3] (x, y, visible)")
+    return tensor
 
 
 def default_prefetch(device: torch.device) -> int:
@@ -167,8 +180,10 @@ class TrainLoader:
         device: str | torch.device = "cpu",
         seed: int = 0,
         prefetch: int | None = None,
+        joints: np.ndarray | torch.Tensor | None = None,
     ) -> None:
         self.cache = cache
+        self.joints = _as_joints(joints, len(cache))
         self.labels = _as_long_tensor(labels, "labels", len(cache))
         self.modalities = _as_long_tensor(modalities, "modality codes", len(cache))
         self.batch_sampler = batch_sampler
@@ -217,12 +232,24 @@ class TrainLoader:
             pixels = pixels.pin_memory()
         pixels = pixels.to(self.device, non_blocking=True)
         # the steps decide per sample on the CPU, so they get the CPU codes (no device round trip)
-        images = self.transform(pixels, modalities, generator)
+        from vireid.data.transforms import BatchContext, BatchTransform
+
+        extras: dict = {}
+        if isinstance(self.transform, BatchTransform):
+            context = BatchContext(labels=labels, joints=None if self.joints is None else self.joints[index])
+            images = self.transform(pixels, modalities, generator, context=context)
+            if context.joints is not None:
+                extras["joints"] = context.joints.to(self.device, non_blocking=True)
+        else:
+            images = self.transform(pixels, modalities, generator)
+            if self.joints is not None:
+                extras["joints"] = self.joints[index].to(self.device, non_blocking=True)
         return Batch(
             images=images,
             labels=labels.to(self.device, non_blocking=True),
             modalities=modalities.to(self.device, non_blocking=True),
             indices=index,
+            extras=extras,
         )
 
     def _produce(self, epoch: int, start: int) -> Iterator[Batch]:
@@ -256,6 +283,7 @@ class EvalLoader:
         transform: TransformFn | None = None,
         device: str | torch.device = "cpu",
         prefetch: int | None = None,
+        joints: np.ndarray | torch.Tensor | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"evaluation batch_size={batch_size} is invalid; use a positive integer")
@@ -264,6 +292,7 @@ class EvalLoader:
 
             transform = build_eval_transform()
         self.cache = cache
+        self.joints = _as_joints(joints, len(cache))
         self.batch_size = int(batch_size)
         self.transform = transform
         self.device = torch.device(device)
@@ -279,7 +308,8 @@ class EvalLoader:
             if self.device.type == "cuda":
                 pixels = pixels.pin_memory()
             pixels = pixels.to(self.device, non_blocking=True)
-            yield EvalBatch(self.transform(pixels), torch.arange(start, stop, dtype=torch.int64))
+            extras = {} if self.joints is None else {"joints": self.joints[start:stop].to(self.device)}
+            yield EvalBatch(self.transform(pixels), torch.arange(start, stop, dtype=torch.int64), extras)
 
     def __iter__(self) -> Iterator[EvalBatch]:
         stream = prefetch_in_thread(self._produce(), self.prefetch, name="vireid-eval-prefetch")

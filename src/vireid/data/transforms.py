@@ -21,6 +21,7 @@ inserted by name with :meth:`BatchTransform.insert`, and steps are registered in
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -40,10 +41,30 @@ GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 TRANSFORM_STEPS: Registry = Registry("transform step")
 
 
+#: MPII joint pairs (right, left) that trade places when an image is mirrored.
+MPII_FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
+
+
+@dataclass
+class BatchContext:
+    """Side information of a batch for the steps that need more than pixels and modalities.
+
+    ``labels``: int64 [B] identity labels (e.g. modality patch exchange pairs images of one identity).
+    ``joints``: float [B, J, 3] body joints ``(x, y, visible)`` in pixel coordinates of the current
+    images; geometric steps move them with the pixels (and swap MPII left/right joints on a mirror), so
+    pose-guided methods see joints that match the augmented image. Steps that use the context set the
+    class attribute ``uses_context = True`` and are called with ``context=`` as a keyword.
+    """
+
+    labels: torch.Tensor | None = None
+    joints: torch.Tensor | None = None
+
+
 class Step(Protocol):
     """One augmentation step: ``(images, modalities, generator) -> images`` on a whole batch.
 
-    ``name`` identifies the step in :meth:`BatchTransform.insert` and :data:`TRANSFORM_STEPS`.
+    ``name`` identifies the step in :meth:`BatchTransform.insert` and :data:`TRANSFORM_STEPS`. A step
+    with ``uses_context = True`` is also given ``context=`` (a :class:`BatchContext`).
     """
 
     name: str
@@ -91,6 +112,7 @@ class RandomPadCropFlip:
     """
 
     name = "pad_crop_flip"
+    uses_context = True
 
     def __init__(self, pad: int = 10, flip: float = 0.5) -> None:
         if pad < 0:
@@ -100,11 +122,14 @@ class RandomPadCropFlip:
         self.last_offsets: torch.Tensor | None = None  # [B, 2] crop origin (dy, dx) in the padded image
         self.last_flipped: torch.Tensor | None = None  # [B] bool
 
-    def __call__(self, images: torch.Tensor, modalities: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, modalities: torch.Tensor | None, generator: torch.Generator,
+                 context: BatchContext | None = None) -> torch.Tensor:
         batch, channels, height, width = images.shape
         offsets = torch.randint(0, 2 * self.pad + 1, (batch, 2), generator=generator)
         flipped = _uniform(generator, batch) < self.flip
         self.last_offsets, self.last_flipped = offsets, flipped
+        if context is not None and context.joints is not None:
+            context.joints = move_joints(context.joints, offsets - self.pad, flipped, width, height)
         if self.pad == 0 and not bool(flipped.any()):
             return images
         device = images.device
@@ -120,6 +145,29 @@ class RandomPadCropFlip:
         if self.pad == 0:
             return gathered
         return gathered.mul_(valid.unsqueeze(1).to(images.dtype))
+
+
+def move_joints(joints: torch.Tensor, shift: torch.Tensor, flipped: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Joints ``[B, J, 3]`` after :class:`RandomPadCropFlip`: output pixel ``(r, c)`` shows source pixel
+    ``(r + dy, c + dx)`` (``shift`` = [B, 2] of (dy, dx)), mirrored samples show column ``W-1-c``.
+
+    So ``y' = y - dy``, ``x' = x - dx`` and, mirrored, ``x' = W - 1 - (x - dx)`` with MPII left/right joints
+    swapped (16 joints). Joints that leave the image get visibility 0.
+    """
+    out = joints.clone().float()
+    shift = shift.to(out.device, out.dtype)
+    flip = flipped.to(out.device)
+    out[..., 0] = out[..., 0] - shift[:, 1:2]
+    out[..., 1] = out[..., 1] - shift[:, 0:1]
+    out[..., 0] = torch.where(flip.unsqueeze(1), (width - 1) - out[..., 0], out[..., 0])
+    if out.shape[1] == 16 and bool(flip.any()):
+        order = torch.arange(16, device=out.device)
+        for right, left in MPII_FLIP_PAIRS:
+            order[right], order[left] = left, right
+        out = torch.where(flip.view(-1, 1, 1), out[:, order], out)
+    inside = (out[..., 0] >= 0) & (out[..., 0] <= width - 1) & (out[..., 1] >= 0) & (out[..., 1] <= height - 1)
+    out[..., 2] = out[..., 2] * inside.to(out.dtype)
+    return out
 
 
 @TRANSFORM_STEPS.register("grayscale")
@@ -370,7 +418,10 @@ class BatchTransform:
         images: torch.Tensor,
         modalities: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        context: BatchContext | None = None,
     ) -> torch.Tensor:
+        """Augment a batch. ``context`` carries labels/joints for the steps that use them; joints in it
+        are updated in place of the context (read ``context.joints`` afterwards)."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
         if images.dtype != torch.uint8:
@@ -383,8 +434,13 @@ class BatchTransform:
         if generator is None:
             generator = torch.Generator()
             generator.seed()
+        if context is None:
+            context = BatchContext()
         for step in self.steps:
-            images = step(images, modalities, generator)
+            if getattr(step, "uses_context", False):
+                images = step(images, modalities, generator, context=context)
+            else:
+                images = step(images, modalities, generator)
         return images
 
     def names(self) -> list[str]:
@@ -453,6 +509,20 @@ def build_train_transform(
             f"channel_aug={channel_aug!r} is unknown; use false, 'exchange', 'exchange_gray' or 'adaptive_gray'"
         )
     return BatchTransform(steps, size=(height, width))
+
+
+def add_configured_steps(transform: BatchTransform, specs: Sequence[dict], key: str = "augment.steps") -> BatchTransform:
+    """Insert the registered steps named in a config list ``[{type, after|before, **params}]`` into ``transform``."""
+    from vireid.config import check_kwargs
+
+    for i, spec in enumerate(specs or ()):
+        if not isinstance(spec, dict) or "type" not in spec:
+            raise ConfigError(f"config key '{key}[{i}]' must be a mapping with a 'type' (one of {', '.join(TRANSFORM_STEPS.names())})")
+        params = {k: v for k, v in spec.items() if k not in ("type", "after", "before")}
+        cls = TRANSFORM_STEPS.get(spec["type"])
+        params = check_kwargs(cls, params, f"{key}[{i}]")
+        transform.insert(cls(**params), after=spec.get("after"), before=spec.get("before"))
+    return transform
 
 
 def build_eval_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> BatchTransform:

@@ -90,14 +90,15 @@ def evaluate_model(model: nn.Module, dataset, cfg: Config, device: torch.device 
 
     ``rerank`` None follows ``eval.rerank``; a list such as ``[False, True]`` runs both.
     """
-    from vireid.data.build import build_image_cache, modality_codes
+    from vireid.data.build import build_image_cache, joints_for_records, modality_codes
     from vireid.engine.inference import extract_features
 
     names = protocols_for(dataset, protocols or cfg.eval.protocols)
     # "given" data (explicit query and gallery) is evaluated on query + gallery, in that order
     pool = list(dataset.query) + list(dataset.gallery) if names == ["given"] else list(dataset.test)
     cache = build_image_cache(pool, cfg.data, progress=progress)
-    feats = extract_features(model, cache, modality_codes(pool), device, cfg.eval.batch_size, progress=progress)
+    feats = extract_features(model, cache, modality_codes(pool), device, cfg.eval.batch_size, progress=progress,
+                             joints=joints_for_records(pool, cfg.data))
     out = []
     settings = rerank if isinstance(rerank, (list, tuple)) else [cfg.eval.rerank if rerank is None else rerank]
     for rr in settings:

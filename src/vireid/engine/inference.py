@@ -17,8 +17,12 @@ from vireid.data.records import INFRARED, VISIBLE, ImageRecord
 
 @torch.no_grad()
 def extract_features(model: nn.Module, cache, modalities: np.ndarray, device: torch.device | str = "cpu",
-                     batch_size: int = 128, progress: bool = False, flip: bool = False) -> torch.Tensor:
+                     batch_size: int = 128, progress: bool = False, flip: bool = False,
+                     joints: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
     """Embeddings [N, D] (float32, CPU) of every image of ``cache`` in order.
+
+    ``joints`` ([N, J, 3], pixel coordinates of the cached images) are passed to pose-guided models
+    as ``model(images, modalities, joints=...)``.
 
     ``flip=True`` averages the embedding of the image and of its mirror (a common test-time trick;
     off by default so numbers compare with the papers' plain evaluation).
@@ -29,18 +33,24 @@ def extract_features(model: nn.Module, cache, modalities: np.ndarray, device: to
     was_training = model.training
     model.eval()
     mods = torch.as_tensor(np.asarray(modalities), dtype=torch.long)
-    loader = EvalLoader(cache, batch_size=batch_size, transform=build_eval_transform(), device=device)
+    loader = EvalLoader(cache, batch_size=batch_size, transform=build_eval_transform(), device=device, joints=joints)
     chunks: list[torch.Tensor] = []
     iterator = loader
     if progress:
         from tqdm import tqdm
 
         iterator = tqdm(loader, desc="features", leave=False, dynamic_ncols=True, disable=None)
-    for images, indices in iterator:
+    for images, indices, extras in iterator:
         m = mods[torch.as_tensor(indices, dtype=torch.long)].to(images.device)
-        feats = model(images, m)
+        feats = model(images, m, **extras)
         if flip:
-            feats = (feats + model(torch.flip(images, dims=[3]), m)) / 2
+            if "joints" in extras:
+                from vireid.data.transforms import move_joints
+
+                n = images.shape[0]
+                extras = {**extras, "joints": move_joints(extras["joints"], torch.zeros(n, 2), torch.ones(n, dtype=torch.bool),
+                                                           images.shape[3], images.shape[2])}
+            feats = (feats + model(torch.flip(images, dims=[3]), m, **extras)) / 2
         chunks.append(feats.float().cpu())
     model.train(was_training)
     if not chunks:
@@ -64,7 +74,8 @@ def validation_metrics(model: nn.Module, data, device: torch.device, batch_size:
     from vireid.evaluation.distance import pairwise_distance
 
     records = data.val_records
-    feats = extract_features(model, data.val_cache, _modality_codes(records), device, batch_size)
+    feats = extract_features(model, data.val_cache, _modality_codes(records), device, batch_size,
+                             joints=getattr(data, "val_joints", None))
     mods = np.asarray([r.modality for r in records])
     pids = np.asarray([r.orig_pid for r in records])
     cams = np.asarray([r.camid for r in records])

@@ -88,10 +88,12 @@ def validate_config(cfg: Config) -> None:
     """Check the free-form parts of a config (method and its params, loss types and params, dataset
     format and options) against what they configure, before any data is read or generated."""
     from vireid.data.build import check_data_options
+    from vireid.data.transforms import add_configured_steps, build_train_transform
 
     _method_and_params(cfg)
     _loss_specs(cfg)
     check_data_options(cfg.data)
+    add_configured_steps(build_train_transform(cfg.data.height, cfg.data.width), cfg.augment.steps)
 
 
 def _accepts(func: Any, name: str) -> bool:
@@ -127,6 +129,10 @@ def build_optimizer(cfg: Config, model: nn.Module, losses: nn.Module) -> torch.o
         groups = list(core.param_groups(o.lr))
     else:
         groups = [{"params": [p for p in core.parameters() if p.requires_grad]}]
+    if o.backbone_lr_mult != 1.0:  # transfer: a gentler learning rate for the (trained) backbone
+        from vireid.engine.transfer import scale_backbone_lr
+
+        groups = scale_backbone_lr(groups, core, o.lr, o.backbone_lr_mult)
     loss_params = [p for p in losses.parameters() if p.requires_grad]
     if loss_params:
         groups.append({"params": loss_params})
@@ -183,6 +189,18 @@ class Trainer:
         self.data = build_train_data(cfg, rank=self.dist.rank, world_size=self.dist.world_size,
                                      device=self.device, progress=cfg.train.progress and self.dist.is_main)
         model = build_model(cfg, self.data.num_classes)
+        # transfer (vireid.engine.transfer): start from a trained model's weights, keep early stages fixed;
+        # a resumed run gets its weights from last.pt instead
+        from vireid.engine.transfer import freeze_stages, initialise_from_checkpoint
+
+        self.init_report = None
+        if cfg.train.init_from and not resume:
+            self.init_report = initialise_from_checkpoint(model, cfg.train.init_from, self.data.num_classes)
+            if self.dist.is_main:
+                r = self.init_report
+                print(f"initialised from {r['source']}: {r['loaded']} tensors copied, identity classifier new "
+                      f"({r['source_num_classes']} -> {self.data.num_classes} identities)", flush=True)
+        self.frozen_modules = freeze_stages(model, cfg.train.freeze_stages)
         self.embed_dim = int(getattr(model, "embed_dim", 0))
         model.to(self.device)
         if cfg.train.channels_last:
@@ -263,7 +281,9 @@ class Trainer:
                     f"config key 'losses.{name}.input' is {term.input!r}, but the model outputs only "
                     f"{', '.join(sorted(outputs))}"
                 )
-            value = self.losses[name](outputs[term.input], labels, modalities)
+            # outputs that are not one row per image (e.g. one per fused pair) bring their own targets
+            value = self.losses[name](outputs[term.input], outputs.get(f"{term.input}_labels", labels),
+                                      outputs.get(f"{term.input}_modalities", modalities))
             terms[name] = term.weight * value.float()
         return terms
 
@@ -275,6 +295,8 @@ class Trainer:
         if hasattr(core, "on_epoch_start"):
             core.on_epoch_start(epoch)
         self.model.train()
+        for module in self.frozen_modules:  # frozen stages keep their BatchNorm statistics
+            module.eval()
         self.losses.train()
         n_batches = len(loader)
         bar = None
@@ -292,7 +314,7 @@ class Trainer:
                 images = batch.images
                 if cfg.train.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                outputs = self.forward_model(images, batch.modalities)
+                outputs = self.forward_model(images, batch.modalities, **batch.extras)
                 if not isinstance(outputs, dict):
                     raise VireidError(f"method {cfg.model.method!r} returned {type(outputs).__name__} in training mode; it must return a dict of outputs")
                 terms = self._compute_losses(outputs, batch.labels, batch.modalities)
