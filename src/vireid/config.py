@@ -163,8 +163,10 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def loss_terms(self) -> dict[str, LossConfig]:
-        """The ``losses`` table as validated :class:`LossConfig` objects, keyed by term name."""
-        return {name: _build(LossConfig, spec, f"losses.{name}") for name, spec in self.losses.items()}
+        """The ``losses`` table as validated :class:`LossConfig` objects, keyed by term name.
+
+        A term set to ``null`` (e.g. ``losses.triplet=null`` or in a config inheriting a base) is removed."""
+        return {name: _build(LossConfig, spec, f"losses.{name}") for name, spec in self.losses.items() if spec is not None}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -189,6 +191,11 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if base is None:
         return data
     merged = _load_yaml((path.parent / base), seen + (path,))
+    base_data, own_data = merged.get("data") or {}, data.get("data") or {}
+    if isinstance(base_data, dict) and isinstance(own_data, dict) and "format" in own_data \
+            and own_data["format"] != base_data.get("format"):
+        # reader options belong to one dataset format: a config that changes the format starts afresh
+        base_data.pop("options", None)
     return _merge(merged, data)
 
 

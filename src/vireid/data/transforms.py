@@ -528,3 +528,7 @@ def add_configured_steps(transform: BatchTransform, specs: Sequence[dict], key: 
 def build_eval_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> BatchTransform:
     """Evaluation transform: normalisation only (images are already resized by the cache)."""
     return BatchTransform([Normalize(mean, std)])
+
+
+# steps defined in their own modules register themselves on import
+from vireid.data import modality_augmentation  # noqa: E402,F401  (MAG, seed 003)

@@ -1,0 +1,63 @@
+"""Dual-path Swin transformer of seed 003 (§4.1, Fig. 3, appendix A.3 / Table 8).
+
+An input stem and four Swin stages (timm ``swin_tiny_patch4_window7_224``); the stages before
+the split are modality-specific (one copy per modality), the rest shared; global average pooling,
+a BatchNorm neck and an identity classifier. The split is ``specific_stages`` of
+:class:`~vireid.modeling.backbones.two_stream.TwoStreamBackbone`: the paper's Fk shares from stage k,
+i.e. ``specific_stages = k`` — its choice F3 (first two stages specific, last two shared) is the
+default. Paper input: 224 x 224 (square images suit window partition, §4.1); the configs use it.
+
+It is :class:`~vireid.modeling.methods.baseline.BaselineReID` with the paper's defaults (no
+non-local blocks, average pooling; Swin has no last stride), so every part of the toolkit (MAG,
+MMT, protocols) combines with it through the config. Choices where the paper is silent: the neck
+(BNNeck, as in the baseline it compares with) and that the embedding is the BN feature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from vireid.modeling.methods.baseline import BaselineReID
+from vireid.modeling.registries import METHODS
+
+
+@METHODS.register("dual_path_swin")
+class DualPathSwin(BaselineReID):
+    """Seed 003's dual-path Swin: ``specific_stages`` leading stages per modality, the rest shared.
+
+    Args: as :class:`BaselineReID`, with seed 003's defaults (swin_tiny, F3 split, avg pooling,
+    224 x 224, no non-local).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "swin_tiny_patch4_window7_224",
+        specific_stages: int = 3,
+        last_stride: int = 1,
+        pretrained: str | bool | None = None,
+        pooling: str = "avg",
+        gem_p: float = 3.0,
+        gem_learnable: bool = False,
+        non_local: str | Mapping[str, int | Sequence[int]] | None = None,
+        non_local_reduction: int = 2,
+        neck: str = "bnneck",
+        img_size: Sequence[int] = (224, 224),
+    ) -> None:
+        super().__init__(
+            num_classes,
+            backbone=backbone,
+            specific_stages=specific_stages,
+            last_stride=last_stride,
+            pretrained=pretrained,
+            pooling=pooling,
+            gem_p=gem_p,
+            gem_learnable=gem_learnable,
+            non_local=non_local,
+            non_local_reduction=non_local_reduction,
+            neck=neck,
+            img_size=img_size,
+        )
+
+
+__all__ = ["DualPathSwin"]
