@@ -16,6 +16,7 @@ DEFAULT_PROTOCOLS = {
     "sysu": ["sysu-all-single", "sysu-indoor-single"],
     "regdb": ["regdb-v2t", "regdb-t2v"],
     "llcm": ["llcm-v2i", "llcm-i2v"],
+    "npu": ["npu-v2t-all-single", "npu-t2v-all-single", "npu-v2t-indoor-single", "npu-t2v-indoor-single"],
     "given": ["given"],
 }
 
@@ -23,7 +24,7 @@ DEFAULT_PROTOCOLS = {
 def protocols_for(dataset, requested: Sequence[str] = ()) -> list[str]:
     family = getattr(dataset, "protocol_family", "given")
     names = list(requested) or DEFAULT_PROTOCOLS.get(family, ["given"])
-    from vireid.evaluation.protocols import PROTOCOLS
+    from vireid.evaluation import PROTOCOLS  # the package registers every protocol module
 
     for name in names:
         if name not in PROTOCOLS:
@@ -69,7 +70,7 @@ def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str],
             options.update(trials=trials, draw=draw)
             if perm_path is not None:
                 options["rand_perm_cam"] = perm_path
-        elif name.startswith("llcm"):
+        elif name.startswith(("llcm", "npu")):
             options.update(trials=trials)
         if name == "given":
             nq = len(dataset.query)
@@ -85,10 +86,12 @@ def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str],
 
 def evaluate_model(model: nn.Module, dataset, cfg: Config, device: torch.device | str = "cpu", *,
                    protocols: Sequence[str] = (), rerank: bool | Sequence[bool] | None = None, progress: bool = True,
-                   method: str = "") -> list:
+                   method: str = "", features_out: dict | None = None) -> list:
     """Features of the whole test pool, computed once, then every requested protocol.
 
     ``rerank`` None follows ``eval.rerank``; a list such as ``[False, True]`` runs both.
+    ``features_out`` (a dict) receives ``features`` and ``records`` of the pool, for further reports
+    (e.g. the verification ROC) without a second feature pass.
     """
     from vireid.data.build import build_image_cache, joints_for_records, modality_codes
     from vireid.engine.inference import extract_features
@@ -99,6 +102,8 @@ def evaluate_model(model: nn.Module, dataset, cfg: Config, device: torch.device 
     cache = build_image_cache(pool, cfg.data, progress=progress)
     feats = extract_features(model, cache, modality_codes(pool), device, cfg.eval.batch_size, progress=progress,
                              joints=joints_for_records(pool, cfg.data))
+    if features_out is not None:
+        features_out.update(features=feats, records=pool)
     out = []
     settings = rerank if isinstance(rerank, (list, tuple)) else [cfg.eval.rerank if rerank is None else rerank]
     for rr in settings:

@@ -39,3 +39,7 @@ __all__ = [
     "run_protocol",
     "sysu_protocol",
 ]
+
+from vireid.evaluation.npu import npu_protocol  # noqa: E402  (registers the NPU-ReID protocols)
+
+__all__ += ["npu_protocol"]

@@ -49,6 +49,8 @@ class SYSUMM01(VIReIDDataset):
 
     name = "sysu-mm01"
     protocol_family = "sysu"
+    #: camera number -> modality (subclasses with other camera sets override it, e.g. NPU-ReID)
+    camera_modality: dict[int, str] = CAMERA_MODALITY
 
     def __init__(
         self,
@@ -109,9 +111,10 @@ class SYSUMM01(VIReIDDataset):
     def _index_identity_folders(self) -> dict[int, list[tuple[int, Path]]]:
         """identity number -> [(camera, folder)] over the six camera folders."""
         folders: dict[int, list[tuple[int, Path]]] = defaultdict(list)
-        for cam in sorted(CAMERA_MODALITY):
+        last = max(self.camera_modality)
+        for cam in sorted(self.camera_modality):
             cam_dir = require_dir(
-                self.root / f"cam{cam}", "SYSU-MM01 camera folder", "the dataset must hold cam1 ... cam6"
+                self.root / f"cam{cam}", f"{self.name} camera folder", f"the dataset must hold cam1 ... cam{last}"
             )
             strays: list[str] = []
             for sub in list_subdirs(cam_dir):
@@ -134,9 +137,10 @@ class SYSUMM01(VIReIDDataset):
                 if not images:
                     self.notes.append(f"identity folder {folder} is empty")
                 found += len(images)
-                records.extend(ImageRecord(str(p), pid, cam, CAMERA_MODALITY[cam], pid) for p in images)
+                records.extend(ImageRecord(str(p), pid, cam, self.camera_modality[cam], pid) for p in images)
             if found == 0:
-                where = "has only empty folders" if pid in self._folders else "has no folder in any of cam1 ... cam6"
+                where = ("has only empty folders" if pid in self._folders
+                         else f"has no folder in any of cam1 ... cam{max(self.camera_modality)}")
                 raise DatasetError(
                     f"identity {pid} listed in {split_file} {where} under {self.root}; restore its images or "
                     "check that the split file belongs to this copy of the dataset"

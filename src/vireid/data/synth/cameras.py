@@ -57,6 +57,27 @@ SYSU_CAMERAS: dict[int, CameraSpec] = {
                   blur=0.008, background_heat=0.26, person_gain=1.0, front_probability=0.45),
 }
 
+#: NPU-ReID (seed 003): 8 cameras installed alternately visible/thermal, 1-4 indoor, 5-8 outdoor, each
+#: with its own view (no two cameras share a place, unlike SYSU-MM01's co-located pairs).
+NPU_CAMERAS: dict[int, CameraSpec] = {
+    1: CameraSpec(1, VISIBLE, True, "indoor-corridor", gains=(1.05, 1.0, 0.9), brightness=1.0, contrast=0.95,
+                  noise=0.012, front_probability=0.55, side_probability=0.15),
+    2: CameraSpec(2, INFRARED, True, "indoor-hall", brightness=1.0, contrast=0.8, noise=0.03, blur=0.005,
+                  background_heat=0.36, front_probability=0.35, side_probability=0.35),
+    3: CameraSpec(3, VISIBLE, True, "indoor-hall", gains=(0.95, 1.02, 1.07), brightness=0.92, contrast=0.95,
+                  noise=0.015, front_probability=0.3, side_probability=0.4),
+    4: CameraSpec(4, INFRARED, True, "indoor-corridor", brightness=1.0, contrast=0.85, noise=0.035, blur=0.006,
+                  background_heat=0.4, front_probability=0.55, side_probability=0.15),
+    5: CameraSpec(5, VISIBLE, False, "outdoor-street", gains=(1.0, 1.0, 0.96), brightness=1.1, contrast=1.1,
+                  gamma=0.95, noise=0.01, front_probability=0.5, side_probability=0.2),
+    6: CameraSpec(6, INFRARED, False, "outdoor-campus", brightness=1.0, contrast=0.8, noise=0.04, blur=0.008,
+                  background_heat=0.25, front_probability=0.3, side_probability=0.4),
+    7: CameraSpec(7, VISIBLE, False, "outdoor-campus", gains=(0.94, 0.99, 1.08), brightness=0.85, contrast=1.0,
+                  gamma=1.05, noise=0.014, front_probability=0.35, side_probability=0.35),
+    8: CameraSpec(8, INFRARED, False, "outdoor-street", brightness=1.0, contrast=0.8, noise=0.04, blur=0.008,
+                  background_heat=0.28, front_probability=0.5, side_probability=0.2),
+}
+
 REGDB_CAMERAS: dict[str, CameraSpec] = {
     VISIBLE: CameraSpec(1, VISIBLE, False, "outdoor-campus", gains=(0.97, 1.0, 1.05), brightness=0.9,
                         contrast=0.95, noise=0.02, front_probability=0.5, side_probability=0.0),

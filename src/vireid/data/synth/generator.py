@@ -22,7 +22,14 @@ import numpy as np
 from PIL import Image
 
 from vireid.data.records import INFRARED, VISIBLE
-from vireid.data.synth.cameras import REGDB_CAMERAS, SYSU_CAMERAS, CameraSpec, SceneTemplate, make_scene_template
+from vireid.data.synth.cameras import (
+    NPU_CAMERAS,
+    REGDB_CAMERAS,
+    SYSU_CAMERAS,
+    CameraSpec,
+    SceneTemplate,
+    make_scene_template,
+)
 from vireid.data.synth.layouts import (
     SYNTH_ENTRIES,
     regdb_image_path,
@@ -39,9 +46,9 @@ from vireid.errors import ConfigError, DatasetError
 GENERATOR_VERSION = "1.0"
 META_FILE = "synth_meta.json"
 JOINTS_FILE = "synth_joints.npz"
-FORMATS = ("sysu-mm01", "regdb")
+FORMATS = ("sysu-mm01", "regdb", "npu-reid")
 #: (height, width) per format: SYSU-MM01 crops are usually resized to 288x144; RegDB images are 128x64.
-DEFAULT_SIZES = {"sysu-mm01": (288, 144), "regdb": (128, 64)}
+DEFAULT_SIZES = {"sysu-mm01": (288, 144), "regdb": (128, 64), "npu-reid": (256, 128)}
 JPEG_QUALITY = 92
 
 
@@ -64,7 +71,7 @@ class SynthArguments:
 def _validate(args: SynthArguments) -> None:
     if args.format not in FORMATS:
         raise ConfigError(f"--format {args.format!r} is not supported; use one of {', '.join(FORMATS)}")
-    min_ids = 4 if args.format == "sysu-mm01" else 2
+    min_ids = 2 if args.format == "regdb" else 4
     if args.ids < min_ids:
         raise ConfigError(f"--ids {args.ids} is too small for {args.format}; use at least {min_ids} identities")
     if args.images_per_camera < 1:
@@ -96,7 +103,9 @@ def image_rng(seed: int, pid: int, camid: int, index: int) -> np.random.Generato
 
 
 def _save(pixels: np.ndarray, path: Path, kind: str) -> None:
-    if kind == "jpeg-grey3":  # SYSU-MM01 infrared: 3-channel grey JPEG
+    if kind == "jpeg-grey1":  # NPU-ReID thermal: single-channel JPEG
+        Image.fromarray(pixels, "L").save(path, "JPEG", quality=JPEG_QUALITY)
+    elif kind == "jpeg-grey3":  # SYSU-MM01 infrared: 3-channel grey JPEG
         Image.fromarray(np.repeat(pixels[..., None], 3, axis=2), "RGB").save(path, "JPEG", quality=JPEG_QUALITY)
     elif kind == "jpeg":
         Image.fromarray(pixels, "RGB").save(path, "JPEG", quality=JPEG_QUALITY)
@@ -105,9 +114,11 @@ def _save(pixels: np.ndarray, path: Path, kind: str) -> None:
 
 
 def _render_sysu_identity(args: SynthArguments, root: Path, pid: int) -> list[tuple[str, np.ndarray]]:
+    """SYSU-MM01 (6 cameras, 3-channel grey infrared JPEGs) or NPU-ReID (8 cameras, 1-channel thermal)."""
     traits = sample_identity_traits(args.seed, pid)
     out = []
-    for camid, camera in SYSU_CAMERAS.items():
+    cameras, grey = (NPU_CAMERAS, "jpeg-grey1") if args.format == "npu-reid" else (SYSU_CAMERAS, "jpeg-grey3")
+    for camid, camera in cameras.items():
         scene = _scene(camera, args.seed, args.height, args.width)
         folder = root / f"cam{camid}" / f"{pid:04d}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -115,7 +126,7 @@ def _render_sysu_identity(args: SynthArguments, root: Path, pid: int) -> list[tu
             rng = image_rng(args.seed, pid, camid, k)
             image = render_identity_image(traits, camera, rng, args.height, args.width, scene=scene)
             rel = sysu_image_path(camid, pid, k)
-            _save(image.pixels, root / rel, "jpeg-grey3" if camera.is_infrared else "jpeg")
+            _save(image.pixels, root / rel, grey if camera.is_infrared else "jpeg")
             out.append((rel, image.joints))
     return out
 
@@ -145,7 +156,7 @@ def _render_regdb_identity(args: SynthArguments, root: Path, pid: int) -> list[t
 
 def _render_identity_job(job: tuple[SynthArguments, str, int]) -> tuple[int, list[tuple[str, np.ndarray]]]:
     args, root, pid = job
-    render = _render_sysu_identity if args.format == "sysu-mm01" else _render_regdb_identity
+    render = _render_regdb_identity if args.format == "regdb" else _render_sysu_identity
     return pid, render(args, Path(root), pid)
 
 
@@ -298,6 +309,13 @@ def generate_dataset(
             counts[f"cam{camid}"] = args.ids * args.images_per_camera
         counts["visible"] = 4 * args.ids * args.images_per_camera
         counts["infrared"] = 2 * args.ids * args.images_per_camera
+        meta["splits"] = {name: len(v) for name, v in split.items()}
+    elif args.format == "npu-reid":
+        split = sysu_split(args.ids, args.seed)  # 60 / 20 / 20 % (600 ids: 360 + 120 val = 480, 120 test)
+        write_sysu_split_files(root, split)
+        for camid in NPU_CAMERAS:
+            counts[f"cam{camid}"] = args.ids * args.images_per_camera
+        counts["visible"] = counts["thermal"] = 4 * args.ids * args.images_per_camera
         meta["splits"] = {name: len(v) for name, v in split.items()}
     else:
         trials = regdb_trials(args.ids, args.seed)

@@ -4,6 +4,9 @@ dataset readers (not a synthetic-only reader) load the synthetic data.
 SYSU-MM01: ``cam1..cam6/<pid:04d>/<k:04d>.jpg`` and ``exp/{train,val,test,available}_id.txt``
 (one line of comma-separated identity numbers, as in the official release).
 
+NPU-ReID (seed 003; vireid's layout, see :mod:`vireid.data.datasets.npu_reid`): the SYSU-MM01 shape with
+``cam1..cam8`` (odd visible, even thermal; thermal JPEGs are single-channel) and the same split files.
+
 RegDB: ``Visible/<pid>/<gender>_<view>_v_<counter:05d>_<pid>.bmp``, ``Thermal/<pid>/..._t_...bmp``
 (the official naming) and ``idx/{train,test}_{visible,thermal}_{1..10}.txt`` with lines
 ``relative/path label``.
@@ -28,7 +31,7 @@ REGDB_TRIALS = 10
 
 #: Every top-level entry the generator may create; nothing else is ever written or removed.
 SYNTH_ENTRIES = (
-    "cam1", "cam2", "cam3", "cam4", "cam5", "cam6", "exp",
+    "cam1", "cam2", "cam3", "cam4", "cam5", "cam6", "cam7", "cam8", "exp",
     "Visible", "Thermal", "idx", "synth_joints.npz", "synth_meta.json", "synth_meta.json.tmp",
 )
 
