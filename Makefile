@@ -12,20 +12,24 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean browser
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(PIP_C) -e '.[test,lite0]'
+	$(BIN)/python -m pip install --quiet $(PIP_C) -e '.[test,all]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/vireid demo
 
-test: $(STAMP)
+# the web page test drives Debian's chromium (installed here when missing, if we may)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || sh scripts/install_chromium.sh
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
