@@ -22,6 +22,7 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed and arguments give the same bytes."),
     workers: int | None = typer.Option(None, "--workers", help="Worker processes (default: one per core)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a synth dataset made with other arguments."),
+    depth: bool = typer.Option(False, "--depth", help="regdb layout: also a co-located depth image per moment (Depth/)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Generate synthetic people seen by visible and infrared cameras, with body joints and split files."""
@@ -29,5 +30,6 @@ def synth(
     from vireid.data.synth.generator import META_FILE
 
     root = generate_dataset(out, ids, format=format, images_per_camera=images_per_camera, height=height,
-                            width=width, seed=seed, workers=workers, progress=progress, overwrite=overwrite)
+                            width=width, seed=seed, workers=workers, progress=progress, overwrite=overwrite,
+                            depth=depth)
     typer.echo(f"synthetic {format} dataset ready in {root} (see {root / META_FILE})")

@@ -33,6 +33,8 @@ def train_command(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder (default: output_dir/name)."),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate the best checkpoint on the test protocols at the end."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Fine-tune a trained model (run folder or .pt) on this config's data with a new identity classifier; without --config its own config is the base (name: <its name>_ft)."),
+    freeze: Optional[int] = typer.Option(None, "--freeze", help="Keep the first N backbone stages fixed (train.freeze_stages; 1 = stem, 2 = stem + stage 1)."),
 ) -> None:
     """Train a model from a config; checkpoints, metrics and curves go to the run folder."""
     from vireid.config import config_from_dict, load_config
@@ -44,11 +46,23 @@ def train_command(
         if not ckpt_path.is_file():
             raise VireidError(f"cannot resume: {ckpt_path} does not exist; pass the folder of an interrupted run")
         cfg = config_from_dict(load_checkpoint(ckpt_path)["config"])
-        if overrides:
-            raise VireidError("--resume continues a run with its own config; drop the key=value overrides")
+        if overrides or init_from is not None or freeze is not None:
+            raise VireidError("--resume continues a run with its own config; drop the key=value overrides, --init-from and --freeze")
         folder = resume
     else:
-        cfg = load_config(resolve_config(config) if config else None, overrides or [])
+        extra = list(overrides or []) + ([f"train.freeze_stages={freeze}"] if freeze is not None else [])
+        if init_from is not None:  # transfer (vireid.engine.transfer)
+            from vireid.engine.transfer import transfer_config
+
+            if not init_from.exists():
+                raise VireidError(f"--init-from {init_from} does not exist; pass a trained run folder or .pt checkpoint")
+            if config is None:
+                cfg = transfer_config(init_from.resolve(), extra)
+            else:
+                cfg = load_config(resolve_config(config), extra)
+                cfg.train.init_from = str(init_from.resolve())
+        else:
+            cfg = load_config(resolve_config(config) if config else None, extra)
         validate_config(cfg)
         folder = run_dir or Path(cfg.output_dir) / cfg.name
         if (folder / "last.pt").exists():
@@ -70,6 +84,10 @@ def run_training(cfg, folder: Path, resume: bool = False, evaluate: bool = True)
             from vireid.viz.curves import plot_training_curves
 
             plot_training_curves(folder)
+            # verification threshold on the held-out identities, stored in best.pt (vireid.engine.calibration)
+            from vireid.engine.calibration import calibrate_after_training
+
+            summary["verification"] = calibrate_after_training(folder, trainer.data, trainer.device)
             if evaluate:
                 results = evaluate_checkpoint(folder, progress=cfg.train.progress)
                 summary["test"] = [r.to_dict() for r in results]
@@ -80,8 +98,14 @@ def run_training(cfg, folder: Path, resume: bool = False, evaluate: bool = True)
 
 def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), rerank=None, data_root: str | None = None,
                         draw: str | None = None, trials: int | None = None, rand_perm_cam: str | None = None,
-                        device: str = "auto", progress: bool = True, quiet: bool = False) -> list:
+                        device: str = "auto", progress: bool = True, quiet: bool = False,
+                        verification: bool = True) -> list:
     """Evaluate a checkpoint (or run folder) on its dataset's test protocols; writes results into the run folder."""
+    if Path(checkpoint).suffix.lower() == ".onnx":  # an exported model (vireid.export.evaluate)
+        from vireid.export.evaluate import evaluate_exported
+
+        return evaluate_exported(checkpoint, protocols=protocols, rerank=rerank, data_root=data_root, draw=draw,
+                                 trials=trials, rand_perm_cam=rand_perm_cam, device=device, progress=progress, quiet=quiet)
     from vireid.data.build import prepare_dataset
     from vireid.engine.checkpoint import atomic_write_text
     from vireid.engine.evaluate import evaluate_model
@@ -89,7 +113,7 @@ def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), re
     from vireid.evaluation.protocols import format_results_table
 
     dev = resolve_device(device)
-    model, cfg, _ = load_model_from_checkpoint(checkpoint, dev)
+    model, cfg, ckpt = load_model_from_checkpoint(checkpoint, dev)
     if data_root is not None:
         cfg.data.root = data_root
     if draw is not None:
@@ -99,14 +123,20 @@ def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), re
     if rand_perm_cam is not None:
         cfg.eval.rand_perm_cam = rand_perm_cam
     dataset = prepare_dataset(cfg.data, progress=progress)
+    pool: dict = {}
     results = evaluate_model(model, dataset, cfg, dev, protocols=protocols, rerank=rerank, progress=progress,
-                             method=cfg.name)
+                             method=cfg.name, features_out=pool)
     table = format_results_table(results)
     if not quiet:
         print(table)
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
     atomic_write_text(run_dir / "test_results.json", json.dumps([r.to_dict() for r in results], indent=2))
     atomic_write_text(run_dir / "test_results.md", table + "\n")
+    if verification:  # verification ROC/EER/TAR@FAR and roc.png (vireid.engine.calibration)
+        from vireid.engine.calibration import report_verification
+
+        report_verification(checkpoint, model, cfg, ckpt, dataset, pool["features"], pool["records"], dev,
+                            progress=progress, quiet=quiet)
     return results
 
 

@@ -14,10 +14,19 @@ import numpy as np
 import torch
 
 from vireid.config import Config, DataConfig, check_kwargs
+from vireid.data import paired as _paired  # noqa: F401  (registers the paired_pad_crop_flip step)
 from vireid.data.records import MODALITY_CODE, ImageRecord
 from vireid.errors import ConfigError
 
 SYNTHETIC = "synthetic"
+#: Synthetic data in the RegDB layout: co-located visible/thermal pairs rendered from one pose per
+#: moment (the paired data of seed 000 §4.1 multi-modal fusion), read by the RegDB reader.
+SYNTHETIC_REGDB = "synthetic-regdb"
+#: synthetic data in vireid's NPU-ReID layout (seed 003: 8 cameras, indoor/outdoor), read by the NPU-ReID reader
+SYNTHETIC_NPU = "synthetic-npu"
+#: synthetic data format -> (generator layout, reader)
+_SYNTHETIC_LAYOUTS = {SYNTHETIC: ("sysu-mm01", "sysu-mm01"), SYNTHETIC_REGDB: ("regdb", "regdb"),
+                      SYNTHETIC_NPU: ("npu-reid", "npu-reid")}
 
 
 def _reader_and_options(data_cfg: DataConfig) -> tuple[str, dict]:
@@ -26,14 +35,16 @@ def _reader_and_options(data_cfg: DataConfig) -> tuple[str, dict]:
 
     fmt = data_cfg.format
     options = dict(data_cfg.options)
-    if fmt == SYNTHETIC:
-        fmt = "sysu-mm01"
-        # synthetic data keeps its validation identities out of training, so that the best
-        # epoch can be chosen on them without touching the test identities
-        options.setdefault("train_includes_val", False)
+    if fmt in _SYNTHETIC_LAYOUTS:
+        fmt = _SYNTHETIC_LAYOUTS[fmt][1]
+        if fmt != "regdb":
+            # synthetic data keeps its validation identities out of training, so that the best
+            # epoch can be chosen on them without touching the test identities
+            options.setdefault("train_includes_val", False)
     if fmt not in DATASETS:
         raise ConfigError(
-            f"config key 'data.format' is {data_cfg.format!r}; choose one of {SYNTHETIC}, {', '.join(DATASETS.names())}"
+            f"config key 'data.format' is {data_cfg.format!r}; choose one of {', '.join(_SYNTHETIC_LAYOUTS)}, "
+            f"{', '.join(DATASETS.names())}"
         )
     return fmt, check_kwargs(DATASETS.get(fmt), options, "data.options", skip=("root",))
 
@@ -48,12 +59,13 @@ def prepare_dataset(data_cfg: DataConfig, progress: bool = True):
     from vireid.data.datasets import build_dataset
 
     fmt, options = _reader_and_options(data_cfg)
-    if data_cfg.format == SYNTHETIC:
+    if data_cfg.format in _SYNTHETIC_LAYOUTS:
         from vireid.data.synth import generate_dataset
 
         s = data_cfg.synth
         generate_dataset(
-            data_cfg.root, ids=s.ids, format="sysu-mm01", images_per_camera=s.images_per_camera,
+            data_cfg.root, ids=s.ids, format=_SYNTHETIC_LAYOUTS[data_cfg.format][0],
+            images_per_camera=s.images_per_camera,
             height=s.height, width=s.width, seed=s.seed, workers=data_cfg.workers, progress=progress,
         )
     return build_dataset(fmt, data_cfg.root, **options)
@@ -109,10 +121,15 @@ def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: to
     num_classes = int(labels.max()) + 1
     id_map = {int(r.orig_pid): int(r.pid) for r in train}
     cache = build_image_cache(train, cfg.data, progress=progress)
-    sampler = CrossModalityIdentitySampler(
-        labels, mods, num_ids=cfg.sampler.num_ids, num_per_modality=cfg.sampler.num_per_modality,
-        seed=cfg.seed, rank=rank, world_size=world_size, epoch_length=cfg.sampler.epoch_length,
-    )
+    sampler_kwargs = dict(num_ids=cfg.sampler.num_ids, num_per_modality=cfg.sampler.num_per_modality,
+                          seed=cfg.seed, rank=rank, world_size=world_size, epoch_length=cfg.sampler.epoch_length)
+    pairs = getattr(dataset, "train_pairs", None)
+    if pairs is not None:  # a reader asked for registered pairs (e.g. regdb paired=true): sample whole pairs
+        from vireid.data.paired import PairedIdentitySampler
+
+        sampler = PairedIdentitySampler(labels, mods, pairs, **sampler_kwargs)
+    else:
+        sampler = CrossModalityIdentitySampler(labels, mods, **sampler_kwargs)
     a = cfg.augment
     transform = build_train_transform(
         cfg.data.height, cfg.data.width, pad=a.pad, flip=a.flip, random_erasing=a.random_erasing,

@@ -94,6 +94,9 @@ def validate_config(cfg: Config) -> None:
     _loss_specs(cfg)
     check_data_options(cfg.data)
     add_configured_steps(build_train_transform(cfg.data.height, cfg.data.width), cfg.augment.steps)
+    from vireid.engine.transfer import check_transfer_options
+
+    check_transfer_options(cfg)
 
 
 def _accepts(func: Any, name: str) -> bool:
@@ -427,6 +430,10 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
     ckpt = load_checkpoint(path, map_location=device)
     cfg = config_from_dict(ckpt["config"])
     model = build_model(cfg, int(ckpt["num_classes"]))
+    if ckpt.get("pruning"):  # channels removed by `vireid prune`: shrink to the stored shapes first
+        from vireid.export.pruning import apply_pruning_spec
+
+        apply_pruning_spec(model, ckpt["pruning"])
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
     return model, cfg, ckpt

@@ -10,6 +10,7 @@ N(0, 0.001²) (as in Bag of tricks / AGW).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vireid.errors import ConfigError
@@ -72,4 +73,101 @@ def build_neck(kind: str, in_dim: int) -> nn.Module:
     return NECKS[kind](in_dim)
 
 
-__all__ = ["NECKS", "BNNeck", "IdentityNeck", "LinearClassifier", "build_neck"]
+def _classifier_logits(features: torch.Tensor, weight: torch.Tensor, cosine: bool, scale: float) -> torch.Tensor:
+    """``features [B, D]`` x ``weight [..., K, D]`` -> logits ``[B, ..., K]`` (scaled cosine or dot product)."""
+    if cosine:
+        features = F.normalize(features, dim=-1)
+        weight = F.normalize(weight, dim=-1)
+    logits = torch.einsum("bd,...kd->b...k", features, weight.to(features.dtype))
+    return logits * scale if cosine else logits
+
+
+@HEADS.register("cosine")
+class CosineClassifier(nn.Module):
+    """Identity classifier whose logits are ``scale * cos(w_k, x)`` (NormFace; seed 002 §3.4 describes
+    its classifiers' predictions as the cosine similarity of parameters and features)."""
+
+    def __init__(self, in_dim: int, num_classes: int, scale: float = 16.0, std: float = 0.01) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes!r}")
+        if scale <= 0:
+            raise ConfigError(f"cosine classifier scale must be > 0, got {scale!r}")
+        self.scale = float(scale)
+        self.weight = nn.Parameter(torch.randn(num_classes, in_dim) * std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _classifier_logits(x, self.weight, True, self.scale)
+
+
+@HEADS.register("momentum_modality")
+class MomentumModalityClassifiers(nn.Module):
+    """Seed 002 (PDFENet) §3.4: two modality-specific identity classifiers ``cls^V``, ``cls^I`` and their
+    momentum copies ``cls_M^V``, ``cls_M^I`` (eqs. 13-14, α = 0.7), which make the cross-modality soft
+    labels of CMCE.
+
+    ``forward(features [B, D], modalities [B])`` returns ``(own, cross)``, both ``[B, K]``: ``own`` is each
+    sample's own-modality classifier (``cls^V(f^V)`` for visible samples, ``cls^I(f^I)`` for infrared
+    ones: ``p^VV``/``p^II`` after softmax, eqs. 9-12), with gradients; ``cross`` is the *other*
+    modality's momentum classifier on the detached feature (``cls_M^I(f^V)``, ``cls_M^V(f^I)``:
+    ``p^IV``/``p^VI``), a target without gradients. Both modalities' classifiers are applied to the
+    whole batch in one einsum and each row picks its own (no loop over samples).
+
+    :meth:`update_momentum` (called by the trainer's ``on_after_step`` hook through the method) does
+    ``θ_M = α θ_M + (1 - α) θ_C`` on both classifiers.
+
+    Args:
+        kind: ``"cosine"`` (default; scaled cosine logits) or ``"linear"`` (bias-free dot product).
+        scale: logit scale of the cosine classifiers.
+        momentum: α of eqs. 13-14.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, momentum: float = 0.7, kind: str = "cosine",
+                 scale: float = 16.0, std: float | None = None) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes!r}")
+        if kind not in ("cosine", "linear"):
+            raise ConfigError(f"modality classifier kind must be cosine or linear, got {kind!r}")
+        if not 0.0 <= momentum < 1.0:
+            raise ConfigError(f"classifier momentum must be in [0, 1), got {momentum!r}")
+        self.cosine = kind == "cosine"
+        self.scale = float(scale)
+        self.momentum = float(momentum)
+        std = (0.01 if self.cosine else 0.001) if std is None else float(std)
+        # θ_C^V, θ_C^I stacked: [2 (visible, infrared), K, D]
+        self.weight = nn.Parameter(torch.randn(2, num_classes, in_dim) * std)
+        # θ_M^V, θ_M^I: start equal to the online classifiers, then follow them slowly
+        self.register_buffer("momentum_weight", self.weight.detach().clone())
+
+    def all_logits(self, features: torch.Tensor, momentum: bool = False) -> torch.Tensor:
+        """Logits of both modalities' classifiers for every sample, ``[B, 2, K]``."""
+        weight = self.momentum_weight if momentum else self.weight
+        return _classifier_logits(features, weight, self.cosine, self.scale)
+
+    def forward(self, features: torch.Tensor, modalities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        codes = modalities.long().view(-1, 1, 1).expand(-1, 1, self.weight.shape[1])
+        own = self.all_logits(features).gather(1, codes).squeeze(1)
+        with torch.no_grad():
+            cross = self.all_logits(features.detach(), momentum=True).gather(1, 1 - codes).squeeze(1)
+        return own, cross
+
+    @torch.no_grad()
+    def update_momentum(self) -> None:
+        """Eqs. 13-14: ``θ_M <- α θ_M + (1 - α) θ_C``."""
+        self.momentum_weight.mul_(self.momentum).add_(self.weight.detach(), alpha=1.0 - self.momentum)
+
+    def extra_repr(self) -> str:
+        kind = f"cosine, scale={self.scale}" if self.cosine else "linear"
+        return f"classes={self.weight.shape[1]}, dim={self.weight.shape[2]}, {kind}, momentum={self.momentum}"
+
+
+__all__ = [
+    "NECKS",
+    "BNNeck",
+    "CosineClassifier",
+    "IdentityNeck",
+    "LinearClassifier",
+    "MomentumModalityClassifiers",
+    "build_neck",
+]

@@ -21,6 +21,15 @@ name. Present idx files always take precedence over the mat file.
 
 Cameras: visible 1, thermal 2 (one co-located camera pair). ``test`` is every test image of the
 trial; the protocol builds visible->thermal and thermal->visible from it.
+
+**Pairs** (``paired=True``, seed 000 §4.1 multi-modal input): RegDB's cameras are co-located and
+fire together, so each visible image has a thermal twin of the same moment (same file counter,
+``..._v_<n>_<id>.bmp`` / ``..._t_<n>_<id>.bmp``). The reader then also sets ``train_pairs`` and
+``test_pairs``: ``int64 [P, 2]`` rows ``(visible index, thermal index)`` into ``train`` / ``test``
+(see :func:`vireid.data.paired.pair_registered_records`); training then samples registered pairs.
+When the root also holds ``Depth/<id>/..._d_<n>_<id>.png`` (written by ``vireid synth --format regdb``
+with depth), ``train_depth`` / ``test_depth`` list the depth image of each pair's moment. Without the
+option all four are ``None``.
 """
 
 from __future__ import annotations
@@ -63,8 +72,15 @@ class RegDB(VIReIDDataset):
         trial: int = 1,
         split_mat: str | Path | None = None,
         split_dir: str | Path | None = None,
+        paired: bool = False,
     ) -> None:
         super().__init__(root)
+        #: (visible index, thermal index) rows of registered pairs (``paired=True`` only).
+        self.train_pairs: np.ndarray | None = None
+        self.test_pairs: np.ndarray | None = None
+        #: depth image of each pair's moment, when the dataset has a Depth/ folder (``paired=True`` only).
+        self.train_depth: list[str] | None = None
+        self.test_depth: list[str] | None = None
         if isinstance(trial, bool) or not isinstance(trial, int) or not 1 <= trial <= NUM_TRIALS:
             raise ConfigError(f"RegDB trial must be an integer from 1 to {NUM_TRIALS}, got {trial!r}")
         self.trial = trial
@@ -98,6 +114,16 @@ class RegDB(VIReIDDataset):
                 "idx/ from the dataset or pass split_mat= (or --split-dir) with RegDB_split.mat"
             )
         self._finish(raw_train)
+        if paired:
+            from vireid.data.paired import pair_registered_records
+
+            self.train_pairs = pair_registered_records(self.train, "train")
+            self.test_pairs = pair_registered_records(self.test, "test")
+            if (self.root / "Depth").is_dir():
+                from vireid.data.paired import depth_for_pairs
+
+                self.train_depth = depth_for_pairs(self.train, self.train_pairs, self.root / "Depth")
+                self.test_depth = depth_for_pairs(self.test, self.test_pairs, self.root / "Depth")
 
     def _from_idx(self, idx_files: dict[tuple[str, str], Path], split: str) -> list[ImageRecord]:
         records: list[ImageRecord] = []

@@ -30,8 +30,10 @@ from vireid.data.synth.cameras import (
     SceneTemplate,
     make_scene_template,
 )
+from vireid.data.synth.depth import render_depth
 from vireid.data.synth.layouts import (
     SYNTH_ENTRIES,
+    regdb_depth_path,
     regdb_image_path,
     regdb_trials,
     sysu_image_path,
@@ -50,6 +52,8 @@ FORMATS = ("sysu-mm01", "regdb", "npu-reid")
 #: (height, width) per format: SYSU-MM01 crops are usually resized to 288x144; RegDB images are 128x64.
 DEFAULT_SIZES = {"sysu-mm01": (288, 144), "regdb": (128, 64), "npu-reid": (256, 128)}
 JPEG_QUALITY = 92
+#: Camera number of the optional RegDB-layout depth camera (seeds its images' generators).
+DEPTH_CAMID = 3
 
 
 @dataclass(frozen=True)
@@ -62,10 +66,14 @@ class SynthArguments:
     height: int
     width: int
     seed: int
+    depth: bool = False  # RegDB layout: also a co-located depth image per moment (synth/depth.py)
 
     def to_dict(self) -> dict:
-        return {"format": self.format, "ids": self.ids, "images_per_camera": self.images_per_camera,
-                "height": self.height, "width": self.width, "seed": self.seed}
+        out = {"format": self.format, "ids": self.ids, "images_per_camera": self.images_per_camera,
+               "height": self.height, "width": self.width, "seed": self.seed}
+        if self.depth:  # only when set, so that default outputs (and their metadata) stay unchanged
+            out["depth"] = True
+        return out
 
 
 def _validate(args: SynthArguments) -> None:
@@ -78,6 +86,9 @@ def _validate(args: SynthArguments) -> None:
         raise ConfigError(f"--images-per-camera {args.images_per_camera} must be at least 1")
     if args.height < 32 or args.width < 16:
         raise ConfigError(f"image size {args.height}x{args.width} is too small; use at least 32x16 (height x width)")
+    if args.depth and args.format != "regdb":
+        raise ConfigError(f"depth images need the co-located camera pair of the regdb layout, not {args.format}; "
+                          "use --format regdb")
     if args.height > 2048 or args.width > 1024:
         raise ConfigError(f"image size {args.height}x{args.width} is too large; use at most 2048x1024")
 
@@ -141,6 +152,8 @@ def _render_regdb_identity(args: SynthArguments, root: Path, pid: int) -> list[t
     th_scene = _scene(th_cam, args.seed, args.height, args.width)
     for folder in ("Visible", "Thermal"):
         (root / folder / str(pid)).mkdir(parents=True, exist_ok=True)
+    if args.depth:
+        (root / "Depth" / str(pid)).mkdir(parents=True, exist_ok=True)
     out = []
     for k in range(1, args.images_per_camera + 1):
         pose = replace(sample_pose(image_rng(args.seed, pid, 0, k), vis_cam, args.height, args.width), view=view)
@@ -151,6 +164,11 @@ def _render_regdb_identity(args: SynthArguments, root: Path, pid: int) -> list[t
             rel = regdb_image_path(folder, traits.gender, view, counter, pid)
             _save(image.pixels, root / rel, "bmp")
             out.append((rel, image.joints))
+            if args.depth and folder == "Visible":  # the third camera of the moment: same pose, same labels
+                rel = regdb_depth_path(traits.gender, view, counter, pid)
+                depth = render_depth(image.labels, pose, image_rng(args.seed, pid, DEPTH_CAMID, k))
+                Image.fromarray(depth, "L").save(root / rel, "PNG")
+                out.append((rel, image.joints))
     return out
 
 
@@ -257,18 +275,22 @@ def generate_dataset(
     workers: int | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    depth: bool = False,
 ) -> Path:
     """Generate a synthetic visible-infrared re-id dataset in the real ``format`` layout under ``out``.
 
     ``height``/``width`` default per format (:data:`DEFAULT_SIZES`). ``workers`` processes render whole
     identities in parallel (default: one per CPU core); the output is byte-identical for any worker
-    count. If ``out`` already holds a complete dataset with the same arguments, nothing is written
-    ("generate if absent"). A non-empty folder that is not a synth output is refused; a synth output
+    count. ``depth=True`` (RegDB layout only) adds a co-located depth image per moment,
+    ``Depth/<pid>/<gender>_<view>_d_<counter>_<pid>.png`` (see :mod:`vireid.data.synth.depth`); the
+    visible and thermal images are the same bytes as without it. If ``out`` already holds a complete
+    dataset with the same arguments, nothing is written ("generate if absent"). A non-empty folder that is not a synth output is refused; a synth output
     made with other arguments is replaced only with ``overwrite=True``. Returns ``out`` as a Path.
     """
     default_h, default_w = DEFAULT_SIZES.get(format, DEFAULT_SIZES["sysu-mm01"])
     args = SynthArguments(format=format, ids=int(ids), images_per_camera=int(images_per_camera),
-                          height=int(height or default_h), width=int(width or default_w), seed=int(seed))
+                          height=int(height or default_h), width=int(width or default_w), seed=int(seed),
+                          depth=bool(depth))
     _validate(args)
     root = Path(out).expanduser()
     if _prepare_output(root, args, overwrite):
@@ -323,6 +345,8 @@ def generate_dataset(
                         [r[0] for r in results[pid] if r[0].startswith("Thermal/")]) for pid in pids}
         write_regdb_index_files(root, trials, by_pid)
         counts["visible"] = counts["thermal"] = args.ids * args.images_per_camera
+        if args.depth:
+            counts["depth"] = args.ids * args.images_per_camera
         meta["splits"] = {"trials": len(trials), "train_ids": len(trials[0][0]), "test_ids": len(trials[0][1])}
         meta["label_convention"] = (
             "idx labels are 0-based positions of the identity among the sorted ids of that split "

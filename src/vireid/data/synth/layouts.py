@@ -32,7 +32,7 @@ REGDB_TRIALS = 10
 #: Every top-level entry the generator may create; nothing else is ever written or removed.
 SYNTH_ENTRIES = (
     "cam1", "cam2", "cam3", "cam4", "cam5", "cam6", "cam7", "cam8", "exp",
-    "Visible", "Thermal", "idx", "synth_joints.npz", "synth_meta.json", "synth_meta.json.tmp",
+    "Visible", "Thermal", "Depth", "idx", "synth_joints.npz", "synth_meta.json", "synth_meta.json.tmp",
 )
 
 
@@ -70,6 +70,12 @@ def regdb_image_path(modality_folder: str, gender: str, view: str, counter: int,
     """Official RegDB naming, e.g. ``Visible/7/male_front_v_00061_7.bmp`` / ``Thermal/7/..._t_...``."""
     letter = "v" if modality_folder == "Visible" else "t"
     return f"{modality_folder}/{pid}/{gender}_{view}_{letter}_{counter:05d}_{pid}.bmp"
+
+
+def regdb_depth_path(gender: str, view: str, counter: int, pid: int) -> str:
+    """Path of the optional depth image of a RegDB-layout moment: ``Depth/7/male_front_d_00061_7.png``
+    (the same counter as its visible/thermal twins; vireid's extension, not part of RegDB)."""
+    return f"Depth/{pid}/{gender}_{view}_d_{counter:05d}_{pid}.png"
 
 
 def regdb_trials(num_ids: int, seed: int, trials: int = REGDB_TRIALS) -> list[tuple[list[int], list[int]]]:

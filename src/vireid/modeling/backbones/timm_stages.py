@@ -123,7 +123,9 @@ def _split_efficientnet(model: nn.Module) -> StageSplit:
     infos = list(model.feature_info)
     if len(infos) != 5:
         raise ConfigError(f"{type(model).__name__} exposes {len(infos)} feature levels, expected 5 (strides 2..32)")
-    ends = [int(str(info["module"]).split(".")[1]) for info in infos]
+    # the last block group of each stride; "bn1" (mobilenetv3_small_*: the first block already has stride 4)
+    # means no block runs at stride 2, the stem is the whole stride-2 stage
+    ends = [int(str(info["module"]).split(".")[1]) if str(info["module"]).startswith("blocks.") else -1 for info in infos]
     groups = list(model.blocks)
     bounds = [0] + [end + 1 for end in ends]
 

@@ -1,0 +1,88 @@
+"""``vireid ablate``: train and evaluate a grid of config variants and tabulate them
+(the logic is :mod:`vireid.engine.ablation`)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vireid.cli import app
+from vireid.errors import VireidError
+
+GRIDS = Path(__file__).resolve().parent.parent / "configs" / "ablations"
+
+
+def resolve_grid(path: str) -> Path:
+    """A grid file, or the name of a grid shipped in configs/ablations/ (``dfw_sln_synth``)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    for candidate in (GRIDS / path, GRIDS / f"{path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    names = ", ".join(sorted(c.stem for c in GRIDS.glob("*.yaml"))) or "none"
+    raise VireidError(f"ablation grid {path!r} is neither a file nor a shipped grid; shipped grids: {names}")
+
+
+def resolve_grid_config(name: str, grid_file: Path) -> Path:
+    """The grid's ``config``: a path (as given, or relative to the grid file) or a shipped config name."""
+    from vireid.cli.train import resolve_config
+
+    beside = grid_file.parent / name
+    if not Path(name).is_file() and beside.is_file():
+        return beside
+    return resolve_config(name)
+
+
+@app.command("ablate")
+def ablate_command(
+    overrides: Optional[list[str]] = typer.Argument(None, help="Overrides key=value applied to every row (e.g. train.epochs=5)."),
+    grid: str = typer.Option(..., "--grid", "-g", help="Grid YAML file or shipped grid name (configs/ablations/)."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="Config the rows start from (default: the grid's 'config')."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder of the row runs and ablation.md/json (default: OUTPUT_DIR/ablate-GRID)."),
+    append_to: Optional[Path] = typer.Option(None, "--append-to", help="Also write the tables into a named section of this Markdown file (e.g. docs/results.md)."),
+    section: Optional[str] = typer.Option(None, "--section", help="Section name for --append-to (default: ablate-GRID)."),
+    title: Optional[str] = typer.Option(None, "--title", help="Section title for --append-to (default: the grid's title)."),
+    row: Optional[list[str]] = typer.Option(None, "--row", help="Run only this row (repeatable); finished rows still appear in the table."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show each row's state (new/resume/evaluate/done) and run nothing."),
+) -> None:
+    """Run an ablation grid: each row is a named set of overrides, trained and evaluated like
+    `vireid train`; writes OUT/ablation.md and .json. Re-running skips finished rows and resumes
+    interrupted ones."""
+    from vireid.cli.train import resolve_config
+    from vireid.config import load_config
+    from vireid.engine.ablation import load_grid, run_ablation, write_markdown_section
+
+    grid_path = resolve_grid(grid)
+    spec = load_grid(grid_path)
+    if config:
+        config_path = resolve_config(config)
+    elif spec.config:
+        config_path = resolve_grid_config(spec.config, grid_path)
+    else:
+        raise VireidError(f"ablation grid {grid_path} names no config; pass --config CONFIG or add 'config:' to the grid")
+    cli_overrides = list(overrides or [])
+    if out is None:
+        base = load_config(config_path, [*spec.overrides, *cli_overrides])
+        out = Path(base.output_dir) / f"ablate-{grid_path.stem}"
+    # how the rows' `vireid train` commands name the config: as typed, unless only the grid's folder finds it
+    config_label = config or (str(config_path) if not Path(spec.config or "").is_file()
+                              and (grid_path.parent / (spec.config or "")).is_file() else spec.config)
+    words = ["vireid", "ablate", "--config", config_label, "--grid", grid, "--out", str(out)]
+    if append_to is not None:
+        words += ["--append-to", str(append_to), "--section", section or f"ablate-{grid_path.stem}"]
+    command = shlex.join(words + cli_overrides)
+    report = run_ablation(config_path, spec, out, cli_overrides, command=command, config_label=config_label,
+                          only=tuple(row or ()),
+                          log=lambda line: typer.echo(line), dry_run=dry_run)
+    if dry_run:
+        return
+    typer.echo(report.tables())
+    typer.echo(f"wrote {out / 'ablation.md'} and {out / 'ablation.json'}")
+    if append_to is not None:
+        name = section or f"ablate-{grid_path.stem}"
+        write_markdown_section(append_to, name, title or spec.title or f"Ablation {grid_path.stem}", report.markdown("###"))
+        typer.echo(f"wrote section {name!r} of {append_to}")

@@ -1,0 +1,131 @@
+"""``vireid extract``, ``vireid index`` and ``vireid search``: embed a gallery, index it, query it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vireid.cli import app
+from vireid.errors import VireidError
+
+
+def _reader_options(trial: Optional[int], split_dir: Optional[Path]) -> dict:
+    options: dict = {}
+    if trial is not None:
+        options["trial"] = trial
+    if split_dir is not None:
+        options["split_dir"] = split_dir
+    return options
+
+
+@app.command("extract")
+def extract_command(
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Run folder, .pt checkpoint or exported model."),
+    images: Path = typer.Option(..., "--images", "-i", help="Image source: a dataset root (SYSU-MM01, RegDB, LLCM, "
+                                "folder layout), a CSV manifest, or any folder of images."),
+    out: Path = typer.Option(..., "--out", "-o", help="Feature folder to write (features.safetensors + meta.csv)."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="Layout of --images: sysu-mm01, regdb, llcm, "
+                                      "folder, csv or plain (default: detected)."),
+    modality: Optional[str] = typer.Option(None, "--modality", "-m", help="visible or infrared: the modality of a "
+                                           "plain folder's images, or keep only that modality of a dataset."),
+    split: str = typer.Option("all", "--split", help="Dataset split to embed: all, train, val, test, query, gallery."),
+    trial: Optional[int] = typer.Option(None, "--trial", help="RegDB trial 1..10."),
+    split_dir: Optional[Path] = typer.Option(None, "--split-dir", help="Folder with the dataset's split files."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda or cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
+) -> None:
+    """Embed every image of a dataset, manifest or folder and save the features with their metadata."""
+    from vireid.engine.embedder import load_embedder
+    from vireid.retrieval.extract import collect_images, extract_featureset
+
+    meta, used = collect_images(images, fmt, modality=modality, split=split, options=_reader_options(trial, split_dir))
+    embedder = load_embedder(checkpoint, device=device)
+    info = {"source": str(images.expanduser().absolute()), "format": used, "split": split}
+    feats = extract_featureset(embedder, meta, batch_size=batch_size, progress=not as_json, info=info)
+    path = feats.save(out)
+    counts = {m: int((meta.modalities == m).sum()) for m in ("visible", "infrared")}
+    if as_json:
+        typer.echo(json.dumps({"out": str(path), "num": len(feats), "dim": feats.dim, "format": used,
+                               "modalities": counts}))
+    else:
+        typer.echo(f"wrote {len(feats)} {feats.dim}-dim embeddings ({counts['visible']} visible, "
+                   f"{counts['infrared']} infrared; read as {used}) to {path}")
+
+
+@app.command("index")
+def index_command(
+    features: Path = typer.Argument(..., help="Feature folder written by vireid extract."),
+    out: Path = typer.Option(..., "--out", "-o", help="Index folder to write."),
+    kind: str = typer.Option("auto", "--kind", help="auto, flat (exact), ivfpq or hnsw."),
+    nlist: Optional[int] = typer.Option(None, "--nlist", help="ivfpq: number of k-means cells."),
+    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="ivfpq: cells visited per query (default stored)."),
+    pq_m: Optional[int] = typer.Option(None, "--pq-m", help="ivfpq: sub-quantisers (code bits = pq_m x pq_nbits)."),
+    pq_nbits: Optional[int] = typer.Option(None, "--pq-nbits", help="ivfpq: 4 (SIMD fast scan, default) or 8 bits."),
+    train_size: Optional[int] = typer.Option(None, "--train-size", help="ivfpq: training vectors per modality."),
+    pca: Optional[int] = typer.Option(None, "--pca", help="ivfpq: PCA dims before coding (0: none)."),
+    refine: Optional[str] = typer.Option(None, "--refine", help="ivfpq: exact re-scoring from fp16, flat or none."),
+    k_factor: Optional[int] = typer.Option(None, "--k-factor", help="ivfpq: candidates re-scored = k x this."),
+    hnsw_m: Optional[int] = typer.Option(None, "--hnsw-m", help="hnsw: links per node."),
+    ef_construction: Optional[int] = typer.Option(None, "--ef-construction", help="hnsw: build-time beam width."),
+    ef_search: Optional[int] = typer.Option(None, "--ef-search", help="hnsw: search-time beam width."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
+) -> None:
+    """Build a FAISS index (exact, IVF-PQ or HNSW; one per modality) over a feature folder and save it."""
+    from vireid.retrieval.features import FeatureSet
+    from vireid.retrieval.index import GalleryIndex
+
+    feats = FeatureSet.load(features)
+    params = {"nlist": nlist, "nprobe": nprobe, "pq_m": pq_m, "pq_nbits": pq_nbits, "train_size": train_size,
+              "pca": pca, "refine": refine, "k_factor": k_factor, "hnsw_m": hnsw_m,
+              "ef_construction": ef_construction, "ef_search": ef_search}
+    index = GalleryIndex.build(feats, kind, progress=not as_json, **{k: v for k, v in params.items() if v is not None})
+    path = index.save(out)
+    if as_json:
+        typer.echo(json.dumps({"out": str(path), "kind": index.kind, "num": index.ntotal, "dim": index.dim,
+                               "modalities": index.counts(), "params": index.params}))
+    else:
+        typer.echo(f"wrote {index.describe()} to {path}")
+
+
+@app.command("search")
+def search_command(
+    queries: list[Path] = typer.Argument(..., help="Query image file(s)."),
+    index: Path = typer.Option(..., "--index", "-i", help="Index folder written by vireid index."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="The model the index was built with."),
+    k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results per query."),
+    modality: Optional[str] = typer.Option(None, "--modality", "-m", help="Query modality, visible or infrared "
+                                           "(default: guessed per image; grey images are infrared)."),
+    cross_modality: bool = typer.Option(False, "--cross-modality", "-x", help="Search only the gallery images of the "
+                                        "other modality than each query's."),
+    gallery_modality: Optional[str] = typer.Option(None, "--gallery-modality", help="Search only this gallery "
+                                                   "modality (visible or infrared)."),
+    rerank: bool = typer.Option(False, "--rerank", help="k-reciprocal re-ranking of the top candidates."),
+    rerank_candidates: int = typer.Option(100, "--rerank-candidates", min=1, help="Candidates per query re-ranked."),
+    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="ivfpq: cells visited (overrides the stored value)."),
+    ef_search: Optional[int] = typer.Option(None, "--ef-search", help="hnsw: beam width (overrides the stored value)."),
+    device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda or cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Rank the gallery images of an index for query images: path, score, identity and camera."""
+    from vireid.engine.embedder import load_embedder
+    from vireid.retrieval.index import GalleryIndex
+    from vireid.retrieval.search import format_results, results_json, search_images
+
+    missing = [str(q) for q in queries if not q.is_file()]
+    if missing:
+        raise VireidError(f"query image {missing[0]} does not exist; pass image files")
+    gallery = GalleryIndex.load(index)
+    settings = {"nprobe": nprobe, "ef_search": ef_search}
+    gallery.set_search_params(**{key: v for key, v in settings.items() if v is not None and key in gallery.params})
+    ignored = [f"--{key.replace('_', '-')}" for key, v in settings.items()
+               if v is not None and key not in gallery.params]
+    if ignored:
+        raise VireidError(f"{', '.join(ignored)} does not apply to a {gallery.kind} index; drop it")
+    embedder = load_embedder(checkpoint, device=device)
+    results = search_images(gallery, embedder, queries, modality=modality, k=k, cross_modality=cross_modality,
+                            gallery_modality=gallery_modality, rerank=rerank, rerank_candidates=rerank_candidates)
+    typer.echo(results_json(results) if as_json else format_results(results))

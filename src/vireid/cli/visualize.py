@@ -1,0 +1,161 @@
+"""``vireid visualize ranked|cmc|cam|tsne|curves RUN_DIR ... --out FILE.png``: the pictures of a run.
+
+Every sub-command reads a run folder (or a checkpoint file) and writes one PNG (default: a file
+named after the picture in the run folder). Ranked lists, heatmaps and t-SNE use the test split of
+the dataset the run was trained on (``--data-root`` if it moved); queries are drawn with ``--seed``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vireid.cli import app
+
+visualize_app = typer.Typer(
+    name="visualize",
+    help="Pictures of a run: ranked lists, CMC curves, Grad-CAM heatmaps, t-SNE, training curves.",
+    no_args_is_help=True,
+)
+app.add_typer(visualize_app, name="visualize")
+
+_DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
+_DATA_ROOT = typer.Option(None, "--data-root", help="Dataset folder, if it moved since training.")
+_SEED = typer.Option(0, "--seed", help="Seed of the random choice of queries / identities.")
+
+
+def _out(out: Optional[Path], run: Path, name: str) -> Path:
+    if out is not None:
+        return out
+    return (run if run.is_dir() else run.parent) / name
+
+
+def _done(path: Path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        typer.echo(f"wrote {path} ({img.size[0]}x{img.size[1]} pixels)")
+
+
+@visualize_app.command("ranked")
+def ranked_command(
+    run: Path = typer.Argument(..., help="Run folder (its best.pt) or checkpoint file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN_DIR/ranked.png)."),
+    num_queries: int = typer.Option(6, "--num-queries", "-n", help="Number of random test queries (rows)."),
+    top_k: int = typer.Option(10, "--top-k", "-k", help="Gallery images shown per query."),
+    direction: str = typer.Option("i2v", "--direction", help="i2v: infrared queries vs visible gallery (SYSU-MM01); v2i: the reverse."),
+    seed: int = _SEED,
+    device: str = _DEVICE,
+    data_root: Optional[str] = _DATA_ROOT,
+) -> None:
+    """Query and its top-k gallery images with cosine scores; green = same identity, red = wrong."""
+    from vireid.viz.data import load_run
+    from vireid.viz.ranking import ranked_lists_for_run
+
+    loaded = load_run(run, device=device, data_root=data_root, progress=True)
+    path = _out(out, run, "ranked.png")
+    ranked_lists_for_run(loaded, path, num_queries=num_queries, k=top_k, seed=seed, direction=direction)
+    _done(path)
+
+
+@visualize_app.command("cmc")
+def cmc_command(
+    runs: list[Path] = typer.Argument(..., help="One or several run folders (their test_results.json)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default FIRST_RUN/cmc.png)."),
+    protocol: Optional[list[str]] = typer.Option(None, "--protocol", "-p", help="Only these protocols (e.g. sysu-all-single)."),
+    rerank: Optional[bool] = typer.Option(None, "--rerank/--no-rerank", help="Only re-ranked / only plain curves (default: both)."),
+    max_rank: int = typer.Option(20, "--max-rank", help="Last rank on the x axis."),
+) -> None:
+    """CMC curves of one or several runs on one plot (from test_results.json)."""
+    from vireid.viz.cmc import cmc_curves_from_runs, plot_cmc
+
+    curves = cmc_curves_from_runs(runs, protocols=tuple(protocol or ()), rerank=rerank)
+    path = _out(out, runs[0], "cmc.png")
+    plot_cmc(curves, path, max_rank=max_rank)
+    _done(path)
+
+
+@visualize_app.command("cam")
+def cam_command(
+    run: Path = typer.Argument(..., help="Run folder (its best.pt) or checkpoint file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN_DIR/cam.png)."),
+    num_ids: int = typer.Option(4, "--num-ids", "-n", help="Random test identities (one visible + one infrared image each)."),
+    target: Optional[str] = typer.Option(None, "--target", help="similarity: cosine similarity to the partner image (default for pairs); norm: embedding norm (default with --image)."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Module to explain (dotted name); default: the backbone's last feature stage."),
+    image: Optional[list[Path]] = typer.Option(None, "--image", help="Explain these image files instead of test identities (repeat)."),
+    modality: Optional[list[str]] = typer.Option(None, "--modality", help="visible/infrared for each --image (or one for all)."),
+    seed: int = _SEED,
+    device: str = _DEVICE,
+    data_root: Optional[str] = _DATA_ROOT,
+) -> None:
+    """Grad-CAM heatmaps over visible and infrared person images."""
+    path = _out(out, run, "cam.png")
+    if image:
+        import numpy as np
+
+        from vireid.data.images import decode_image
+        from vireid.engine.embedder import modality_codes
+        from vireid.errors import VireidError
+        from vireid.viz.cam import explain_images, plot_cams
+        from vireid.viz.data import load_run_model
+
+        if not modality:
+            raise VireidError("--image needs --modality visible or infrared (one for all images, or one per image)")
+        model, cfg, _, _, _ = load_run_model(run, device)
+        codes = modality_codes(modality if len(modality) > 1 else modality[0], len(image))
+        pixels = np.stack([decode_image(p, size=(cfg.data.height, cfg.data.width)) for p in image])
+        target = target or "norm"
+        partners = None
+        if target == "similarity":
+            if len(image) % 2:
+                raise VireidError("--target similarity pairs consecutive --image files (1 with 2, 3 with 4, ...); give an even number")
+            partners = [i ^ 1 for i in range(len(image))]
+        cams = explain_images(model, pixels, codes, target=target, partners=partners, layer=layer)
+        plot_cams(list(pixels), cams, path, labels=[p.name for p in image], modalities=codes.tolist(),
+                  columns=min(len(image), 8))
+    else:
+        from vireid.viz.cam import cams_for_run
+        from vireid.viz.data import load_run
+
+        loaded = load_run(run, device=device, data_root=data_root, progress=True)
+        cams_for_run(loaded, path, num_ids=num_ids, seed=seed, target=target or "similarity", layer=layer)
+    _done(path)
+
+
+@visualize_app.command("tsne")
+def tsne_command(
+    run: Path = typer.Argument(..., help="Run folder (its best.pt) or checkpoint file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN_DIR/tsne.png)."),
+    num_ids: int = typer.Option(10, "--num-ids", "-n", help="Random test identities shown."),
+    per_modality: int = typer.Option(10, "--per-modality", help="At most this many images per identity and modality."),
+    perplexity: Optional[float] = typer.Option(None, "--perplexity", help="t-SNE perplexity (default min(30, (N-1)/3))."),
+    seed: int = _SEED,
+    device: str = _DEVICE,
+    data_root: Optional[str] = _DATA_ROOT,
+) -> None:
+    """2-D t-SNE of test embeddings: colour = identity, circle = visible, triangle = infrared."""
+    from vireid.viz.data import load_run
+    from vireid.viz.embedding import embedding_for_run
+
+    loaded = load_run(run, device=device, data_root=data_root, progress=True)
+    path = _out(out, run, "tsne.png")
+    embedding_for_run(loaded, path, num_ids=num_ids, per_modality=per_modality, seed=seed, perplexity=perplexity)
+    _done(path)
+
+
+@visualize_app.command("curves")
+def curves_command(
+    run: Path = typer.Argument(..., help="Run folder (its metrics.jsonl)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN_DIR/curves.png)."),
+) -> None:
+    """Training curves: loss, learning rate and validation mAP / rank-1 per evaluation."""
+    from vireid.errors import VireidError
+    from vireid.viz.curves import plot_training_curves
+
+    if not (run / "metrics.jsonl").is_file():
+        raise VireidError(f"{run / 'metrics.jsonl'} does not exist; pass the run folder written by `vireid train`")
+    path = _out(out, run, "curves.png")
+    plot_training_curves(run, path)
+    _done(path)

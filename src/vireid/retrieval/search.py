@@ -1,0 +1,137 @@
+"""Query images -> embeddings (:func:`vireid.engine.embedder.load_embedder`) -> index search ->
+result rows (path, score, identity, camera, modality), as a table or JSON.
+
+A query's modality matters twice: two-stream models embed visible and infrared images through
+different stems, and cross-modality search looks only at the *other* modality of the gallery.
+When it is not given, :func:`guess_modality` reads it from the pixels (infrared images are stored
+with three identical channels).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vireid.data.datasets.base import parse_modality
+from vireid.data.records import INFRARED, VISIBLE
+from vireid.errors import VireidError
+from vireid.retrieval.index import GalleryIndex
+
+OTHER_MODALITY = {VISIBLE: INFRARED, INFRARED: VISIBLE}
+
+
+def guess_modality(path: str | Path, tolerance: int = 8) -> str:
+    """``"infrared"`` when the image's three channels are (nearly) equal, else ``"visible"``.
+
+    Near-infrared and thermal cameras give grey images (SYSU-MM01, LLCM, RegDB all store them so);
+    ``tolerance`` allows for JPEG chroma noise. Decoding problems raise DatasetError naming the file.
+    """
+    from vireid.data.images import decode_image
+
+    img = decode_image(path, size=(128, 64)).astype(np.int16)
+    spread = np.abs(img - img.mean(axis=2, keepdims=True).astype(np.int16)).max(axis=2)
+    return INFRARED if float(np.percentile(spread, 99)) <= tolerance else VISIBLE
+
+
+def check_compatible(index: GalleryIndex, embedder) -> None:
+    """Raise VireidError when the model's embeddings cannot be searched in ``index``."""
+    if int(embedder.dim) != index.dim:
+        built = index.info.get("model") or "another model"
+        raise VireidError(
+            f"the model gives {embedder.dim}-dim embeddings but the index holds {index.dim}-dim features (built with "
+            f"{built}); search with the checkpoint the index was built from or rebuild the index"
+        )
+
+
+def query_modalities(paths: Sequence[str | Path], modality: str | None) -> list[str]:
+    """One modality per query: ``modality`` for all, or guessed from each image."""
+    if modality is not None:
+        parsed = parse_modality(modality)
+        if parsed is None:
+            raise VireidError(f"modality {modality!r} is unknown; use visible or infrared")
+        return [parsed] * len(paths)
+    return [guess_modality(p) for p in paths]
+
+
+def search_images(index: GalleryIndex, embedder, paths: Sequence[str | Path], *, modality: str | None = None,
+                  k: int = 10, cross_modality: bool = False, gallery_modality: str | None = None,
+                  rerank: bool = False, rerank_candidates: int = 100, batch_size: int = 64) -> list[dict[str, Any]]:
+    """Search the gallery for each query image; one result dict per query.
+
+    Each dict: ``query`` (path), ``modality`` (of the query), ``searched`` (gallery modality or
+    ``"all"``), ``results``: list of ``{rank, index, path, image, score, pid, camid, modality}``
+    (``path`` as stored in the index, ``image`` absolute, ``pid`` / ``camid`` ``None`` when unknown).
+    ``cross_modality`` searches only the modality other than each query's; ``gallery_modality``
+    names one gallery modality for all queries (the two are exclusive).
+    """
+    if not paths:
+        raise VireidError("no query images given; pass one or more image files")
+    if cross_modality and gallery_modality:
+        raise VireidError("--cross-modality and --gallery-modality exclude each other; pass only one")
+    check_compatible(index, embedder)
+    paths = [Path(p).expanduser().absolute() for p in paths]
+    mods = query_modalities(paths, modality)
+    if gallery_modality is not None:
+        target = parse_modality(gallery_modality)
+        if target is None:
+            raise VireidError(f"gallery modality {gallery_modality!r} is unknown; use visible or infrared")
+        filters: list[str | None] | None = [target] * len(paths)
+    elif cross_modality:
+        filters = [OTHER_MODALITY[m] for m in mods]
+    else:
+        filters = None
+    feats = embedder.embed_paths([str(p) for p in paths], mods, batch_size=batch_size)
+    scores, rows = index.search(feats, k=k, modality=filters, rerank=rerank, rerank_candidates=rerank_candidates)
+    meta = index.metadata
+    out = []
+    for qi, path in enumerate(paths):
+        valid = rows[qi] >= 0
+        hits = []
+        for rank, (row, score) in enumerate(zip(rows[qi][valid].tolist(), scores[qi][valid].tolist()), start=1):
+            entry = meta.row(row)
+            hits.append({
+                "rank": rank,
+                "index": row,
+                "path": entry["path"],
+                "image": str(index.image_path(row)),
+                "score": round(float(score), 6),
+                "pid": entry["pid"] if entry["pid"] >= 0 else None,
+                "camid": entry["camid"] if entry["camid"] >= 0 else None,
+                "modality": entry["modality"],
+            })
+        out.append({
+            "query": str(path),
+            "modality": mods[qi],
+            "searched": filters[qi] if filters is not None else "all",
+            "reranked": bool(rerank),
+            "results": hits,
+        })
+    return out
+
+
+def format_results(results: list[dict[str, Any]]) -> str:
+    """Plain-text tables, one per query."""
+    blocks = []
+    for res in results:
+        head = f"query {res['query']} ({res['modality']}) -> {res['searched']} gallery"
+        if res["reranked"]:
+            head += ", re-ranked"
+        rows = [("rank", "score", "identity", "camera", "modality", "path")]
+        for hit in res["results"]:
+            rows.append((str(hit["rank"]), f"{hit['score']:.4f}", "-" if hit["pid"] is None else str(hit["pid"]),
+                         "-" if hit["camid"] is None else str(hit["camid"]), hit["modality"], hit["path"]))
+        widths = [max(len(r[c]) for r in rows) for c in range(5)]
+        lines = ["  ".join(r[c].rjust(widths[c]) if c < 4 else r[c].ljust(widths[c]) for c in range(5)) + "  " + r[5]
+                 for r in rows]
+        if len(rows) == 1:
+            lines.append("(no gallery images of that modality)")
+        blocks.append(head + "\n" + "\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def results_json(results: list[dict[str, Any]]) -> str:
+    return json.dumps(results, indent=2)

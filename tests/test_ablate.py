@@ -1,0 +1,172 @@
+"""`vireid ablate`: grid file checks, resumable row states, tables and the docs section, and a real
+two-row grid trained for one epoch each on tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, tiny_overrides
+from vireid.config import save_config
+from vireid.engine.ablation import load_grid, run_ablation, write_markdown_section
+from vireid.errors import ConfigError, VireidError
+
+CONFIG = REPO / "configs" / "dfw_sln_synth.yaml"
+
+
+def write_grid(path: Path, rows: list[dict], **extra) -> Path:
+    path.write_text(yaml.safe_dump({"rows": rows, **extra}, sort_keys=False))
+    return path
+
+
+TWO_ROWS = [
+    {"name": "base", "label": "Baseline", "marks": {"DFW": False, "SLN": False},
+     "overrides": ["model.params.dfw_after_stages=[]", "model.params.num_branches=1"]},
+    {"name": "full", "marks": {"DFW": True, "SLN": True}, "overrides": {"model.params.num_branches": 2}},
+]
+
+
+def test_grid_file_format_and_errors(tmp_path):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", TWO_ROWS, config="dfw_sln_synth", overrides=["train.epochs=1"]))
+    assert [r.name for r in grid.rows] == ["base", "full"] and grid.config == "dfw_sln_synth"
+    assert grid.rows[1].overrides == ["model.params.num_branches=2"]  # mapping form -> key=value
+    assert grid.overrides == ["train.epochs=1"] and grid.mark_columns() == ["DFW", "SLN"]
+    shipped = load_grid(REPO / "src" / "vireid" / "configs" / "ablations" / "dfw_sln_synth.yaml")
+    assert len(shipped.rows) == 9 and shipped.mark_columns() == ["DFW", "SLN", "RE", "L_op"]
+    bad_grids = [
+        {"rows": []},
+        {"rows": [{"name": "a"}, {"name": "a"}]},
+        {"rows": [{"name": "a/b"}]},
+        {"rows": [{"name": "a", "overrides": ["no-equals-sign"]}]},
+        {"rows": [{"name": "a", "colour": 1}]},
+        {"rows": [{"name": "a"}], "extra": 1},
+    ]
+    for index, data in enumerate(bad_grids):
+        path = tmp_path / f"bad{index}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        with pytest.raises(ConfigError):
+            load_grid(path)
+    # a bad override in any row is reported before anything trains
+    grid = load_grid(write_grid(tmp_path / "typo.yaml", [{"name": "a"}, {"name": "b", "overrides": ["model.params.num_branchez=2"]}]))
+    with pytest.raises(ConfigError, match="row 'b'"):
+        run_ablation(CONFIG, grid, tmp_path / "out", train_fn=_fail, evaluate_fn=_fail)
+
+
+def _fail(*args, **kwargs):
+    raise AssertionError("nothing should run")
+
+
+class FakeRuns:
+    """Stand-ins for training/evaluation that leave the files a real run leaves, and record calls."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, str, bool]] = []
+
+    def train(self, cfg, folder, resume=False, evaluate=True):
+        self.calls.append(("train", folder.name, resume))
+        folder.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, folder / "config.yaml")
+        (folder / "last.pt").write_bytes(b"x")
+        (folder / "train_summary.json").write_text(json.dumps({"epochs": cfg.train.epochs}))
+        self.evaluate(folder, record=False)
+
+    def evaluate(self, folder, progress=False, record=True):
+        if record:
+            self.calls.append(("evaluate", folder.name, False))
+        rank1 = 10.0 * (len(self.calls) + 1)
+        mean = {"rank1": rank1, "rank5": 1.0, "rank10": 2.0, "rank20": 3.0, "mAP": 4.0, "mINP": 5.0}
+        rows = [
+            {"name": "sysu-all-single", "settings": {"rerank": False}, "trials": [{}, {}], "mean": mean, "std": mean},
+            {"name": "sysu-all-single", "settings": {"rerank": True}, "trials": [{}, {}], "mean": mean, "std": mean},
+        ]
+        (folder / "test_results.json").write_text(json.dumps(rows))
+
+
+def test_rows_are_resumable_and_edits_are_refused(tmp_path, tiny_synth_root):
+    grid = load_grid(write_grid(tmp_path / "g.yaml", TWO_ROWS))
+    out = tmp_path / "out"
+    common = tiny_overrides(tiny_synth_root, tmp_path, **{"train.epochs": 1})
+    fake = FakeRuns()
+    lines: list[str] = []
+    report = run_ablation(CONFIG, grid, out, common, command="vireid ablate ...", train_fn=fake.train,
+                          evaluate_fn=fake.evaluate, log=lines.append)
+    assert fake.calls == [("train", "base", False), ("train", "full", False)]
+    assert lines[0].startswith("[1/2] base: training") and lines[1].startswith("[2/2] full: training")
+    assert [r["results"]["sysu-all-single"]["mean"]["rank1"] for r in report.rows] == [20.0, 30.0]
+    # again: nothing runs
+    fake.calls.clear()
+    run_ablation(CONFIG, grid, out, common, train_fn=fake.train, evaluate_fn=fake.evaluate, log=lines.append)
+    assert fake.calls == [] and "done" in lines[-1]
+    # trained but not evaluated -> evaluate only; interrupted (last.pt, no summary) -> resume
+    (out / "base" / "test_results.json").unlink()
+    (out / "full" / "test_results.json").unlink()
+    (out / "full" / "train_summary.json").unlink()
+    run_ablation(CONFIG, grid, out, common, train_fn=fake.train, evaluate_fn=fake.evaluate, log=lines.append)
+    assert fake.calls == [("evaluate", "base", False), ("train", "full", True)]
+    # runtime-only keys may change; a changed recipe may not
+    run_ablation(CONFIG, grid, out, [*common, "train.progress=true", "train.threads=1"], train_fn=_fail, evaluate_fn=_fail,
+                 log=lines.append)
+    with pytest.raises(VireidError, match="different config"):
+        run_ablation(CONFIG, grid, out, [*common, "optim.lr=0.5"], train_fn=_fail, evaluate_fn=_fail, log=lines.append)
+    # tables: marks as ✓/✗, the mean of the run without re-ranking, commands per row
+    md = (out / "ablation.md").read_text()
+    assert "| row | DFW | SLN | Rank-1 | Rank-10 | Rank-20 | mAP | mINP |" in md
+    assert "| Baseline | ✗ | ✗ |" in md and "| full | ✓ | ✓ |" in md
+    assert "vireid train --config" in md and "model.params.num_branches=1" in md
+    data = json.loads((out / "ablation.json").read_text())
+    assert [r["name"] for r in data["rows"]] == ["base", "full"] and data["rows"][0]["results"]
+    # --row runs only that row, dry runs nothing
+    with pytest.raises(ConfigError):
+        run_ablation(CONFIG, grid, out, common, only=["nope"], train_fn=_fail, evaluate_fn=_fail)
+    fake.calls.clear()
+    run_ablation(CONFIG, grid, out, common, dry_run=True, train_fn=_fail, evaluate_fn=_fail, log=lines.append)
+    assert fake.calls == [] and lines[-1].startswith("[2/2] full: done")
+
+
+def test_markdown_section_is_written_then_replaced(tmp_path):
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\nintro\n\n<!-- BEGIN other -->\nkeep\n<!-- END other -->\n")
+    write_markdown_section(doc, "abl", "Ablation", "table one")
+    write_markdown_section(doc, "abl", "Ablation", "table two")
+    text = doc.read_text()
+    assert text.count("<!-- BEGIN abl -->") == 1 and "table two" in text and "table one" not in text
+    assert "intro" in text and "keep" in text
+    with pytest.raises(ConfigError):
+        write_markdown_section(doc, "bad name", "x", "y")
+
+
+def test_two_row_grid_end_to_end_through_the_cli(tiny_synth_root, tmp_path):
+    from typer.testing import CliRunner
+
+    import vireid.cli.commands  # noqa: F401  (registers the sub-commands)
+    from vireid.cli import app
+
+    grid = write_grid(tmp_path / "grid.yaml", TWO_ROWS, config=str(CONFIG), title="Tiny ablation")
+    out = tmp_path / "abl"
+    doc = tmp_path / "results.md"
+    extra = {"train.epochs": 1, "train.threads": 1, "train.eval_every": 0, "eval.protocols": "[sysu-all-single]"}
+    args = ["ablate", "--grid", str(grid), "--out", str(out), "--append-to", str(doc), "--section", "tiny",
+            *tiny_overrides(tiny_synth_root, tmp_path, **extra)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "[1/2] base: training" in result.output and "[2/2] full: training" in result.output
+    for name in ("base", "full"):
+        rows = json.loads((out / name / "test_results.json").read_text())
+        assert rows[0]["name"] == "sysu-all-single" and 0.0 < rows[0]["mean"]["mAP"] <= 100.0
+    data = json.loads((out / "ablation.json").read_text())
+    means = [r["results"]["sysu-all-single"]["mean"] for r in data["rows"]]
+    table = (out / "ablation.md").read_text()
+    for row, mean in zip(("Baseline", "full"), means):
+        line = next(line for line in table.splitlines() if line.startswith(f"| {row} |"))
+        assert f"| {mean['rank1']:.2f} |" in line and line.endswith(f"| {mean['mINP']:.2f} |")
+    section = doc.read_text()
+    assert "<!-- BEGIN tiny -->" in section and "## Tiny ablation" in section and "vireid ablate" in section
+    # a second call finds both rows done and trains nothing
+    mtime = (out / "full" / "last.pt").stat().st_mtime_ns
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "[2/2] full: done" in result.output and (out / "full" / "last.pt").stat().st_mtime_ns == mtime
+    assert doc.read_text().count("<!-- BEGIN tiny -->") == 1
