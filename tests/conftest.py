@@ -60,3 +60,31 @@ def tiny_overrides(root: Path, out: Path, **extra) -> list[str]:
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A fresh run folder: checkpoints linked (large), small files copied, no results."""
+    import shutil
+
+    dst.mkdir()
+    for path in src.iterdir():
+        if path.suffix == ".pt":
+            (dst / path.name).symlink_to(path)
+        elif path.name in ("config.yaml", "metrics.jsonl", "train_summary.json", "curves.png"):
+            shutil.copy(path, dst / path.name)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_run(tiny_synth_root, tmp_path_factory) -> Path:
+    """A 1-epoch run folder of the demo recipe on ``tiny_synth_root`` (checkpoints, metrics.jsonl,
+    train_summary.json), not evaluated; tests that add results work on a :func:`copy_run` of it."""
+    from vireid.cli.train import run_training
+    from vireid.config import load_config
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    cfg = load_config(REPO / "configs" / "baseline_synth.yaml",
+                      tiny_overrides(tiny_synth_root, out, **{"train.epochs": 1, "train.threads": 1}))
+    folder = out / "run"
+    run_training(cfg, folder, evaluate=False)
+    return folder

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,36 +14,17 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import vireid.cli.commands  # noqa: F401  (registers every command)
-from conftest import REPO, tiny_overrides
+from conftest import copy_run
 from vireid.cli import app
-from vireid.config import load_config
 from vireid.errors import VireidError
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tiny_synth_root, tmp_path_factory) -> Path:
+def tiny_run(tiny_trained_run) -> Path:
     """A 1-epoch run folder (checkpoints, metrics.jsonl, train_summary.json), not yet evaluated."""
-    from vireid.cli.train import run_training
-
-    out = tmp_path_factory.mktemp("report")
-    cfg = load_config(REPO / "configs" / "baseline_synth.yaml",
-                      tiny_overrides(tiny_synth_root, out, **{"train.epochs": 1, "train.threads": 1}))
-    folder = out / "run"
-    run_training(cfg, folder, evaluate=False)
-    return folder
-
-
-def copy_run(src: Path, dst: Path) -> Path:
-    """A fresh run folder: checkpoints linked (large), small files copied, no results."""
-    dst.mkdir()
-    for path in src.iterdir():
-        if path.suffix == ".pt":
-            (dst / path.name).symlink_to(path)
-        elif path.name in ("config.yaml", "metrics.jsonl", "train_summary.json"):
-            shutil.copy(path, dst / path.name)
-    return dst
+    return tiny_trained_run
 
 
 class PageParser(HTMLParser):

@@ -15,9 +15,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import vireid.cli.commands  # noqa: F401  (registers every command)
-from conftest import REPO, tiny_overrides
+from conftest import copy_run
 from vireid.cli import app
-from vireid.config import load_config
 from vireid.errors import VireidError
 from vireid.viz._common import GREEN, RED
 
@@ -25,15 +24,12 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tiny_synth_root, tmp_path_factory) -> Path:
+def tiny_run(tiny_trained_run, tmp_path_factory) -> Path:
     """A 1-epoch run folder with checkpoints, metrics.jsonl and test_results.json."""
-    from vireid.cli.train import run_training
+    from vireid.cli.train import evaluate_checkpoint
 
-    out = tmp_path_factory.mktemp("viz")
-    cfg = load_config(REPO / "configs" / "baseline_synth.yaml",
-                      tiny_overrides(tiny_synth_root, out, **{"train.epochs": 1, "train.threads": 1}))
-    folder = out / "run"
-    run_training(cfg, folder, evaluate=True)
+    folder = copy_run(tiny_trained_run, tmp_path_factory.mktemp("viz") / "run")
+    evaluate_checkpoint(folder, progress=False, quiet=True)
     return folder
 
 

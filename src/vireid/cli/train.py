@@ -108,20 +108,13 @@ def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), re
                                  trials=trials, rand_perm_cam=rand_perm_cam, device=device, progress=progress, quiet=quiet)
     from vireid.data.build import prepare_dataset
     from vireid.engine.checkpoint import atomic_write_text
-    from vireid.engine.evaluate import evaluate_model
+    from vireid.engine.evaluate import apply_eval_overrides, evaluate_model
     from vireid.engine.trainer import load_model_from_checkpoint, resolve_device
     from vireid.evaluation.protocols import format_results_table
 
     dev = resolve_device(device)
     model, cfg, ckpt = load_model_from_checkpoint(checkpoint, dev)
-    if data_root is not None:
-        cfg.data.root = data_root
-    if draw is not None:
-        cfg.eval.draw = draw
-    if trials is not None:
-        cfg.eval.trials = trials
-    if rand_perm_cam is not None:
-        cfg.eval.rand_perm_cam = rand_perm_cam
+    apply_eval_overrides(cfg, data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam)
     dataset = prepare_dataset(cfg.data, progress=progress)
     pool: dict = {}
     results = evaluate_model(model, dataset, cfg, dev, protocols=protocols, rerank=rerank, progress=progress,

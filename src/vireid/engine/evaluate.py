@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -84,24 +84,37 @@ def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str],
     return results
 
 
-def evaluate_model(model: nn.Module, dataset, cfg: Config, device: torch.device | str = "cpu", *,
-                   protocols: Sequence[str] = (), rerank: bool | Sequence[bool] | None = None, progress: bool = True,
-                   method: str = "", features_out: dict | None = None) -> list:
-    """Features of the whole test pool, computed once, then every requested protocol.
+def apply_eval_overrides(cfg: Config, *, data_root: str | None = None, draw: str | None = None,
+                         trials: int | None = None, rand_perm_cam: str | None = None) -> Config:
+    """The ``vireid eval`` options that override a trained model's config (None keeps the config's value)."""
+    if data_root is not None:
+        cfg.data.root = data_root
+    if draw is not None:
+        cfg.eval.draw = draw
+    if trials is not None:
+        cfg.eval.trials = trials
+    if rand_perm_cam is not None:
+        cfg.eval.rand_perm_cam = rand_perm_cam
+    return cfg
+
+
+def evaluate_pool(features_of: Callable[[list, object], torch.Tensor], dataset, cfg: Config, *,
+                  protocols: Sequence[str] = (), rerank: bool | Sequence[bool] | None = None, progress: bool = True,
+                  method: str = "", features_out: dict | None = None) -> list:
+    """Features of the whole test pool, computed once by ``features_of(pool_records, image_cache)``, then
+    every requested protocol. Shared by PyTorch models (:func:`evaluate_model`) and other backends.
 
     ``rerank`` None follows ``eval.rerank``; a list such as ``[False, True]`` runs both.
     ``features_out`` (a dict) receives ``features`` and ``records`` of the pool, for further reports
     (e.g. the verification ROC) without a second feature pass.
     """
-    from vireid.data.build import build_image_cache, joints_for_records, modality_codes
-    from vireid.engine.inference import extract_features
+    from vireid.data.build import build_image_cache
 
     names = protocols_for(dataset, protocols or cfg.eval.protocols)
     # "given" data (explicit query and gallery) is evaluated on query + gallery, in that order
     pool = list(dataset.query) + list(dataset.gallery) if names == ["given"] else list(dataset.test)
     cache = build_image_cache(pool, cfg.data, progress=progress)
-    feats = extract_features(model, cache, modality_codes(pool), device, cfg.eval.batch_size, progress=progress,
-                             joints=joints_for_records(pool, cfg.data))
+    feats = features_of(pool, cache)
     if features_out is not None:
         features_out.update(features=feats, records=pool)
     out = []
@@ -111,3 +124,18 @@ def evaluate_model(model: nn.Module, dataset, cfg: Config, device: torch.device 
                                  trials=cfg.eval.trials, draw=cfg.eval.draw, rand_perm_cam=cfg.eval.rand_perm_cam,
                                  method=method)
     return out
+
+
+def evaluate_model(model: nn.Module, dataset, cfg: Config, device: torch.device | str = "cpu", *,
+                   protocols: Sequence[str] = (), rerank: bool | Sequence[bool] | None = None, progress: bool = True,
+                   method: str = "", features_out: dict | None = None) -> list:
+    """:func:`evaluate_pool` with the features of a PyTorch model (body joints passed when configured)."""
+    from vireid.data.build import joints_for_records, modality_codes
+    from vireid.engine.inference import extract_features
+
+    def features_of(pool: list, cache) -> torch.Tensor:
+        return extract_features(model, cache, modality_codes(pool), device, cfg.eval.batch_size, progress=progress,
+                                joints=joints_for_records(pool, cfg.data))
+
+    return evaluate_pool(features_of, dataset, cfg, protocols=protocols, rerank=rerank, progress=progress,
+                         method=method, features_out=features_out)

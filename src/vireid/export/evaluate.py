@@ -39,24 +39,16 @@ def evaluate_embedder(embedder: Any, dataset: Any, cfg: Any, *, protocols: Seque
                       method: str = "", features_out: dict | None = None) -> list:
     """Embeddings of the dataset's test pool from ``embedder``, then every requested protocol
     (the counterpart of :func:`vireid.engine.evaluate.evaluate_model` for non-PyTorch backends)."""
-    from vireid.data.build import build_image_cache, modality_codes
-    from vireid.engine.evaluate import evaluate_features, protocols_for
+    from vireid.data.build import modality_codes
+    from vireid.engine.evaluate import evaluate_pool
 
     if tuple(embedder.input_size) != (int(cfg.data.height), int(cfg.data.width)):
         raise VireidError(f"the model takes {embedder.input_size[0]}x{embedder.input_size[1]} images but the config says "
                           f"{cfg.data.height}x{cfg.data.width}; keep data.height/width as exported")
-    names = protocols_for(dataset, protocols or cfg.eval.protocols)
-    pool = list(dataset.query) + list(dataset.gallery) if names == ["given"] else list(dataset.test)
-    cache = build_image_cache(pool, cfg.data, progress=progress)
-    feats = embed_cache(embedder, cache, modality_codes(pool), cfg.eval.batch_size, progress=progress)
-    if features_out is not None:
-        features_out.update(features=feats, records=pool)
-    settings = rerank if isinstance(rerank, (list, tuple)) else [cfg.eval.rerank if rerank is None else rerank]
-    results = []
-    for rr in settings:
-        results += evaluate_features(feats, dataset, names, rerank=rr, metric=cfg.eval.metric, trials=cfg.eval.trials,
-                                     draw=cfg.eval.draw, rand_perm_cam=cfg.eval.rand_perm_cam, method=method)
-    return results
+    return evaluate_pool(lambda pool, cache: embed_cache(embedder, cache, modality_codes(pool), cfg.eval.batch_size,
+                                                         progress=progress),
+                         dataset, cfg, protocols=protocols, rerank=rerank, progress=progress, method=method,
+                         features_out=features_out)
 
 
 def verification_at_threshold(verification: dict | None, features: torch.Tensor, records: list) -> dict | None:
@@ -86,24 +78,17 @@ def evaluate_exported(model_path: str | Path, *, protocols: tuple[str, ...] = ()
     from vireid.data.build import prepare_dataset
     from vireid.engine.checkpoint import atomic_write_text
     from vireid.engine.embedder import load_embedder
+    from vireid.engine.evaluate import apply_eval_overrides
+    from vireid.engine.trainer import resolve_device
     from vireid.evaluation.protocols import format_results_table
 
     model_path = Path(model_path)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    embedder = load_embedder(model_path, device=device)
+    embedder = load_embedder(model_path, device=resolve_device(device))
     cfg = embedder.config
     if cfg is None:
         raise VireidError(f"{model_path} carries no training config, so its dataset and protocols are unknown; "
                           "re-export it with vireid export")
-    if data_root is not None:
-        cfg.data.root = data_root
-    if draw is not None:
-        cfg.eval.draw = draw
-    if trials is not None:
-        cfg.eval.trials = trials
-    if rand_perm_cam is not None:
-        cfg.eval.rand_perm_cam = rand_perm_cam
+    apply_eval_overrides(cfg, data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam)
     dataset = prepare_dataset(cfg.data, progress=progress)
     pool: dict = {}
     precision = getattr(embedder, "precision", "")
