@@ -284,9 +284,7 @@ class Trainer:
                     f"config key 'losses.{name}.input' is {term.input!r}, but the model outputs only "
                     f"{', '.join(sorted(outputs))}"
                 )
-            # outputs that are not one row per image (e.g. one per fused pair) bring their own targets
-            value = self.losses[name](outputs[term.input], outputs.get(f"{term.input}_labels", labels),
-                                      outputs.get(f"{term.input}_modalities", modalities))
+            value = self.losses[name](outputs[term.input], labels, modalities)
             terms[name] = term.weight * value.float()
         return terms
 
