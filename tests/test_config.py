@@ -86,3 +86,20 @@ def test_check_kwargs_names_key():
         check_kwargs(method, {"backbon": "x"}, "model.params")
     with pytest.raises(ConfigError, match=r"'model.params.gem_p' expects a number"):
         check_kwargs(method, {"gem_p": "three"}, "model.params")
+
+
+def test_check_kwargs_follows_kwargs_to_the_base_class():
+    """A method that changes a few of its base's defaults and forwards ``**kwargs`` accepts (and
+    type-checks) the base's keys, takes its own defaults first, and still rejects unknown keys."""
+    from vireid.config import accepted_parameters
+    from vireid.modeling.methods.dfw_sln import DFWSLNReID
+
+    params, _, accepts_any = accepted_parameters(DFWSLNReID)
+    assert not accepts_any
+    assert params["specific_stages"].default == 2 and params["non_local"].default is None  # its own defaults
+    assert params["gem_p"].default == 3.0 and "last_stride" in params  # the base's, through **baseline_params
+    assert check_kwargs(DFWSLNReID, {"gem_p": 2, "num_branches": 3}, "model.params") == {"gem_p": 2.0, "num_branches": 3}
+    with pytest.raises(ConfigError, match=r"'model.params.gem_p' expects a number"):
+        check_kwargs(DFWSLNReID, {"gem_p": "three"}, "model.params")
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.params.num_branch'.*last_stride"):
+        check_kwargs(DFWSLNReID, {"num_branch": 3}, "model.params")

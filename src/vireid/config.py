@@ -350,23 +350,44 @@ def _check_choices(cfg: Config) -> None:
         )
 
 
+def accepted_parameters(func: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
+    """The keyword parameters ``func`` takes, their type hints, and whether it takes any name.
+
+    A class whose ``__init__`` forwards ``**kwargs`` to its base class (``super().__init__(...,
+    **kwargs)``) also takes the base's parameters: the classes of the MRO are read in order until
+    one without ``**kwargs``, a subclass's own parameter (with its own default) winning over the
+    base's. So a method that only changes a few of its base's defaults lists just those.
+    """
+    owners = [c for c in func.__mro__ if "__init__" in vars(c)] if inspect.isclass(func) else [func]
+    params: dict[str, inspect.Parameter] = {}
+    hints: dict[str, Any] = {}
+    accepts_any = False
+    for owner in owners:
+        target = owner.__init__ if inspect.isclass(owner) else owner
+        sig = inspect.signature(target)
+        for name, p in sig.parameters.items():
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                params.setdefault(name, p)
+        try:
+            for name, tp in typing.get_type_hints(target).items():
+                hints.setdefault(name, tp)
+        except Exception:  # noqa: BLE001 - unresolvable annotations: skip type checks
+            pass
+        accepts_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+        if not accepts_any:
+            break
+    return params, hints, accepts_any
+
+
 def check_kwargs(func: Any, kwargs: dict, key: str, skip: tuple[str, ...] = ()) -> dict:
     """Check free-form ``kwargs`` (e.g. ``model.params``) against ``func``'s signature.
 
     Unknown names are rejected with the dotted key and the accepted names; values are checked
-    against the parameter annotations where those are simple types.
+    against the parameter annotations where those are simple types. A class's ``**kwargs``
+    forwarded to its base accept the base's parameters (:func:`accepted_parameters`).
     """
-    sig = inspect.signature(func)
-    params = {
-        n: p
-        for n, p in sig.parameters.items()
-        if n not in skip and n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    }
-    accepts_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
-    try:
-        hints = typing.get_type_hints(func.__init__ if inspect.isclass(func) else func)
-    except Exception:  # noqa: BLE001 - unresolvable annotations: skip type checks
-        hints = {}
+    accepted, hints, accepts_any = accepted_parameters(func)
+    params = {n: p for n, p in accepted.items() if n not in skip}
     out = {}
     for name, value in kwargs.items():
         if name not in params:

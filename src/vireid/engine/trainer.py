@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vireid.config import Config, check_kwargs, config_from_dict, save_config
+from vireid.config import Config, accepted_parameters, check_kwargs, config_from_dict, save_config
 from vireid.engine.checkpoint import atomic_torch_save, atomic_write_text, load_checkpoint, rng_state, set_rng_state
 from vireid.engine.distributed import DistInfo, barrier, cleanup, init_distributed
 from vireid.engine.run_logging import MetricsLogger
@@ -100,9 +100,7 @@ def validate_config(cfg: Config) -> None:
 
 
 def _accepts(func: Any, name: str) -> bool:
-    import inspect
-
-    return name in inspect.signature(func).parameters
+    return name in accepted_parameters(func)[0]
 
 
 def build_model(cfg: Config, num_classes: int) -> nn.Module:

@@ -31,6 +31,7 @@ penalty is 0 without a pair), so the ablation rows of Table 1 are overrides of o
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,7 +51,7 @@ LAST_STAGE = NUM_STAGES - 1
 class DFWSLNReID(BaselineReID):
     """Two-stream network with DFW after chosen shared stages and an SLN in place of the last stage.
 
-    Args (besides those of :class:`BaselineReID`, whose defaults here follow seed 001):
+    Args (the others of :class:`BaselineReID` pass through ``baseline_params``; seed 001's defaults):
         specific_stages: 2 (layer0 and layer1 modality-specific, §3.1).
         non_local: None (seed 001's baseline has no non-local blocks).
         dfw_after_stages: global stage indices after which a DFW block runs (each must be a
@@ -64,36 +65,18 @@ class DFWSLNReID(BaselineReID):
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "resnet50",
         specific_stages: int = 2,
-        last_stride: int = 1,
-        pretrained: str | bool | None = None,
-        pooling: str = "gem",
-        gem_p: float = 3.0,
-        gem_learnable: bool = False,
         non_local: str | Mapping[str, int | Sequence[int]] | None = None,
-        non_local_reduction: int = 2,
         neck: str = "bnneck",
-        img_size: Sequence[int] = (288, 144),
         dfw_after_stages: Sequence[int] = (2, 3),
         dfw_mode: str = "d1",
         dfw_alpha: float = 0.5,
         dfw_beta: float = 0.5,
         num_branches: int = 2,
+        **baseline_params: Any,
     ) -> None:
         super().__init__(
-            num_classes=num_classes,
-            backbone=backbone,
-            specific_stages=specific_stages,
-            last_stride=last_stride,
-            pretrained=pretrained,
-            pooling=pooling,
-            gem_p=gem_p,
-            gem_learnable=gem_learnable,
-            non_local=non_local,
-            non_local_reduction=non_local_reduction,
-            neck=neck,
-            img_size=img_size,
+            num_classes, specific_stages=specific_stages, non_local=non_local, neck=neck, **baseline_params
         )
         first_shared = self.backbone.specific_stages
         if first_shared > LAST_STAGE:

@@ -16,6 +16,7 @@ MMT, protocols) combines with it through the config. Choices where the paper is 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from vireid.modeling.methods.baseline import BaselineReID
 from vireid.modeling.registries import METHODS
@@ -25,8 +26,8 @@ from vireid.modeling.registries import METHODS
 class DualPathSwin(BaselineReID):
     """Seed 003's dual-path Swin: ``specific_stages`` leading stages per modality, the rest shared.
 
-    Args: as :class:`BaselineReID`, with seed 003's defaults (swin_tiny, F3 split, avg pooling,
-    224 x 224, no non-local).
+    Args: as :class:`BaselineReID` (the others pass through ``baseline_params``), with seed 003's
+    defaults for those listed here (swin_tiny, F3 split, avg pooling, 224 x 224, no non-local).
     """
 
     def __init__(
@@ -34,29 +35,14 @@ class DualPathSwin(BaselineReID):
         num_classes: int,
         backbone: str = "swin_tiny_patch4_window7_224",
         specific_stages: int = 3,
-        last_stride: int = 1,
-        pretrained: str | bool | None = None,
         pooling: str = "avg",
-        gem_p: float = 3.0,
-        gem_learnable: bool = False,
         non_local: str | Mapping[str, int | Sequence[int]] | None = None,
-        non_local_reduction: int = 2,
-        neck: str = "bnneck",
         img_size: Sequence[int] = (224, 224),
+        **baseline_params: Any,
     ) -> None:
         super().__init__(
-            num_classes,
-            backbone=backbone,
-            specific_stages=specific_stages,
-            last_stride=last_stride,
-            pretrained=pretrained,
-            pooling=pooling,
-            gem_p=gem_p,
-            gem_learnable=gem_learnable,
-            non_local=non_local,
-            non_local_reduction=non_local_reduction,
-            neck=neck,
-            img_size=img_size,
+            num_classes, backbone=backbone, specific_stages=specific_stages, pooling=pooling,
+            non_local=non_local, img_size=img_size, **baseline_params,
         )
 
 

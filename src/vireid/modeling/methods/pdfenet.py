@@ -46,6 +46,7 @@ cosine similarity of its parameters and features"), heatmaps of σ = 2 cells at 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -75,7 +76,7 @@ PART_NAMES = ("top", "mid", "low")
 class PDFENet(BaselineReID):
     """Two-stream backbone + ADMG + IDI + momentum modality classifiers (seed 002).
 
-    Args (besides those of :class:`BaselineReID`):
+    Args (the others of :class:`BaselineReID` pass through ``baseline_params``):
         details: how each of the three details (top, mid, low) is extracted: ``"admg"`` (joint mask,
             eqs. 1-5) or ``"part"`` (the third horizontal stripe; PCB). Paper: ``[admg, admg, part]``;
             ``[]`` uses the global feature only.
@@ -93,15 +94,8 @@ class PDFENet(BaselineReID):
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "resnet50",
-        specific_stages: int = 1,
-        last_stride: int = 1,
-        pretrained: str | bool | None = None,
         pooling: str = "avg",
-        gem_p: float = 3.0,
-        gem_learnable: bool = False,
         non_local: str | Mapping[str, int | Sequence[int]] | None = None,
-        non_local_reduction: int = 2,
         neck: str = "bnneck",
         img_size: Sequence[int] = (384, 128),
         details: Sequence[str] = ("admg", "admg", "part"),
@@ -116,11 +110,10 @@ class PDFENet(BaselineReID):
         classifier_kind: str = "cosine",
         classifier_scale: float = 16.0,
         momentum: float = 0.7,
+        **baseline_params: Any,
     ) -> None:
         super().__init__(
-            num_classes=num_classes, backbone=backbone, specific_stages=specific_stages, last_stride=last_stride,
-            pretrained=pretrained, pooling=pooling, gem_p=gem_p, gem_learnable=gem_learnable, non_local=non_local,
-            non_local_reduction=non_local_reduction, neck=neck, img_size=img_size,
+            num_classes, pooling=pooling, non_local=non_local, neck=neck, img_size=img_size, **baseline_params
         )
         self.details = [str(d) for d in details]
         if self.details and (len(self.details) != 3 or any(d not in DETAIL_SOURCES for d in self.details)):
