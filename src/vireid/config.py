@@ -28,6 +28,8 @@ import yaml
 
 from vireid.errors import ConfigError
 
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
 
 @dataclass
 class SynthConfig:
@@ -147,6 +149,7 @@ class Config:
     name: str = "run"
     seed: int = 0
     output_dir: str = "runs"
+    plugins: list[str] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -187,16 +190,43 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys at its top level")
+    _resolve_plugin_paths(data, path.parent)
     base = data.pop("_base_", None)
     if base is None:
         return data
-    merged = _load_yaml((path.parent / base), seen + (path,))
+    merged = _load_yaml(_base_path(str(base), path), seen + (path,))
     base_data, own_data = merged.get("data") or {}, data.get("data") or {}
     if isinstance(base_data, dict) and isinstance(own_data, dict) and "format" in own_data \
             and own_data["format"] != base_data.get("format"):
         # reader options belong to one dataset format: a config that changes the format starts afresh
         base_data.pop("options", None)
     return _merge(merged, data)
+
+
+def _base_path(base: str, config: Path) -> Path:
+    """``_base_`` is a path relative to the config naming it, or else the name of a shipped config."""
+    beside = config.parent / base
+    if beside.is_file():
+        return beside
+    for candidate in (SHIPPED_CONFIGS / base, SHIPPED_CONFIGS / f"{base}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"config {config}: _base_ {base!r} is neither a file beside it nor a shipped config "
+        f"(shipped: {', '.join(sorted(c.stem for c in SHIPPED_CONFIGS.glob('*.yaml')))})"
+    )
+
+
+def _resolve_plugin_paths(data: dict, folder: Path) -> None:
+    """Make the ``.py`` entries of a YAML file's ``plugins`` absolute, relative to that file."""
+    from vireid.plugins import is_plugin_path
+
+    plugins = data.get("plugins")
+    if isinstance(plugins, list):
+        data["plugins"] = [
+            str((folder / Path(e).expanduser()).resolve()) if isinstance(e, str) and is_plugin_path(e) else e
+            for e in plugins
+        ]
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -245,6 +275,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 def config_from_dict(tree: dict) -> Config:
     """Validate a plain dict (e.g. from a checkpoint) into a :class:`Config`."""
     cfg = _build(Config, tree, "")
+    if cfg.plugins:
+        from vireid.plugins import import_plugins, is_plugin_path
+
+        # a path given on the command line is relative to the working directory: keep it absolute
+        cfg.plugins = [str(Path(e).expanduser().resolve()) if is_plugin_path(e) else e for e in cfg.plugins]
+        import_plugins(cfg.plugins)
     cfg.loss_terms()  # validate the loss table now, not at the first step
     _check_choices(cfg)
     return cfg

@@ -9,9 +9,10 @@ from typing import Optional
 import typer
 
 from vireid.cli import app
+from vireid.config import SHIPPED_CONFIGS
 from vireid.errors import VireidError
 
-PACKAGED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+PACKAGED_CONFIGS = SHIPPED_CONFIGS
 
 
 def resolve_config(path: str) -> Path:
