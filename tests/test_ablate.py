@@ -170,3 +170,39 @@ def test_two_row_grid_end_to_end_through_the_cli(tiny_synth_root, tmp_path):
     assert result.exit_code == 0, result.output
     assert "[2/2] full: done" in result.output and (out / "full" / "last.pt").stat().st_mtime_ns == mtime
     assert doc.read_text().count("<!-- BEGIN tiny -->") == 1
+
+
+def test_jobs_train_rows_in_parallel_processes_and_a_failed_row_does_not_stop_the_others(tiny_synth_root, tmp_path):
+    """``--jobs 2``: each row runs as its own ``vireid train`` process with its log beside its folder;
+    the results equal what the rows' own commands make, a row that fails at run time is reported by
+    name with its log while the others finish, and the rerun trains only the failed row."""
+    from typer.testing import CliRunner
+
+    import vireid.cli.commands  # noqa: F401
+    from vireid.cli import app
+
+    rows = [*TWO_ROWS, {"name": "broken", "overrides": ["data.format=sysu-mm01", f"data.root={tmp_path / 'absent'}"]}]
+    grid = write_grid(tmp_path / "grid.yaml", rows, config=str(CONFIG))
+    out = tmp_path / "abl"
+    extra = {"train.epochs": 1, "train.eval_every": 0, "eval.protocols": "[sysu-all-single]", "train.threads": None}
+    args = ["ablate", "--grid", str(grid), "--out", str(out), "--jobs", "2",
+            *[o for o in tiny_overrides(tiny_synth_root, tmp_path, **extra) if o != "train.threads=None"]]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    message = str(result.exception)
+    assert "1 ablation row(s) failed: broken (exit" in message and str(out / "broken.log") in message
+    assert "in a process of its own" in result.output and "FAILED" in result.output
+    assert (out / "base.log").is_file() and (out / "full.log").is_file()
+    assert "does not exist" in (out / "broken.log").read_text()
+    data = json.loads((out / "ablation.json").read_text())  # the finished rows are tabulated
+    assert [bool(r["results"]) for r in data["rows"]] == [True, True, False]
+    saved = yaml.safe_load((out / "base" / "config.yaml").read_text())
+    assert saved["train"]["threads"] >= 1 and saved["train"]["progress"] is False  # cores // jobs, no bars in logs
+    mtime = (out / "full" / "last.pt").stat().st_mtime_ns
+    rows[2]["overrides"] = []  # fixed: the rerun trains only that row
+    write_grid(tmp_path / "grid.yaml", rows, config=str(CONFIG))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "[1/3] base: done" in result.output and "[3/3] broken: training in a process of its own" in result.output
+    assert (out / "full" / "last.pt").stat().st_mtime_ns == mtime
+    assert all(r["results"] for r in json.loads((out / "ablation.json").read_text())["rows"])

@@ -48,6 +48,7 @@ def ablate_command(
     title: Optional[str] = typer.Option(None, "--title", help="Section title for --append-to (default: the grid's title)."),
     row: Optional[list[str]] = typer.Option(None, "--row", help="Run only this row (repeatable); finished rows still appear in the table."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show each row's state (new/resume/evaluate/done) and run nothing."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Rows trained at once, each in its own process with CPU cores // JOBS threads (and its own GPU when there are several); logs in OUT/<row>.log."),
 ) -> None:
     """Run an ablation grid: each row is a named set of overrides, trained and evaluated like
     `vireid train`; writes OUT/ablation.md and .json. Re-running skips finished rows and resumes
@@ -76,7 +77,7 @@ def ablate_command(
         words += ["--append-to", str(append_to), "--section", section or f"ablate-{grid_path.stem}"]
     command = shlex.join(words + cli_overrides)
     report = run_ablation(config_path, spec, out, cli_overrides, command=command, config_label=config_label,
-                          only=tuple(row or ()),
+                          only=tuple(row or ()), jobs=jobs,
                           log=lambda line: typer.echo(line), dry_run=dry_run)
     if dry_run:
         return

@@ -152,13 +152,17 @@ def _comparable(tree: dict) -> dict:
 
 
 def _row_state(cfg: Config, folder: Path) -> str:
-    """``done``, ``evaluate``, ``resume`` or ``new``; refuses a folder made with another config."""
+    """``done``, ``evaluate``, ``resume`` or ``new``; refuses a folder made with another config (unless
+    that run died before saving anything: then the row starts afresh)."""
     saved = folder / "config.yaml"
     if not saved.is_file():
         if (folder / "last.pt").exists() or (folder / "test_results.json").exists():
             raise VireidError(f"{folder} holds a run without its config.yaml; delete the folder to re-run this row")
         return "new"
     previous = yaml.safe_load(saved.read_text()) or {}
+    finished_nothing = not any((folder / f).exists() for f in ("last.pt", "train_summary.json", "test_results.json"))
+    if finished_nothing:
+        return "new"  # an attempt that failed before its first checkpoint (e.g. bad data): start afresh
     if _comparable(previous) != _comparable(cfg.to_dict()):
         raise VireidError(
             f"{folder} holds a run made with a different config (the grid or the overrides changed); "
@@ -263,6 +267,7 @@ def run_ablation(
     evaluate_fn: Callable[..., Any] | None = None,
     log: Callable[[str], None] = print,
     dry_run: bool = False,
+    jobs: int = 1,
 ) -> AblationReport:
     """Train and evaluate every row not finished yet; write ``OUT/ablation.{md,json}``.
 
@@ -271,7 +276,14 @@ def run_ablation(
     (the ``vireid train`` path). ``only`` restricts the run to some row names (the report still lists
     every finished row). ``dry_run`` only reports what each row would do. ``config_label`` is how
     the config is written in the rows' ``vireid train`` commands (default: ``config_path``).
+
+    ``jobs > 1`` trains that many rows at once, each as its own ``vireid train`` / ``vireid eval``
+    process (:func:`run_rows_in_processes`; ``train_fn``/``evaluate_fn`` are then not used). A row
+    that fails there does not stop the others: the table is still written with every finished row,
+    then a :class:`VireidError` names the failed rows and their logs.
     """
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     if train_fn is None or evaluate_fn is None:
         from vireid.cli.train import evaluate_checkpoint, run_training
 
@@ -294,15 +306,25 @@ def run_ablation(
         configs.append((row, cfg, overrides))
     records = []
     total = len(configs)
-    for index, (row, cfg, overrides) in enumerate(configs, start=1):
+    states = [_row_state(cfg, out / row.name) for row, cfg, _ in configs]
+    failures: list[str] = []
+    if jobs > 1 and not dry_run:
+        work = [
+            RowJob(f"[{index}/{total}] {row.name}", out / row.name, state, overrides, cfg.train.threads)
+            for index, ((row, cfg, overrides), state) in enumerate(zip(configs, states), start=1)
+            if (not only or row.name in only) and state != "done"
+        ]
+        failures = run_rows_in_processes(Path(config_path), work, jobs, log)
+    for index, ((row, cfg, overrides), state) in enumerate(zip(configs, states), start=1):
         folder = out / row.name
-        state = _row_state(cfg, folder)
         selected = not only or row.name in only
         prefix = f"[{index}/{total}] {row.name}"
         if dry_run or not selected:
             log(f"{prefix}: {state}{'' if selected else ' (not selected)'} -> {folder}")
         elif state == "done":
             log(f"{prefix}: done, results read from {folder / 'test_results.json'}")
+        elif jobs > 1:
+            pass  # trained above, in its own process
         elif state == "evaluate":
             log(f"{prefix}: trained, evaluating -> {folder}")
             evaluate_fn(folder, progress=cfg.train.progress)
@@ -326,7 +348,100 @@ def run_ablation(
         title = grid.title or f"Ablation: {grid.path.stem if grid.path else 'grid'}"
         atomic_write_text(out / "ablation.md", f"# {title}\n\n{report.markdown('##')}")
         atomic_write_text(out / "ablation.json", json.dumps(report.to_dict(), indent=2))
+    if failures:
+        raise VireidError(
+            f"{len(failures)} ablation row(s) failed: {'; '.join(failures)}. The table in {out / 'ablation.md'} "
+            "holds the finished rows; fix the cause and run the same command again to finish the rest"
+        )
     return report
+
+
+@dataclass
+class RowJob:
+    """One row to run in its own process (``jobs > 1``)."""
+
+    prefix: str
+    folder: Path
+    state: str  # new | resume | evaluate
+    overrides: list[str]
+    threads: int | None
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder.parent / f"{self.folder.name}.log"
+
+    def command(self, config_path: Path, threads: int) -> list[str]:
+        """The ``vireid`` command that does this row's work (the same as the table's train command)."""
+        import sys
+
+        base = [sys.executable, "-m", "vireid"]
+        if self.state == "evaluate":
+            return [*base, "eval", str(self.folder)]
+        if self.state == "resume":
+            return [*base, "train", "--resume", str(self.folder)]
+        extra = [] if self.threads else [f"train.threads={threads}"]
+        return [*base, "train", "--config", str(config_path), "--run-dir", str(self.folder),
+                *self.overrides, "train.progress=false", *extra]
+
+
+def run_rows_in_processes(config_path: Path, work: Sequence[RowJob], jobs: int,
+                          log: Callable[[str], None] = print) -> list[str]:
+    """Run rows ``jobs`` at a time, each as a ``vireid`` process writing ``OUT/<row>.log``.
+
+    Each process gets ``cpu_count // jobs`` torch threads unless the config sets ``train.threads``;
+    with several CUDA devices, process slot ``k`` sees only device ``k mod n``
+    (``CUDA_VISIBLE_DEVICES``). Returns one line per failed row (empty when all succeeded).
+    """
+    import os
+    import queue
+    import subprocess
+    import threading
+    import time
+
+    if not work:
+        return []
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - no CUDA runtime: CPU only
+        gpus = 0
+    slots: queue.Queue[int] = queue.Queue()
+    for slot in range(min(jobs, len(work))):
+        slots.put(slot)
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def run(job: RowJob) -> None:
+        slot = slots.get()
+        try:
+            env = dict(os.environ)
+            if gpus > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
+                env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+            job.folder.parent.mkdir(parents=True, exist_ok=True)
+            verb = {"evaluate": "evaluating", "resume": "resuming"}.get(job.state, "training")
+            with lock:
+                log(f"{job.prefix}: {verb} in a process of its own -> {job.folder} (log: {job.log_path})")
+            start = time.monotonic()
+            with open(job.log_path, "w") as handle:
+                code = subprocess.run(job.command(config_path, threads), stdout=handle, stderr=subprocess.STDOUT,
+                                      env=env).returncode
+            minutes = (time.monotonic() - start) / 60.0
+            with lock:
+                if code == 0:
+                    log(f"{job.prefix}: finished in {minutes:.1f} min")
+                else:
+                    failures.append(f"{job.folder.name} (exit {code}, log {job.log_path})")
+                    log(f"{job.prefix}: FAILED (exit {code}) after {minutes:.1f} min; see {job.log_path}")
+        finally:
+            slots.put(slot)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(jobs, len(work))) as pool:
+        list(pool.map(run, work))
+    return failures
 
 
 def write_markdown_section(path: str | Path, name: str, title: str, body: str) -> None:

@@ -185,6 +185,8 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
+            if not resume:  # a fresh run: records of an attempt that died before its first checkpoint go
+                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         barrier(self.dist)
 
         self.data = build_train_data(cfg, rank=self.dist.rank, world_size=self.dist.world_size,
