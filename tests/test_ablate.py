@@ -206,3 +206,51 @@ def test_jobs_train_rows_in_parallel_processes_and_a_failed_row_does_not_stop_th
     assert "[1/3] base: done" in result.output and "[3/3] broken: training in a process of its own" in result.output
     assert (out / "full" / "last.pt").stat().st_mtime_ns == mtime
     assert all(r["results"] for r in json.loads((out / "ablation.json").read_text())["rows"])
+
+
+def test_seeds_train_each_row_per_seed_and_tabulate_mean_and_spread(tmp_path, tiny_synth_root):
+    """``seeds``: the config's own seed keeps ``OUT/<row>`` (runs made without seeds are reused), other
+    seeds get ``OUT/<row>.seed<S>`` with ``seed=S``; cells are the mean over seeds ± their sample std."""
+    grid = load_grid(write_grid(tmp_path / "g.yaml", TWO_ROWS))
+    out = tmp_path / "out"
+    common = tiny_overrides(tiny_synth_root, tmp_path, **{"train.epochs": 1})
+    fake = FakeRuns()
+    run_ablation(CONFIG, grid, out, common, train_fn=fake.train, evaluate_fn=fake.evaluate, log=lambda _: None)
+    fake.calls.clear()
+    seen_seeds = []
+    original = fake.train
+
+    def train(cfg, folder, resume=False, evaluate=True):
+        seen_seeds.append((folder.name, cfg.seed, cfg.name))
+        original(cfg, folder, resume, evaluate)
+
+    lines: list[str] = []
+    report = run_ablation(CONFIG, grid, out, common, seeds=[0, 1, 2], train_fn=train, evaluate_fn=fake.evaluate,
+                          log=lines.append)
+    assert seen_seeds == [("base.seed1", 1, "base.seed1"), ("base.seed2", 2, "base.seed2"),
+                          ("full.seed1", 1, "full.seed1"), ("full.seed2", 2, "full.seed2")]
+    assert lines[0] == f"[1/6] base: done, results read from {out / 'base' / 'test_results.json'}"
+    # FakeRuns' rank-1 is 10 x (calls + 1): base 20 (seed 0, earlier run), then 20, 30 -> mean 23.33, std 5.77
+    base = report.rows[0]["results"]["sysu-all-single"]
+    assert base["seeds"] == 3 and base["mean"]["rank1"] == pytest.approx(70 / 3)
+    assert base["seed_std"]["rank1"] == pytest.approx(5.7735, abs=1e-3) and base["seed_std"]["mAP"] == 0.0
+    assert sorted(report.rows[0]["seeds"]) == ["0", "1", "2"]
+    md = (out / "ablation.md").read_text()
+    assert "then mean ± std over 3 training seeds" in md and "| Baseline | ✗ | ✗ | 23.33 ± 5.77 |" in md
+    assert "seed=1" not in report.rows[0]["train_command"]  # the row's command is its config-seed run
+
+
+def test_seeds_option_of_the_cli(tmp_path, tiny_synth_root):
+    from typer.testing import CliRunner
+
+    import vireid.cli.commands  # noqa: F401
+    from vireid.cli import app
+
+    grid = write_grid(tmp_path / "grid.yaml", TWO_ROWS, config=str(CONFIG))
+    base = ["ablate", "--grid", str(grid), "--out", str(tmp_path / "abl"), "--dry-run",
+            *tiny_overrides(tiny_synth_root, tmp_path)]
+    result = CliRunner().invoke(app, [*base, "--seeds", "0,3"])
+    assert result.exit_code == 0, result.output
+    assert "[2/4] base.seed3: new" in result.output and "[4/4] full.seed3: new" in result.output
+    result = CliRunner().invoke(app, [*base, "--seeds", "0,x"])
+    assert result.exit_code != 0 and "is not a comma-separated list of integers" in str(result.exception)

@@ -48,6 +48,7 @@ def ablate_command(
     title: Optional[str] = typer.Option(None, "--title", help="Section title for --append-to (default: the grid's title)."),
     row: Optional[list[str]] = typer.Option(None, "--row", help="Run only this row (repeatable); finished rows still appear in the table."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show each row's state (new/resume/evaluate/done) and run nothing."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Train every row once per seed, e.g. 0,1,2 (the config's own seed keeps OUT/<row>, others OUT/<row>.seed<S>); tables show mean ± std over seeds."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Rows trained at once, each in its own process with CPU cores // JOBS threads (and its own GPU when there are several); logs in OUT/<row>.log."),
 ) -> None:
     """Run an ablation grid: each row is a named set of overrides, trained and evaluated like
@@ -66,6 +67,12 @@ def ablate_command(
     else:
         raise VireidError(f"ablation grid {grid_path} names no config; pass --config CONFIG or add 'config:' to the grid")
     cli_overrides = list(overrides or [])
+    seed_list = None
+    if seeds:
+        try:
+            seed_list = [int(part) for part in seeds.replace(" ", "").split(",") if part]
+        except ValueError:
+            raise VireidError(f"--seeds {seeds!r} is not a comma-separated list of integers (e.g. --seeds 0,1,2)") from None
     if out is None:
         base = load_config(config_path, [*spec.overrides, *cli_overrides])
         out = Path(base.output_dir) / f"ablate-{grid_path.stem}"
@@ -73,11 +80,13 @@ def ablate_command(
     config_label = config or (str(config_path) if not Path(spec.config or "").is_file()
                               and (grid_path.parent / (spec.config or "")).is_file() else spec.config)
     words = ["vireid", "ablate", "--config", config_label, "--grid", grid, "--out", str(out)]
+    if seed_list:
+        words += ["--seeds", ",".join(map(str, seed_list))]
     if append_to is not None:
         words += ["--append-to", str(append_to), "--section", section or f"ablate-{grid_path.stem}"]
     command = shlex.join(words + cli_overrides)
     report = run_ablation(config_path, spec, out, cli_overrides, command=command, config_label=config_label,
-                          only=tuple(row or ()), jobs=jobs,
+                          only=tuple(row or ()), jobs=jobs, seeds=seed_list,
                           log=lambda line: typer.echo(line), dry_run=dry_run)
     if dry_run:
         return

@@ -23,7 +23,8 @@ Each row trains in ``OUT/<name>/`` through the normal training path (the same fu
 ``vireid train``) with ``name=<name>``. The grid is resumable: a row whose folder holds
 ``test_results.json`` is not re-run; one whose training finished (``train_summary.json``) is only
 evaluated; one with a ``last.pt`` (interrupted) is resumed. A folder made with a different config
-(the grid was edited) is refused rather than reused. Results go to ``OUT/ablation.md`` and
+(the grid was edited) is refused rather than reused. ``--seeds`` repeats every row per training seed
+(``OUT/<row>.seed<S>/`` beside the config-seed run) and ``--jobs`` trains rows in parallel processes. Results go to ``OUT/ablation.md`` and
 ``OUT/ablation.json``, and optionally into a named section of another Markdown file
 (:func:`write_markdown_section`, e.g. ``docs/results.md``).
 """
@@ -134,9 +135,14 @@ def load_grid(path: str | Path) -> AblationGrid:
                         None if config is None else str(config), str(data.get("title") or ""), path)
 
 
-def row_overrides(grid: AblationGrid, row: AblationRow, cli_overrides: Sequence[str], out: Path) -> list[str]:
-    """All overrides of one row, in the order they apply (grid, command line, row, then its folder)."""
-    return [*grid.overrides, *cli_overrides, *row.overrides, f"name={row.name}", f"output_dir={out}"]
+def row_overrides(grid: AblationGrid, row: AblationRow, cli_overrides: Sequence[str], out: Path,
+                  seed: int | None = None) -> list[str]:
+    """All overrides of one row, in the order they apply (grid, command line, row, then its seed and
+    folder: ``OUT/<row>``, or ``OUT/<row>.seed<seed>`` for a seed other than the config's)."""
+    if seed is None:
+        return [*grid.overrides, *cli_overrides, *row.overrides, f"name={row.name}", f"output_dir={out}"]
+    return [*grid.overrides, *cli_overrides, *row.overrides, f"seed={seed}", f"name={row.name}.seed{seed}",
+            f"output_dir={out}"]
 
 
 def _comparable(tree: dict) -> dict:
@@ -221,10 +227,15 @@ class AblationReport:
         marks = self.grid.mark_columns()
         parts = []
         for protocol in self.protocols():
-            trials = sorted({row["results"][protocol]["trials"] for row in self.rows if protocol in row["results"]})
+            found = [row["results"][protocol] for row in self.rows if protocol in row["results"]]
+            trials = sorted({result["trials"] for result in found})
+            seeds = sorted({result.get("seeds", 1) for result in found})
+            over = f"mean over {'/'.join(map(str, trials))} trials"
+            if seeds != [1]:
+                over += f", then mean ± std over {'/'.join(map(str, seeds))} training seeds"
             header = ["row", *marks, *(title for _, title in METRIC_COLUMNS)]
             lines = [
-                f"{heading} {protocol} (mean over {'/'.join(map(str, trials))} trials, %)",
+                f"{heading} {protocol} ({over}, %)",
                 "",
                 "| " + " | ".join(header) + " |",
                 "|" + "---|" * len(header),
@@ -232,7 +243,7 @@ class AblationReport:
             for row in self.rows:
                 result = row["results"].get(protocol)
                 cells = [row["label"] or row["name"], *(_mark(row["marks"].get(m)) for m in marks)]
-                cells += [f"{result['mean'][key]:.2f}" if result else "-" for key, _ in METRIC_COLUMNS]
+                cells += [_cell(result, key) for key, _ in METRIC_COLUMNS]
                 lines.append("| " + " | ".join(cells) + " |")
             parts.append("\n".join(lines))
         return "\n\n".join(parts)
@@ -246,12 +257,56 @@ class AblationReport:
         )
 
 
+def _cell(result: dict | None, key: str) -> str:
+    if not result:
+        return "-"
+    if result.get("seeds", 1) > 1:
+        return f"{result['mean'][key]:.2f} ± {result['seed_std'][key]:.2f}"
+    return f"{result['mean'][key]:.2f}"
+
+
 def _mark(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "✓" if value else "✗"
     return str(value)
+
+
+@dataclass
+class _Unit:
+    """One training run of a grid: a row under one seed."""
+
+    row: AblationRow
+    seed: int
+    cfg: Config
+    overrides: list[str]
+    folder: Path
+
+
+def _unique(values: Sequence[int]) -> list[int]:
+    return list(dict.fromkeys(int(v) for v in values))
+
+
+def combine_seeds(runs: Sequence[dict[str, dict]]) -> dict[str, dict]:
+    """Per protocol, the mean over seeds of each run's trial mean, ``seed_std`` (sample standard
+    deviation over seeds, 0 for one seed) and ``seeds`` (how many runs); ``std`` and ``trials``
+    are those of the first run (the spread over gallery draws)."""
+    import statistics
+
+    combined: dict[str, dict] = {}
+    for protocol in dict.fromkeys(p for run in runs for p in run):
+        present = [run[protocol] for run in runs if protocol in run]
+        keys = present[0]["mean"].keys()
+        combined[protocol] = {
+            "mean": {k: statistics.fmean(r["mean"][k] for r in present) for k in keys},
+            "seed_std": {k: statistics.stdev([r["mean"][k] for r in present]) if len(present) > 1 else 0.0
+                         for k in keys},
+            "seeds": len(present),
+            "std": present[0]["std"],
+            "trials": present[0]["trials"],
+        }
+    return combined
 
 
 def run_ablation(
@@ -268,6 +323,7 @@ def run_ablation(
     log: Callable[[str], None] = print,
     dry_run: bool = False,
     jobs: int = 1,
+    seeds: Sequence[int] | None = None,
 ) -> AblationReport:
     """Train and evaluate every row not finished yet; write ``OUT/ablation.{md,json}``.
 
@@ -281,6 +337,11 @@ def run_ablation(
     process (:func:`run_rows_in_processes`; ``train_fn``/``evaluate_fn`` are then not used). A row
     that fails there does not stop the others: the table is still written with every finished row,
     then a :class:`VireidError` names the failed rows and their logs.
+
+    ``seeds`` trains every row once per seed: the config's own seed in ``OUT/<row>/``, each other
+    seed ``s`` in ``OUT/<row>.seed<s>/`` (override ``seed=s``); the tables then show the mean over
+    the seeds ± their standard deviation (:func:`combine_seeds`), so a difference can be set against
+    the spread that training randomness alone gives.
     """
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
@@ -295,7 +356,7 @@ def run_ablation(
     unknown = [name for name in only if name not in {row.name for row in grid.rows}]
     if unknown:
         raise ConfigError(f"--row {unknown[0]!r} is not a row of the grid; rows: {', '.join(r.name for r in grid.rows)}")
-    configs: list[tuple[AblationRow, Config, list[str]]] = []
+    units: list[_Unit] = []
     for row in grid.rows:  # build and check every row before training any (a typo in row 8 fails at once)
         overrides = row_overrides(grid, row, cli_overrides, out)
         try:
@@ -303,22 +364,26 @@ def run_ablation(
             validate_config(cfg)
         except ConfigError as err:
             raise ConfigError(f"ablation row {row.name!r}: {err}") from None
-        configs.append((row, cfg, overrides))
-    records = []
-    total = len(configs)
-    states = [_row_state(cfg, out / row.name) for row, cfg, _ in configs]
+        for seed in _unique(seeds) if seeds else [cfg.seed]:
+            if seed == cfg.seed:  # the config's own seed keeps the plain folder (runs made without --seeds)
+                units.append(_Unit(row, seed, cfg, overrides, out / row.name))
+                continue
+            seeded = row_overrides(grid, row, cli_overrides, out, seed=seed)
+            units.append(_Unit(row, seed, load_config(config_path, seeded), seeded, out / f"{row.name}.seed{seed}"))
+    total = len(units)
+    states = [_row_state(unit.cfg, unit.folder) for unit in units]
+    labels = [f"[{i}/{total}] {unit.folder.name}" for i, unit in enumerate(units, start=1)]
     failures: list[str] = []
     if jobs > 1 and not dry_run:
         work = [
-            RowJob(f"[{index}/{total}] {row.name}", out / row.name, state, overrides, cfg.train.threads)
-            for index, ((row, cfg, overrides), state) in enumerate(zip(configs, states), start=1)
-            if (not only or row.name in only) and state != "done"
+            RowJob(label, unit.folder, state, unit.overrides, unit.cfg.train.threads)
+            for label, unit, state in zip(labels, units, states)
+            if (not only or unit.row.name in only) and state != "done"
         ]
         failures = run_rows_in_processes(Path(config_path), work, jobs, log)
-    for index, ((row, cfg, overrides), state) in enumerate(zip(configs, states), start=1):
-        folder = out / row.name
-        selected = not only or row.name in only
-        prefix = f"[{index}/{total}] {row.name}"
+    for prefix, unit, state in zip(labels, units, states):
+        folder, cfg = unit.folder, unit.cfg
+        selected = not only or unit.row.name in only
         if dry_run or not selected:
             log(f"{prefix}: {state}{'' if selected else ' (not selected)'} -> {folder}")
         elif state == "done":
@@ -331,16 +396,20 @@ def run_ablation(
         else:
             log(f"{prefix}: {'resuming' if state == 'resume' else 'training'} -> {folder}")
             train_fn(cfg, folder, resume=state == "resume", evaluate=True)
-        train_command = shlex.join(["vireid", "train", "--config", config_label or str(config_path), *overrides])
-        results = row_results(folder) if (folder / "test_results.json").is_file() else {}
+    records = []
+    for row in grid.rows:
+        mine = [unit for unit in units if unit.row is row]
+        per_seed = {unit.seed: row_results(unit.folder) for unit in mine if (unit.folder / "test_results.json").is_file()}
         records.append({
             "name": row.name,
             "label": row.label,
             "marks": row.marks,
             "overrides": row.overrides,
-            "run_dir": str(folder),
-            "train_command": train_command,
-            "results": results,
+            "run_dir": str(mine[0].folder),
+            "train_command": shlex.join(["vireid", "train", "--config", config_label or str(config_path),
+                                         *mine[0].overrides]),
+            "results": combine_seeds(list(per_seed.values())),
+            "seeds": {str(seed): results for seed, results in per_seed.items()},
         })
     report = AblationReport(grid, config_label or str(config_path), command, out, records)
     if not dry_run:
