@@ -103,3 +103,22 @@ def test_check_kwargs_follows_kwargs_to_the_base_class():
         check_kwargs(DFWSLNReID, {"gem_p": "three"}, "model.params")
     with pytest.raises(ConfigError, match=r"unknown config key 'model.params.num_branch'.*last_stride"):
         check_kwargs(DFWSLNReID, {"num_branch": 3}, "model.params")
+
+
+def test_configs_command_lists_and_prints():
+    from typer.testing import CliRunner
+
+    import vireid.cli.commands  # noqa: F401
+    from vireid.cli import app
+
+    listing = CliRunner().invoke(app, ["configs"])
+    assert listing.exit_code == 0, listing.output
+    assert "  agw_sysu " in listing.output and "AGW cross-modality baseline" in listing.output
+    assert "Ablation grids" in listing.output and "  dfw_sln_synth " in listing.output
+    full = CliRunner().invoke(app, ["configs", "dfw_sln_regdb", "train.epochs=3"])
+    assert full.exit_code == 0, full.output
+    import yaml
+
+    tree = yaml.safe_load(full.output)
+    assert tree["train"]["epochs"] == 3 and tree["model"]["method"] == "dfw_sln"  # the base's method, merged
+    assert tree["model"]["params"]["dfw_alpha"] == 0.2  # RegDB's own value over the SYSU base

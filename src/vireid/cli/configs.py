@@ -1,0 +1,52 @@
+"""``vireid configs``: the shipped recipes and ablation grids, and any config printed in full."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+
+from vireid.cli import app
+from vireid.config import SHIPPED_CONFIGS
+
+
+def describe(path: Path, width: int = 100) -> str:
+    """The first sentence of a YAML file's leading comment (its description), cut to ``width``."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    text = " ".join(part for part in lines if part)
+    end = text.find(". ")
+    text = text if end < 0 else text[: end + 1]
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+@app.command("configs")
+def configs_command(
+    name: Optional[str] = typer.Argument(None, help="A config file or shipped name: print it in full, its _base_ chain merged."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Overrides key=value applied before printing."),
+) -> None:
+    """List the shipped configs and ablation grids, or print one config in full (defaults filled in)."""
+    if name is None:
+        typer.echo("Shipped configs (vireid train --config NAME):")
+        paths = sorted(SHIPPED_CONFIGS.glob("*.yaml"))
+        wide = max(len(p.stem) for p in paths)
+        for path in paths:
+            typer.echo(f"  {path.stem:<{wide}}  {describe(path)}")
+        grids = sorted((SHIPPED_CONFIGS / "ablations").glob("*.yaml"))
+        if grids:
+            typer.echo("\nAblation grids (vireid ablate --grid NAME):")
+            wide = max(len(p.stem) for p in grids)
+            for path in grids:
+                typer.echo(f"  {path.stem:<{wide}}  {describe(path)}")
+        typer.echo(f"\nFiles: {SHIPPED_CONFIGS}. Print one in full: vireid configs NAME [key=value ...]")
+        return
+    from vireid.cli.train import resolve_config
+    from vireid.config import load_config
+
+    cfg = load_config(resolve_config(name), list(overrides or []))
+    typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
