@@ -286,6 +286,8 @@ def test_generate_if_absent_and_refusals(tmp_path: Path, capsys) -> None:
     assert generate_dataset(root, 4, progress=True, **kwargs) == root
     assert "already holds this dataset" in capsys.readouterr().err
     assert (root / "cam1" / "0001" / "0001.jpg").stat().st_mtime_ns == stamp  # nothing rewritten
+    generate_dataset(root, 4, progress=True, report_present=False, **kwargs)  # as training calls it: quiet
+    assert capsys.readouterr().err == ""
 
     with pytest.raises(DatasetError, match="other arguments"):
         generate_dataset(root, 5, progress=False, **kwargs)

@@ -67,6 +67,7 @@ def prepare_dataset(data_cfg: DataConfig, progress: bool = True):
             data_cfg.root, ids=s.ids, format=_SYNTHETIC_LAYOUTS[data_cfg.format][0],
             images_per_camera=s.images_per_camera,
             height=s.height, width=s.width, seed=s.seed, workers=data_cfg.workers, progress=progress,
+            report_present=False,
         )
     return build_dataset(fmt, data_cfg.root, **options)
 

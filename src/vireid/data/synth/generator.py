@@ -276,6 +276,7 @@ def generate_dataset(
     progress: bool = True,
     overwrite: bool = False,
     depth: bool = False,
+    report_present: bool = True,
 ) -> Path:
     """Generate a synthetic visible-infrared re-id dataset in the real ``format`` layout under ``out``.
 
@@ -286,6 +287,8 @@ def generate_dataset(
     visible and thermal images are the same bytes as without it. If ``out`` already holds a complete
     dataset with the same arguments, nothing is written ("generate if absent"). A non-empty folder that is not a synth output is refused; a synth output
     made with other arguments is replaced only with ``overwrite=True``. Returns ``out`` as a Path.
+    ``report_present=False`` keeps quiet when the dataset is already there (training and evaluation
+    call this on every run; only ``vireid synth`` says "nothing to do").
     """
     default_h, default_w = DEFAULT_SIZES.get(format, DEFAULT_SIZES["sysu-mm01"])
     args = SynthArguments(format=format, ids=int(ids), images_per_camera=int(images_per_camera),
@@ -294,7 +297,7 @@ def generate_dataset(
     _validate(args)
     root = Path(out).expanduser()
     if _prepare_output(root, args, overwrite):
-        if progress:
+        if progress and report_present:
             print(f"vireid synth: {root} already holds this dataset ({args.to_dict()}); nothing to do",
                   file=sys.stderr)
         return root
