@@ -240,6 +240,8 @@ class TrainLoader:
             images = self.transform(pixels, modalities, generator, context=context)
             if context.joints is not None:
                 extras["joints"] = context.joints.to(self.device, non_blocking=True)
+            if context.rows is not None and images.shape[0] != index.shape[0]:  # a step added views
+                index, labels, modalities = index[context.rows], context.labels, context.modalities
         else:
             images = self.transform(pixels, modalities, generator)
             if self.joints is not None:

@@ -53,11 +53,20 @@ class BatchContext:
     ``joints``: float [B, J, 3] body joints ``(x, y, visible)`` in pixel coordinates of the current
     images; geometric steps move them with the pixels (and swap MPII left/right joints on a mirror), so
     pose-guided methods see joints that match the augmented image. Steps that use the context set the
-    class attribute ``uses_context = True`` and are called with ``context=`` as a keyword.
+    class attribute ``uses_context = True`` and are called with ``context=`` as a keyword. A context
+    step may add rows to the batch (:class:`DuplicateViews`): it then indexes every per-row field here
+    the same way, and later steps get the new ``modalities``.
     """
 
     labels: torch.Tensor | None = None
     joints: torch.Tensor | None = None
+    #: CPU int64 [B] modality codes of the current rows (set by :class:`BatchTransform`).
+    modalities: torch.Tensor | None = None
+    #: CPU int64 [B]: the row of the sampled batch each current image comes from (identity unless a step
+    #: such as :class:`DuplicateViews` adds rows; the loader then repeats labels and indices to match).
+    rows: torch.Tensor | None = None
+    #: CPU int64 [B]: 0 for a sampled image, k for its k-th extra view (:class:`DuplicateViews`).
+    views: torch.Tensor | None = None
 
 
 class Step(Protocol):
@@ -327,23 +336,28 @@ class RandomChannelExchange:
     R-R-R, G-G-G or B-B-B, each equally likely; with ``include_gray`` a fourth, equally likely option is
     the luma image (CAJ's ``gray=3``; its default ``gray=2`` draws only R/G/B). Applied to normalised
     values, as CAJ does, so the three output channels are exactly equal. CAJ feeds each visible image
-    twice (plain and exchanged); with one view per image ``p=0.5`` gives the same mix in expectation.
-    Works in place on the float tensor that :class:`Normalize` created.
+    twice (plain and exchanged): :class:`DuplicateViews` then ``p=1, views=[1]`` reproduces that
+    (``views`` restricts the step to those view numbers); with one view per image ``p=0.5`` gives the
+    same mix in expectation. Works in place on the float tensor that :class:`Normalize` created.
     """
 
     name = "channel_exchange"
+    uses_context = True
 
-    def __init__(self, p: float = 0.5, include_gray: bool = False, modalities: Sequence[str] = ("visible",)) -> None:
+    def __init__(self, p: float = 0.5, include_gray: bool = False, modalities: Sequence[str] = ("visible",),
+                 views: Sequence[int] | None = None) -> None:
         self.p = _probability("channel_exchange", p)
         self.include_gray = bool(include_gray)
         self.targets = _modality_codes(modalities)
+        self.views = _view_list("channel_exchange", views)
         self.last_choice: torch.Tensor | None = None  # [B]: -1 untouched, 0/1/2 channel, 3 gray
 
-    def __call__(self, images: torch.Tensor, modalities: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, modalities: torch.Tensor | None, generator: torch.Generator,
+                 context: BatchContext | None = None) -> torch.Tensor:
         batch = images.shape[0]
         apply = _uniform(generator, batch) < self.p
         choice = torch.randint(0, 4 if self.include_gray else 3, (batch,), generator=generator)
-        apply &= _sample_mask(modalities, batch, self.targets)
+        apply &= _sample_mask(modalities, batch, self.targets) & _view_mask(self.views, context, batch)
         choice = torch.where(apply, choice, -1)
         self.last_choice = choice
         return _apply_channel_choice(images, choice)
@@ -359,20 +373,82 @@ class ChannelAdaptiveGray:
     """
 
     name = "channel_adaptive_gray"
+    uses_context = True
 
-    def __init__(self, gray_p: float = 0.5, modalities: Sequence[str] = ("visible",)) -> None:
+    def __init__(self, gray_p: float = 0.5, modalities: Sequence[str] = ("visible",),
+                 views: Sequence[int] | None = None) -> None:
         self.gray_p = _probability("channel_adaptive_gray", gray_p)
         self.targets = _modality_codes(modalities)
+        self.views = _view_list("channel_adaptive_gray", views)
         self.last_choice: torch.Tensor | None = None
 
-    def __call__(self, images: torch.Tensor, modalities: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, modalities: torch.Tensor | None, generator: torch.Generator,
+                 context: BatchContext | None = None) -> torch.Tensor:
         batch = images.shape[0]
         choice = torch.randint(0, 4, (batch,), generator=generator)
         gray = _uniform(generator, batch) < self.gray_p
         choice = torch.where((choice == 3) & ~gray, -1, choice)
-        choice = torch.where(_sample_mask(modalities, batch, self.targets), choice, -1)
+        targets = _sample_mask(modalities, batch, self.targets) & _view_mask(self.views, context, batch)
+        choice = torch.where(targets, choice, -1)
         self.last_choice = choice
         return _apply_channel_choice(images, choice)
+
+
+def _view_list(name: str, views: Sequence[int] | None) -> tuple[int, ...] | None:
+    if views is None:
+        return None
+    if isinstance(views, (int, str)) or any(int(v) < 0 for v in views):
+        raise ConfigError(f"transform {name} views={views!r} must be a list of view numbers (0 = sampled image, 1 = first extra view)")
+    return tuple(int(v) for v in views)
+
+
+def _view_mask(views: tuple[int, ...] | None, context: BatchContext | None, batch: int) -> torch.Tensor:
+    """CPU bool [B]: rows whose view number is in ``views`` (every row when ``views`` is None)."""
+    if views is None:
+        return torch.ones(batch, dtype=torch.bool)
+    current = context.views if context is not None and context.views is not None else torch.zeros(batch, dtype=torch.int64)
+    return torch.isin(current, torch.tensor(views, dtype=current.dtype))
+
+
+@TRANSFORM_STEPS.register("duplicate_views")
+class DuplicateViews:
+    """CAJ's two views of each visible image (Ye et al., ICCV 2021, Sec. 3.1 and its released training
+    code): every sample of ``modalities`` is appended ``copies`` more times to the batch, so later
+    steps augment each view independently (crop, flip, erasing) and view-restricted steps (e.g.
+    ``channel_exchange`` with ``views: [1]``) change only the copies. Labels, modalities, joints and
+    dataset indices are repeated with the rows (:class:`BatchContext`); the loss sees every view.
+
+    Place it before ``pad_crop_flip`` (``before: pad_crop_flip``) so the views get their own geometry,
+    as CAJ's two independent transform pipelines do. CAJ's batch of P x K visible + P x K infrared
+    becomes P x 2K visible + P x K infrared.
+    """
+
+    name = "duplicate_views"
+    uses_context = True
+
+    def __init__(self, modalities: Sequence[str] = ("visible",), copies: int = 1) -> None:
+        if int(copies) < 1:
+            raise ConfigError(f"transform duplicate_views copies={copies} must be at least 1")
+        self.targets = _modality_codes(modalities)
+        self.copies = int(copies)
+
+    def __call__(self, images: torch.Tensor, modalities: torch.Tensor | None, generator: torch.Generator,
+                 context: BatchContext | None = None) -> torch.Tensor:
+        if context is None:
+            raise ConfigError("transform duplicate_views needs the batch context; use it inside a BatchTransform")
+        batch = images.shape[0]
+        source = _sample_mask(modalities, batch, self.targets).nonzero().squeeze(1)
+        rows = torch.cat([torch.arange(batch), source.repeat(self.copies)])
+        added_views = torch.arange(1, self.copies + 1).repeat_interleave(source.numel())
+        views = context.views if context.views is not None else torch.zeros(batch, dtype=torch.int64)
+        context.views = torch.cat([views, added_views])
+        for field_name in ("labels", "modalities", "joints", "rows"):
+            value = getattr(context, field_name)
+            if value is not None:
+                setattr(context, field_name, value[rows.to(value.device)])
+        if context.modalities is None and modalities is not None:
+            context.modalities = torch.as_tensor(modalities).to("cpu").reshape(-1)[rows]
+        return images[rows.to(images.device)]
 
 
 def _apply_channel_choice(images: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
@@ -436,9 +512,18 @@ class BatchTransform:
             generator.seed()
         if context is None:
             context = BatchContext()
+        batch = images.shape[0]
+        if context.modalities is None and modalities is not None:
+            context.modalities = torch.as_tensor(modalities).to("cpu").reshape(-1)
+        if context.rows is None:
+            context.rows = torch.arange(batch)
+        if context.views is None:
+            context.views = torch.zeros(batch, dtype=torch.int64)
         for step in self.steps:
             if getattr(step, "uses_context", False):
                 images = step(images, modalities, generator, context=context)
+                if images.shape[0] != batch:  # the step added rows: later steps see the grown batch
+                    batch, modalities = images.shape[0], context.modalities
             else:
                 images = step(images, modalities, generator)
         return images
