@@ -101,8 +101,8 @@ class OptimConfig:
     weight_decay: float = 5e-4
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     clip_grad_norm: float | None = None
-    # transfer (vireid train --init-from): the backbone's learning rate is lr * backbone_lr_mult
-    # (e.g. 0.1 to fine-tune a trained backbone gently while the new classifier learns at lr)
+    # the backbone's learning rate is lr * backbone_lr_mult, the new layers' lr: AGW's recipe trains its
+    # ImageNet backbone at 0.1x; transfer (vireid train --init-from) fine-tunes a trained backbone gently
     backbone_lr_mult: float = 1.0
 
 

@@ -130,7 +130,7 @@ def build_optimizer(cfg: Config, model: nn.Module, losses: nn.Module) -> torch.o
         groups = list(core.param_groups(o.lr))
     else:
         groups = [{"params": [p for p in core.parameters() if p.requires_grad]}]
-    if o.backbone_lr_mult != 1.0:  # transfer: a gentler learning rate for the (trained) backbone
+    if o.backbone_lr_mult != 1.0:  # a gentler learning rate for a pretrained or trained backbone
         from vireid.engine.transfer import scale_backbone_lr
 
         groups = scale_backbone_lr(groups, core, o.lr, o.backbone_lr_mult)
