@@ -214,16 +214,22 @@ def test_cli_rejects_unknown_key_and_wrong_type(tmp_path):
     assert not (tmp_path / "data").exists()  # rejected before any data is generated
 
 
-def test_ddp_two_cpu_processes_with_gloo(tiny_synth_root, tmp_path):
+def test_ddp_two_cpu_processes_with_gloo(tmp_path):
+    """Two gloo ranks on data that does not exist yet: rank 0 generates it and writes the disk image
+    cache while rank 1 waits, then rank 1 reads them (one dataset, one cache file, no leftovers)."""
     run_dir = tmp_path / "ddp"
+    root, cache = tmp_path / "fresh-synth", tmp_path / "cache"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "vireid.cli", "train", "--config", "baseline_synth", "--run-dir", str(run_dir), "--no-eval",
-        *tiny_overrides(tiny_synth_root, tmp_path, **{"train.epochs": 1, "sampler.epoch_length": 3, "train.threads": 1}),
+        *tiny_overrides(root, tmp_path, **{"train.epochs": 1, "sampler.epoch_length": 3, "train.threads": 1,
+                                           "data.cache_dir": str(cache)}),
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
     assert res.returncode == 0, res.stderr[-3000:]
     ckpt = load_checkpoint(run_dir / "last.pt")
     assert ckpt["sampler"]["world_size"] == 2
     assert ckpt["state"]["step"] == 3
+    assert json.loads((root / "synth_meta.json").read_text())["complete"] is True
+    assert len(list(cache.glob("*.npy"))) == 2 and not list(cache.glob("*.tmp"))  # train + validation images

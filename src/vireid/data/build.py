@@ -8,6 +8,7 @@ cross-modality sampler -> batch transform -> loader.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,11 +109,20 @@ def joints_for_records(records: list[ImageRecord], data_cfg: DataConfig) -> torc
 
 
 def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
-                     progress: bool = True) -> TrainData:
+                     progress: bool = True, barrier: Callable[[], None] | None = None) -> TrainData:
+    """Dataset, training loader and validation cache of ``cfg`` for process ``rank`` of ``world_size``.
+
+    ``barrier`` (distributed runs: every rank calls it once) makes rank 0 go first: it generates the
+    synthetic data if absent and writes the ``data.cache_dir`` image cache, then the other ranks read
+    what it made instead of writing the same files at the same time.
+    """
     from vireid.data.loader import TrainLoader
     from vireid.data.sampler import CrossModalityIdentitySampler
     from vireid.data.transforms import add_configured_steps, build_train_transform
 
+    ordered = barrier is not None and world_size > 1
+    if ordered and rank != 0:
+        barrier()  # wait until rank 0 has made the data and its cache
     dataset = prepare_dataset(cfg.data, progress=progress)
     train = list(dataset.train)
     if not train:
@@ -122,6 +132,8 @@ def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: to
     num_classes = int(labels.max()) + 1
     id_map = {int(r.orig_pid): int(r.pid) for r in train}
     cache = build_image_cache(train, cfg.data, progress=progress)
+    if ordered and rank == 0:
+        barrier()
     sampler_kwargs = dict(num_ids=cfg.sampler.num_ids, num_per_modality=cfg.sampler.num_per_modality,
                           seed=cfg.seed, rank=rank, world_size=world_size, epoch_length=cfg.sampler.epoch_length)
     pairs = getattr(dataset, "train_pairs", None)

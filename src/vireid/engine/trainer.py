@@ -190,7 +190,8 @@ class Trainer:
         barrier(self.dist)
 
         self.data = build_train_data(cfg, rank=self.dist.rank, world_size=self.dist.world_size,
-                                     device=self.device, progress=cfg.train.progress and self.dist.is_main)
+                                     device=self.device, progress=cfg.train.progress and self.dist.is_main,
+                                     barrier=lambda: barrier(self.dist))
         model = build_model(cfg, self.data.num_classes)
         # transfer (vireid.engine.transfer): start from a trained model's weights, keep early stages fixed;
         # a resumed run gets its weights from last.pt instead
