@@ -111,6 +111,12 @@ def test_rows_are_resumable_and_edits_are_refused(tmp_path, tiny_synth_root):
                  log=lines.append)
     with pytest.raises(VireidError, match="different config"):
         run_ablation(CONFIG, grid, out, [*common, "optim.lr=0.5"], train_fn=_fail, evaluate_fn=_fail, log=lines.append)
+    # a run saved by an older vireid, before a config key existed, still matches (the key's default fills in)
+    saved = out / "base" / "config.yaml"
+    tree = yaml.safe_load(saved.read_text())
+    del tree["plugins"], tree["optim"]["backbone_lr_mult"]
+    saved.write_text(yaml.safe_dump(tree))
+    run_ablation(CONFIG, grid, out, common, train_fn=_fail, evaluate_fn=_fail, log=lines.append)
     # tables: marks as ✓/✗, the mean of the run without re-ranking, commands per row
     md = (out / "ablation.md").read_text()
     assert "| row | DFW | SLN | Rank-1 | Rank-10 | Rank-20 | mAP | mINP |" in md

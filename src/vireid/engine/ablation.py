@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from vireid.config import Config, load_config
+from vireid.config import Config, config_from_dict, load_config
 from vireid.engine.checkpoint import atomic_write_text
 from vireid.errors import ConfigError, VireidError
 
@@ -166,6 +166,10 @@ def _row_state(cfg: Config, folder: Path) -> str:
             raise VireidError(f"{folder} holds a run without its config.yaml; delete the folder to re-run this row")
         return "new"
     previous = yaml.safe_load(saved.read_text()) or {}
+    try:  # fill in keys a newer vireid added since that run (with their defaults), so they compare equal
+        previous = config_from_dict(previous).to_dict()
+    except VireidError:
+        pass  # an old key that no longer exists: compared as saved, so the folder is refused below
     finished_nothing = not any((folder / f).exists() for f in ("last.pt", "train_summary.json", "test_results.json"))
     if finished_nothing:
         return "new"  # an attempt that failed before its first checkpoint (e.g. bad data): start afresh
