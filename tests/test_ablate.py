@@ -260,3 +260,16 @@ def test_seeds_option_of_the_cli(tmp_path, tiny_synth_root):
     assert "[2/4] base.seed3: new" in result.output and "[4/4] full.seed3: new" in result.output
     result = CliRunner().invoke(app, [*base, "--seeds", "0,x"])
     assert result.exit_code != 0 and "is not a comma-separated list of integers" in str(result.exception)
+
+
+@pytest.mark.parametrize("grid_path", sorted((REPO / "src" / "vireid" / "configs" / "ablations").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_grid_row_is_a_valid_config(grid_path, tmp_path):
+    """Each row of each shipped grid validates against its config (a dry run checks them all first)."""
+    from vireid.cli.ablate import resolve_grid_config
+
+    grid = load_grid(grid_path)
+    lines: list[str] = []
+    report = run_ablation(resolve_grid_config(grid.config, grid_path), grid, tmp_path / "out", dry_run=True,
+                          train_fn=_fail, evaluate_fn=_fail, log=lines.append)
+    assert len(lines) == len(grid.rows) == len(report.rows) and all(": new ->" in line for line in lines)
