@@ -65,13 +65,13 @@ def default_configs(synth_only: bool = False) -> list[Path]:
 
 
 def resolve(name: str) -> Path:
-    path = Path(name)
-    if path.is_file():
-        return path
-    for candidate in (CONFIGS / name, CONFIGS / f"{name}.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise SystemExit(f"config {name!r} is neither a file nor a shipped config in {CONFIGS}")
+    from vireid.cli.train import resolve_config
+    from vireid.errors import VireidError
+
+    try:
+        return resolve_config(name)
+    except VireidError as err:
+        raise SystemExit(str(err)) from None
 
 
 def offline_params(cfg) -> None:

@@ -203,18 +203,30 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return _merge(merged, data)
 
 
+def find_yaml(name: str, folder: Path, *, beside: Path | None = None, as_given: bool = True) -> Path | None:
+    """A YAML file named ``name``: the path as given (``as_given``), else relative to ``beside``, else
+    ``folder/name`` or ``folder/name.yaml`` (a shipped config or grid); None when none exists."""
+    candidates = [Path(name)] if as_given else []
+    if beside is not None:
+        candidates.append(beside / name)
+    candidates += [folder / name, folder / f"{name}.yaml"]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def shipped_names(folder: Path) -> str:
+    """The names of the YAML files in ``folder``, for error messages."""
+    return ", ".join(sorted(c.stem for c in folder.glob("*.yaml"))) or "none"
+
+
 def _base_path(base: str, config: Path) -> Path:
     """``_base_`` is a path relative to the config naming it, or else the name of a shipped config."""
-    beside = config.parent / base
-    if beside.is_file():
-        return beside
-    for candidate in (SHIPPED_CONFIGS / base, SHIPPED_CONFIGS / f"{base}.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(
-        f"config {config}: _base_ {base!r} is neither a file beside it nor a shipped config "
-        f"(shipped: {', '.join(sorted(c.stem for c in SHIPPED_CONFIGS.glob('*.yaml')))})"
-    )
+    found = find_yaml(base, SHIPPED_CONFIGS, beside=config.parent, as_given=False)
+    if found is None:
+        raise ConfigError(
+            f"config {config}: _base_ {base!r} is neither a file beside it nor a shipped config "
+            f"(shipped: {shipped_names(SHIPPED_CONFIGS)})"
+        )
+    return found
 
 
 def _resolve_plugin_paths(data: dict, folder: Path) -> None:
@@ -254,7 +266,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def _apply_override(tree: dict, keys: list[str], value: Any) -> None:
+def set_dotted(tree: dict, keys: list[str], value: Any) -> None:
+    """``tree[keys[0]][keys[1]]... = value``, creating the intermediate mappings (an override's effect)."""
     node = tree
     for key in keys[:-1]:
         if not isinstance(node.get(key), dict):
@@ -268,7 +281,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     tree: dict = _load_yaml(Path(path)) if path is not None else {}
     for text in overrides:
         keys, value = parse_override(text)
-        _apply_override(tree, keys, value)
+        set_dotted(tree, keys, value)
     return config_from_dict(tree)
 
 

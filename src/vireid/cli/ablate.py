@@ -10,31 +10,25 @@ from typing import Optional
 import typer
 
 from vireid.cli import app
+from vireid.config import SHIPPED_CONFIGS, find_yaml, shipped_names
 from vireid.errors import VireidError
 
-GRIDS = Path(__file__).resolve().parent.parent / "configs" / "ablations"
+GRIDS = SHIPPED_CONFIGS / "ablations"
 
 
 def resolve_grid(path: str) -> Path:
     """A grid file, or the name of a grid shipped in configs/ablations/ (``dfw_sln_synth``)."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    for candidate in (GRIDS / path, GRIDS / f"{path}.yaml"):
-        if candidate.is_file():
-            return candidate
-    names = ", ".join(sorted(c.stem for c in GRIDS.glob("*.yaml"))) or "none"
-    raise VireidError(f"ablation grid {path!r} is neither a file nor a shipped grid; shipped grids: {names}")
+    found = find_yaml(path, GRIDS)
+    if found is None:
+        raise VireidError(f"ablation grid {path!r} is neither a file nor a shipped grid; shipped grids: {shipped_names(GRIDS)}")
+    return found
 
 
 def resolve_grid_config(name: str, grid_file: Path) -> Path:
     """The grid's ``config``: a path (as given, or relative to the grid file) or a shipped config name."""
     from vireid.cli.train import resolve_config
 
-    beside = grid_file.parent / name
-    if not Path(name).is_file() and beside.is_file():
-        return beside
-    return resolve_config(name)
+    return find_yaml(name, SHIPPED_CONFIGS, beside=grid_file.parent) or resolve_config(name)
 
 
 @app.command("ablate")

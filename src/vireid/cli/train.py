@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from vireid.cli import app
-from vireid.config import SHIPPED_CONFIGS
+from vireid.config import SHIPPED_CONFIGS, find_yaml, shipped_names
 from vireid.errors import VireidError
 
 PACKAGED_CONFIGS = SHIPPED_CONFIGS
@@ -17,14 +17,12 @@ PACKAGED_CONFIGS = SHIPPED_CONFIGS
 
 def resolve_config(path: str) -> Path:
     """A config path, or the name of a config shipped with vireid (``agw_sysu`` -> configs/agw_sysu.yaml)."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    for candidate in (PACKAGED_CONFIGS / path, PACKAGED_CONFIGS / f"{path}.yaml"):
-        if candidate.is_file():
-            return candidate
-    names = ", ".join(sorted(c.stem for c in PACKAGED_CONFIGS.glob("*.yaml")))
-    raise VireidError(f"config {path!r} is neither a file nor a shipped config; shipped configs: {names}")
+    found = find_yaml(path, PACKAGED_CONFIGS)
+    if found is None:
+        raise VireidError(
+            f"config {path!r} is neither a file nor a shipped config; shipped configs: {shipped_names(PACKAGED_CONFIGS)}"
+        )
+    return found
 
 
 @app.command("train")

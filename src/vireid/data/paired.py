@@ -31,7 +31,7 @@ import torch
 
 from vireid.data.records import INFRARED, MODALITY_CODE, VISIBLE, ImageRecord
 from vireid.data.sampler import CrossModalityIdentitySampler, _ImagesById
-from vireid.data.transforms import TRANSFORM_STEPS, BatchContext, _probability, move_joints
+from vireid.data.transforms import TRANSFORM_STEPS, RandomPadCropFlip
 from vireid.errors import ConfigError, DatasetError
 
 #: RegDB names a visible image ``..._v_<counter>_<id>.bmp`` and its thermal twin ``..._t_<counter>_<id>.bmp``
@@ -153,26 +153,8 @@ def pair_slots(modalities: torch.Tensor | None, batch: int) -> torch.Tensor:
     return (onehot.long().cumsum(0) - 1).gather(1, codes.unsqueeze(1)).squeeze(1)
 
 
-def shift_and_flip(images: torch.Tensor, shift: torch.Tensor, flipped: torch.Tensor, pad: int) -> torch.Tensor:
-    """Output pixel ``(r, c)`` of sample ``b`` = input ``(r + dy_b, c + dx_b)`` (0 outside), columns
-    reversed where ``flipped``: zero-pad + crop + mirror as one gather over the whole batch."""
-    batch, channels, height, width = images.shape
-    if pad == 0 and not bool(flipped.any()):
-        return images
-    device = images.device
-    shift = shift.to(device)
-    rows = torch.arange(height, device=device).unsqueeze(0) + shift[:, :1]
-    cols = torch.arange(width, device=device).unsqueeze(0) + shift[:, 1:]
-    cols = torch.where(flipped.to(device).unsqueeze(1), cols.flip(1), cols)
-    valid = ((rows >= 0) & (rows < height)).unsqueeze(2) & ((cols >= 0) & (cols < width)).unsqueeze(1)
-    flat = rows.clamp(0, height - 1).unsqueeze(2) * width + cols.clamp(0, width - 1).unsqueeze(1)
-    flat = flat.view(batch, 1, height * width).expand(batch, channels, height * width)
-    out = images.reshape(batch, channels, height * width).gather(2, flat).view(batch, channels, height, width)
-    return out.mul_(valid.unsqueeze(1).to(images.dtype)) if pad else out
-
-
 @TRANSFORM_STEPS.register("paired_pad_crop_flip")
-class PairedPadCropFlip:
+class PairedPadCropFlip(RandomPadCropFlip):
     """Pad + random crop + horizontal flip with one draw per registered pair (seed 000 §4.2 early fusion).
 
     Same geometry as :class:`~vireid.data.transforms.RandomPadCropFlip` (crop offset uniform in
@@ -183,27 +165,13 @@ class PairedPadCropFlip:
     """
 
     name = "paired_pad_crop_flip"
-    uses_context = True
 
-    def __init__(self, pad: int = 10, flip: float = 0.5) -> None:
-        if pad < 0:
-            raise ConfigError(f"transform pad={pad} is invalid; use 0 or a positive number of pixels")
-        self.pad = int(pad)
-        self.flip = _probability("flip", flip)
-        self.last_offsets: torch.Tensor | None = None
-        self.last_flipped: torch.Tensor | None = None
-
-    def __call__(self, images: torch.Tensor, modalities: torch.Tensor | None, generator: torch.Generator,
-                 context: BatchContext | None = None) -> torch.Tensor:
-        batch, _, height, width = images.shape
+    def _draw(self, batch: int, modalities: torch.Tensor | None, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         slots = pair_slots(modalities, batch)
         num_pairs = int(slots.max()) + 1 if batch else 0
         offsets = torch.randint(0, 2 * self.pad + 1, (num_pairs, 2), generator=generator)[slots]
         flipped = (torch.rand(num_pairs, generator=generator) < self.flip)[slots]
-        self.last_offsets, self.last_flipped = offsets, flipped
-        if context is not None and context.joints is not None:
-            context.joints = move_joints(context.joints, offsets - self.pad, flipped, width, height)
-        return shift_and_flip(images, offsets - self.pad, flipped, self.pad)
+        return offsets, flipped
 
 
 __all__ = [
@@ -213,5 +181,4 @@ __all__ = [
     "moment_key",
     "pair_registered_records",
     "pair_slots",
-    "shift_and_flip",
 ]

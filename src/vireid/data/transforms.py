@@ -131,29 +131,37 @@ class RandomPadCropFlip:
         self.last_offsets: torch.Tensor | None = None  # [B, 2] crop origin (dy, dx) in the padded image
         self.last_flipped: torch.Tensor | None = None  # [B] bool
 
+    def _draw(self, batch: int, modalities: torch.Tensor | None, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample: crop origin ``[B, 2]`` (dy, dx) in ``0..2*pad`` and mirror flag ``[B]``."""
+        offsets = torch.randint(0, 2 * self.pad + 1, (batch, 2), generator=generator)
+        return offsets, _uniform(generator, batch) < self.flip
+
     def __call__(self, images: torch.Tensor, modalities: torch.Tensor | None, generator: torch.Generator,
                  context: BatchContext | None = None) -> torch.Tensor:
-        batch, channels, height, width = images.shape
-        offsets = torch.randint(0, 2 * self.pad + 1, (batch, 2), generator=generator)
-        flipped = _uniform(generator, batch) < self.flip
+        _, _, height, width = images.shape
+        offsets, flipped = self._draw(images.shape[0], modalities, generator)
         self.last_offsets, self.last_flipped = offsets, flipped
         if context is not None and context.joints is not None:
             context.joints = move_joints(context.joints, offsets - self.pad, flipped, width, height)
-        if self.pad == 0 and not bool(flipped.any()):
-            return images
-        device = images.device
-        shift = (offsets - self.pad).to(device)
-        rows = torch.arange(height, device=device).unsqueeze(0) + shift[:, :1]  # [B,H] source row
-        cols = torch.arange(width, device=device).unsqueeze(0) + shift[:, 1:]  # [B,W] source column
-        cols = torch.where(flipped.to(device).unsqueeze(1), cols.flip(1), cols)
-        valid = ((rows >= 0) & (rows < height)).unsqueeze(2) & ((cols >= 0) & (cols < width)).unsqueeze(1)
-        flat_index = rows.clamp(0, height - 1).unsqueeze(2) * width + cols.clamp(0, width - 1).unsqueeze(1)
-        flat_index = flat_index.view(batch, 1, height * width).expand(batch, channels, height * width)
-        gathered = images.reshape(batch, channels, height * width).gather(2, flat_index)
-        gathered = gathered.view(batch, channels, height, width)
-        if self.pad == 0:
-            return gathered
-        return gathered.mul_(valid.unsqueeze(1).to(images.dtype))
+        return shift_and_flip(images, offsets - self.pad, flipped, self.pad)
+
+
+def shift_and_flip(images: torch.Tensor, shift: torch.Tensor, flipped: torch.Tensor, pad: int) -> torch.Tensor:
+    """Output pixel ``(r, c)`` of sample ``b`` = input ``(r + dy_b, c + dx_b)`` (0 outside), columns
+    reversed where ``flipped``: zero-pad + crop + mirror as one gather over the whole batch."""
+    batch, channels, height, width = images.shape
+    if pad == 0 and not bool(flipped.any()):
+        return images
+    device = images.device
+    shift = shift.to(device)
+    rows = torch.arange(height, device=device).unsqueeze(0) + shift[:, :1]  # [B,H] source row
+    cols = torch.arange(width, device=device).unsqueeze(0) + shift[:, 1:]  # [B,W] source column
+    cols = torch.where(flipped.to(device).unsqueeze(1), cols.flip(1), cols)
+    valid = ((rows >= 0) & (rows < height)).unsqueeze(2) & ((cols >= 0) & (cols < width)).unsqueeze(1)
+    flat = rows.clamp(0, height - 1).unsqueeze(2) * width + cols.clamp(0, width - 1).unsqueeze(1)
+    flat = flat.view(batch, 1, height * width).expand(batch, channels, height * width)
+    out = images.reshape(batch, channels, height * width).gather(2, flat).view(batch, channels, height, width)
+    return out.mul_(valid.unsqueeze(1).to(images.dtype)) if pad else out
 
 
 def move_joints(joints: torch.Tensor, shift: torch.Tensor, flipped: torch.Tensor, width: int, height: int) -> torch.Tensor:

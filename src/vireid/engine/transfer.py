@@ -22,26 +22,16 @@ the command-line overrides on top (typically ``data.format`` / ``data.root``): s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from vireid.config import Config, config_from_dict, parse_override
+from vireid.config import Config, config_from_dict, parse_override, set_dotted
 from vireid.engine.checkpoint import load_checkpoint
 from vireid.errors import ConfigError
 
 
 # ----------------------------------------------------------------------------- config
-
-
-def _set(tree: dict, keys: list[str], value: Any) -> None:
-    node = tree
-    for key in keys[:-1]:
-        if not isinstance(node.get(key), dict):
-            node[key] = {}
-        node = node[key]
-    node[keys[-1]] = value
 
 
 def transfer_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -72,7 +62,7 @@ def transfer_config(source: str | Path, overrides: list[str] | tuple[str, ...] =
     tree["train"]["freeze_stages"] = 0
     tree.setdefault("optim", {})["backbone_lr_mult"] = 1.0
     for keys, value in parsed:
-        _set(tree, keys, value)
+        set_dotted(tree, keys, value)
     return config_from_dict(tree)
 
 
