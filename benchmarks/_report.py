@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import resource
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +21,12 @@ HEADER = (
     "# Benchmarks\n\n"
     "Every figure below is written by a script in `benchmarks/` (named in each section); run it "
     "again to refresh its section. `make bench` runs them all.\n"
+)
+#: The accuracy tables (fusion, deployment mAP) go to docs/results.md, which starts with its own header.
+RESULTS_DOC = DOC.parent / "results.md"
+RESULTS_HEADER = (
+    "# Results\n\nAccuracy tables, each written by the script named in its section; run it again to "
+    "refresh the section.\n"
 )
 
 
@@ -67,6 +74,18 @@ def times_by_threads(fn, repeats: int) -> dict[int, list[float]]:
     return out
 
 
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far in GB: VmHWM (Linux; unlike ``ru_maxrss`` it is not
+    inherited from the parent across fork + exec), else ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1e6
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
 def _git_revision() -> str:
     try:
         out = subprocess.run(
@@ -89,7 +108,7 @@ def write_section(name: str, title: str, body: str, command: str, doc: Path = DO
         f"Run: {stamp}, revision {_git_revision()}\n\n{body.strip()}\n<!-- END {name} -->"
     )
     doc.parent.mkdir(parents=True, exist_ok=True)
-    text = doc.read_text() if doc.exists() else HEADER
+    text = doc.read_text() if doc.exists() else (RESULTS_HEADER if doc.name == RESULTS_DOC.name else HEADER)
     pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     tmp = doc.with_suffix(".md.tmp")

@@ -40,14 +40,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import vireid  # noqa: E402,F401  (torchvision guard)
-from _report import write_section  # noqa: E402
+from _report import RESULTS_DOC, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS_DOC = REPO / "docs" / "results.md"
-RESULTS_HEADER = (
-    "# Results\n\nAccuracy tables written by scripts in `benchmarks/` (named in each section); run the "
-    "script again to refresh its section.\n"
-)
 COMMAND = "python benchmarks/bench_deploy.py"
 RECIPES = ("baseline_synth", "mobile_synth")
 
@@ -274,9 +269,6 @@ def main() -> None:
         "batches, median per image; speed-up relative to the model's fp32 PyTorch row."
     )
     write_section("bench_deploy", "Lightweight deployment: pruning, ONNX, int8 (CPU)", note + "\n\n" + bench, command)
-    if not RESULTS_DOC.exists():
-        RESULTS_DOC.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS_DOC.write_text(RESULTS_HEADER)
     acc_note = (
         "Synthetic visible-infrared data (`data/synth-demo`, test identities never seen in training), "
         "infrared queries against a visible gallery, sysu-all-single protocol, mean over "

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import vireid  # noqa: E402,F401
-from _report import DOC, times_by_threads, write_section  # noqa: E402
+from _report import DOC, peak_rss_gb, times_by_threads, write_section  # noqa: E402
 from vireid.evaluation import evaluate_ranking, pairwise_distance  # noqa: E402
 from vireid.evaluation.rerank import k_reciprocal_rerank, k_reciprocal_rerank_loop  # noqa: E402
 
@@ -51,18 +50,6 @@ def clustered(nq: int, ng: int, dim: int, num_ids: int, seed: int):
 
 def distances(qf: torch.Tensor, gf: torch.Tensor):
     return pairwise_distance(qf, gf), pairwise_distance(qf, qf), pairwise_distance(gf, gf)
-
-
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process: VmHWM (Linux; unlike ``ru_maxrss`` it is not
-    inherited from the parent across fork + exec), else ``ru_maxrss``."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1e6
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
 def child_large(nq: int, ng: int, dim: int) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import time
@@ -49,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from _report import DOC, write_section  # noqa: E402
+from _report import DOC, peak_rss_gb, write_section  # noqa: E402
 from vireid.retrieval.features import Metadata  # noqa: E402
 from vireid.retrieval.index import GalleryIndex  # noqa: E402
 
@@ -64,17 +63,6 @@ NUISANCE_RANK = 128
 NUISANCE_SCALE = 0.45
 ISO_NOISE = 0.25
 SPECTRUM_POWER = 1.1
-
-
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process so far (VmHWM, else ru_maxrss)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1e6
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
 class Generator:

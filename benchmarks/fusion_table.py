@@ -14,21 +14,15 @@ split into query and gallery moments, 10 random splits, plain CMC).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import write_section  # noqa: E402
+from _report import RESULTS_DOC, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "docs" / "results.md"
-RESULTS_HEADER = (
-    "# Results\n\nAccuracy tables, each written by the script named in its section; run it again to "
-    "refresh the section.\n"
-)
 SECTION = "fusion-table"
 TITLE = "Multi-modal fusion (seed 000 §4.2)"
 #: (query, gallery) columns of the table.
@@ -71,7 +65,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=10, help="query/gallery splits per evaluation")
     ap.add_argument("--retrain", action="store_true", help="train again even where a finished run exists")
     ap.add_argument("--quick", action="store_true", help="tiny data, one short epoch, 2 trials (a smoke test)")
-    ap.add_argument("--doc", type=Path, default=RESULTS, help="Markdown file to write the section into")
+    ap.add_argument("--doc", type=Path, default=RESULTS_DOC, help="Markdown file to write the section into")
     args = ap.parse_args()
 
     from vireid.engine.fusion import evaluate_fusion_checkpoint
@@ -138,11 +132,6 @@ def main() -> None:
     command = "python benchmarks/fusion_table.py" + (" --quick" if args.quick else "") + \
         (f" --threads {args.threads}" if args.threads != 1 else "")
     doc = args.doc
-    if not doc.exists():
-        doc.parent.mkdir(parents=True, exist_ok=True)
-        tmp = doc.with_suffix(".md.tmp")
-        tmp.write_text(RESULTS_HEADER)
-        os.replace(tmp, doc)
     write_section(SECTION, TITLE, body, command, doc=doc)
     print("\n".join(lines))
     print(f"written to {doc}")

@@ -22,6 +22,22 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def pil_to_rgb_array(img: Image.Image, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A loaded Pillow image -> uint8 (H, W, 3): EXIF orientation applied, 16/32-bit grey stretched to
+    0-255 over its own range, any mode converted to RGB, resized bilinearly to ``size=(height, width)``."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float32)
+        arr = (255.0 * (arr - arr.min()) / max(float(arr.max() - arr.min()), 1.0)).astype(np.uint8)
+        img = Image.fromarray(arr)
+    img = img.convert("RGB")
+    if size is not None:
+        height, width = int(size[0]), int(size[1])
+        if img.size != (width, height):
+            img = img.resize((width, height), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
 def decode_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode ``path`` to a uint8 array of shape (H, W, 3).
 
@@ -34,17 +50,7 @@ def decode_image(path: str | Path, size: tuple[int, int] | None = None) -> np.nd
             raise DatasetError(f"image {path} is an empty file (0 bytes); replace or remove it and its split entry")
         with Image.open(path) as img:
             img.load()
-            img = ImageOps.exif_transpose(img)
-            if img.mode == "I;16" or img.mode == "I":
-                arr = np.asarray(img, dtype=np.float32)
-                arr = (255.0 * (arr - arr.min()) / max(float(arr.max() - arr.min()), 1.0)).astype(np.uint8)
-                img = Image.fromarray(arr)
-            img = img.convert("RGB")
-            if size is not None:
-                height, width = int(size[0]), int(size[1])
-                if img.size != (width, height):
-                    img = img.resize((width, height), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            return pil_to_rgb_array(img, size)
     except DatasetError:
         raise
     except FileNotFoundError:

@@ -18,7 +18,9 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from vireid.data.images import pil_to_rgb_array
 
 #: Pillow format names accepted for uploads.
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
@@ -132,17 +134,7 @@ def decode_upload(data: bytes, limits: ServeLimits, size: tuple[int, int] | None
                 # decode a large JPEG directly at a reduced DCT scale, still >= 2x the model input
                 img.draft("RGB", (2 * int(size[1]), 2 * int(size[0])))
             img.load()
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(img, dtype=np.float32)
-                span = max(float(arr.max() - arr.min()), 1.0)
-                img = Image.fromarray((255.0 * (arr - arr.min()) / span).astype(np.uint8))
-            img = img.convert("RGB")
-            if size is not None:
-                height, width = int(size[0]), int(size[1])
-                if img.size != (width, height):
-                    img = img.resize((width, height), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            return pil_to_rgb_array(img, size)
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
             what = "truncated" if "truncated" in str(err).lower() else "corrupt"
             raise UploadError(400, f"the uploaded {kind} image is {what} and cannot be decoded; "
