@@ -137,3 +137,17 @@ def identity_colours(count: int) -> np.ndarray:
     if count <= 20:
         return np.asarray(plt.get_cmap("tab20").colors[:count])
     return np.asarray(plt.get_cmap("hsv")(np.linspace(0.0, 1.0, count, endpoint=False))[:, :3])
+
+
+def pick_cross_modality_ids(pids: np.ndarray, modalities: np.ndarray, num_ids: int, rng: np.random.Generator,
+                            purpose: str) -> np.ndarray:
+    """``num_ids`` random identities (fewer if there are fewer) that have visible and infrared images;
+    ``purpose`` completes the error raised when none has both."""
+    from vireid.data.records import MODALITY_CODE, VISIBLE
+    from vireid.errors import VireidError
+
+    vis = MODALITY_CODE[VISIBLE]
+    both = np.intersect1d(np.unique(pids[modalities == vis]), np.unique(pids[modalities != vis]))
+    if len(both) == 0:
+        raise VireidError(f"no test identity has both visible and infrared images; {purpose}")
+    return rng.choice(both, size=min(int(num_ids), len(both)), replace=False)

@@ -45,7 +45,7 @@ from torch import nn
 
 from vireid.data.records import INFRARED, MODALITY_CODE, VISIBLE
 from vireid.errors import VireidError
-from vireid.viz._common import BLACK, WHITE, Output, fit_text, font, save_image
+from vireid.viz._common import BLACK, WHITE, Output, fit_text, font, pick_cross_modality_ids, save_image
 
 PAD = 6
 FRAME = 2
@@ -281,10 +281,7 @@ def choose_pairs(pids: np.ndarray, modalities: np.ndarray, num_ids: int, seed: i
     """``num_ids`` random identities having both modalities, each with one random (visible, infrared) row pair."""
     rng = np.random.default_rng(seed)
     vis = MODALITY_CODE[VISIBLE]
-    both = np.intersect1d(np.unique(pids[modalities == vis]), np.unique(pids[modalities != vis]))
-    if len(both) == 0:
-        raise VireidError("no test identity has both visible and infrared images; CAM pairs need both modalities")
-    chosen = rng.choice(both, size=min(int(num_ids), len(both)), replace=False)
+    chosen = pick_cross_modality_ids(pids, modalities, num_ids, rng, "CAM pairs need both modalities")
     pairs = []
     for pid in chosen.tolist():
         v = np.flatnonzero((pids == pid) & (modalities == vis))

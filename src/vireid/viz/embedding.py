@@ -16,7 +16,7 @@ import numpy as np
 
 from vireid.data.records import MODALITY_CODE, VISIBLE
 from vireid.errors import VireidError
-from vireid.viz._common import Output, identity_colours, new_figure, save_figure
+from vireid.viz._common import Output, identity_colours, new_figure, pick_cross_modality_ids, save_figure
 
 DEFAULT_SIZE = (800, 800)
 
@@ -71,16 +71,12 @@ def choose_rows(pids: np.ndarray, modalities: np.ndarray, num_ids: int, per_moda
     """Rows of ``num_ids`` random identities that have both modalities, at most ``per_modality``
     random images of each modality per identity (sorted row indices)."""
     rng = np.random.default_rng(seed)
-    vis = MODALITY_CODE[VISIBLE]
-    both = np.intersect1d(np.unique(pids[modalities == vis]), np.unique(pids[modalities != vis]))
-    if len(both) == 0:
-        raise VireidError("no test identity has both visible and infrared images; the t-SNE plot needs both")
-    chosen = rng.choice(both, size=min(int(num_ids), len(both)), replace=False)
+    chosen = pick_cross_modality_ids(pids, modalities, num_ids, rng, "the t-SNE plot needs both")
     # random rank of every row within its (identity, modality) group: keep ranks < per_modality
     keep = np.isin(pids, chosen)
     rows = np.flatnonzero(keep)
     order = rows[rng.permutation(len(rows))]
-    group = pids[order] * 2 + (modalities[order] != vis)
+    group = pids[order] * 2 + (modalities[order] != MODALITY_CODE[VISIBLE])
     sort = np.argsort(group, kind="stable")
     g_sorted = group[sort]
     starts = np.searchsorted(g_sorted, g_sorted, side="left")
