@@ -231,14 +231,10 @@ def _base_path(base: str, config: Path) -> Path:
 
 def _resolve_plugin_paths(data: dict, folder: Path) -> None:
     """Make the ``.py`` entries of a YAML file's ``plugins`` absolute, relative to that file."""
-    from vireid.plugins import is_plugin_path
+    from vireid.plugins import absolute_entries
 
-    plugins = data.get("plugins")
-    if isinstance(plugins, list):
-        data["plugins"] = [
-            str((folder / Path(e).expanduser()).resolve()) if isinstance(e, str) and is_plugin_path(e) else e
-            for e in plugins
-        ]
+    if isinstance(data.get("plugins"), list):
+        data["plugins"] = absolute_entries(data["plugins"], folder)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -289,10 +285,10 @@ def config_from_dict(tree: dict) -> Config:
     """Validate a plain dict (e.g. from a checkpoint) into a :class:`Config`."""
     cfg = _build(Config, tree, "")
     if cfg.plugins:
-        from vireid.plugins import import_plugins, is_plugin_path
+        from vireid.plugins import absolute_entries, import_plugins
 
         # a path given on the command line is relative to the working directory: keep it absolute
-        cfg.plugins = [str(Path(e).expanduser().resolve()) if is_plugin_path(e) else e for e in cfg.plugins]
+        cfg.plugins = absolute_entries(cfg.plugins, Path.cwd())
         import_plugins(cfg.plugins)
     cfg.loss_terms()  # validate the loss table now, not at the first step
     _check_choices(cfg)

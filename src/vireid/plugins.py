@@ -32,6 +32,12 @@ def is_plugin_path(entry: str) -> bool:
     return entry.endswith(".py") or "/" in entry or "\\" in entry
 
 
+def absolute_entries(entries: Iterable[str], folder: Path) -> list[str]:
+    """``plugins`` entries with each ``.py`` path made absolute relative to ``folder`` (module names kept)."""
+    return [str((folder / Path(e).expanduser()).resolve()) if isinstance(e, str) and is_plugin_path(e) else e
+            for e in entries]
+
+
 def _import_file(path: Path) -> ModuleType:
     resolved = path.expanduser().resolve()
     if not resolved.is_file():
@@ -91,4 +97,4 @@ def import_plugins(entries: Iterable[str]) -> list[ModuleType]:
     return modules
 
 
-__all__ = ["import_plugins", "is_plugin_path"]
+__all__ = ["absolute_entries", "import_plugins", "is_plugin_path"]

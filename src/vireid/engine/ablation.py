@@ -139,10 +139,14 @@ def row_overrides(grid: AblationGrid, row: AblationRow, cli_overrides: Sequence[
                   seed: int | None = None) -> list[str]:
     """All overrides of one row, in the order they apply (grid, command line, row, then its seed and
     folder: ``OUT/<row>``, or ``OUT/<row>.seed<seed>`` for a seed other than the config's)."""
-    if seed is None:
-        return [*grid.overrides, *cli_overrides, *row.overrides, f"name={row.name}", f"output_dir={out}"]
-    return [*grid.overrides, *cli_overrides, *row.overrides, f"seed={seed}", f"name={row.name}.seed{seed}",
+    own = [] if seed is None else [f"seed={seed}"]
+    return [*grid.overrides, *cli_overrides, *row.overrides, *own, f"name={row_folder_name(row, seed)}",
             f"output_dir={out}"]
+
+
+def row_folder_name(row: AblationRow, seed: int | None = None) -> str:
+    """``<row>``, or ``<row>.seed<seed>`` for a run under a seed other than the config's."""
+    return row.name if seed is None else f"{row.name}.seed{seed}"
 
 
 def _comparable(tree: dict) -> dict:
@@ -370,10 +374,10 @@ def run_ablation(
             raise ConfigError(f"ablation row {row.name!r}: {err}") from None
         for seed in _unique(seeds) if seeds else [cfg.seed]:
             if seed == cfg.seed:  # the config's own seed keeps the plain folder (runs made without --seeds)
-                units.append(_Unit(row, seed, cfg, overrides, out / row.name))
+                units.append(_Unit(row, seed, cfg, overrides, out / row_folder_name(row)))
                 continue
             seeded = row_overrides(grid, row, cli_overrides, out, seed=seed)
-            units.append(_Unit(row, seed, load_config(config_path, seeded), seeded, out / f"{row.name}.seed{seed}"))
+            units.append(_Unit(row, seed, load_config(config_path, seeded), seeded, out / row_folder_name(row, seed)))
     total = len(units)
     states = [_row_state(unit.cfg, unit.folder) for unit in units]
     labels = [f"[{i}/{total}] {unit.folder.name}" for i, unit in enumerate(units, start=1)]
