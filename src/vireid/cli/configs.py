@@ -25,6 +25,15 @@ def describe(path: Path, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
+def _list(title: str, paths: list[Path]) -> None:
+    if not paths:
+        return
+    typer.echo(title)
+    wide = max(len(p.stem) for p in paths)
+    for path in paths:
+        typer.echo(f"  {path.stem:<{wide}}  {describe(path)}")
+
+
 @app.command("configs")
 def configs_command(
     name: Optional[str] = typer.Argument(None, help="A config file or shipped name: print it in full, its _base_ chain merged."),
@@ -32,17 +41,10 @@ def configs_command(
 ) -> None:
     """List the shipped configs and ablation grids, or print one config in full (defaults filled in)."""
     if name is None:
-        typer.echo("Shipped configs (vireid train --config NAME):")
-        paths = sorted(SHIPPED_CONFIGS.glob("*.yaml"))
-        wide = max(len(p.stem) for p in paths)
-        for path in paths:
-            typer.echo(f"  {path.stem:<{wide}}  {describe(path)}")
-        grids = sorted((SHIPPED_CONFIGS / "ablations").glob("*.yaml"))
-        if grids:
-            typer.echo("\nAblation grids (vireid ablate --grid NAME):")
-            wide = max(len(p.stem) for p in grids)
-            for path in grids:
-                typer.echo(f"  {path.stem:<{wide}}  {describe(path)}")
+        from vireid.cli.ablate import GRIDS
+
+        _list("Shipped configs (vireid train --config NAME):", sorted(SHIPPED_CONFIGS.glob("*.yaml")))
+        _list("\nAblation grids (vireid ablate --grid NAME):", sorted(GRIDS.glob("*.yaml")))
         typer.echo(f"\nFiles: {SHIPPED_CONFIGS}. Print one in full: vireid configs NAME [key=value ...]")
         return
     from vireid.cli.train import resolve_config
