@@ -192,3 +192,45 @@ def test_center_loss_by_hand_and_gradients() -> None:
     torch.testing.assert_close(loss_fn.centers.grad, torch.tensor([[-0.5, 0.0], [0.0, -0.5]]))
     with pytest.raises(ValueError, match="dims"):
         loss_fn(torch.zeros(2, 3), torch.tensor([0, 1]))
+
+
+# ----------------------------------------------------------------------------- autocast
+
+
+def _clustered_batch(dtype: torch.dtype = torch.float32):
+    """16 identities x 4 samples (2 visible, 2 infrared), far-apart centres with small spreads: the hardest
+    positive / negative of an anchor is decided by distance gaps much smaller than ||x||², where the
+    ``||x||² + ||y||² - 2 x·y`` form loses everything a bf16 matmul rounds off."""
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(16, 256, generator=gen) * 0.3 + 1.0
+    x = centres.repeat_interleave(4, dim=0) + 0.05 * torch.randn(64, 256, generator=gen)
+    labels = torch.arange(16).repeat_interleave(4)
+    modalities = torch.tensor([0, 0, 1, 1]).repeat(16)
+    return x.to(dtype), labels, modalities
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_metric_losses_compute_distances_in_fp32_under_autocast(dtype) -> None:
+    from vireid.modeling.losses.cmce import CenterContrastLoss
+    from vireid.modeling.losses.multi_masking import MultiMaskingTripletLoss
+
+    x, labels, modalities = _clustered_batch()
+    reference = pairwise_euclidean(x)
+    with torch.autocast("cpu", dtype=dtype):
+        under = pairwise_euclidean(x)
+    assert under.dtype == torch.float32
+    torch.testing.assert_close(under, reference)
+    # the same hardest positives and negatives as fp32 (bf16 changed several of the 64 before the fix)
+    same = labels.view(-1, 1) == labels.view(1, -1)
+    for fill, pick, mask in ((-1.0, torch.argmax, same), (1e9, torch.argmin, ~same)):
+        assert torch.equal(pick(under.masked_fill(~mask, fill), dim=1), pick(reference.masked_fill(~mask, fill), dim=1))
+    losses = [BatchHardTripletLoss(0.3), WeightedRegularizedTripletLoss(), HeteroCenterTripletLoss(0.3),
+              MultiMaskingTripletLoss(), CenterContrastLoss(margin=0.3)]
+    for loss_fn in losses:
+        expected = loss_fn(x, labels, modalities)
+        with torch.autocast("cpu", dtype=dtype):
+            got = loss_fn(x, labels, modalities)
+            got_low = loss_fn(x.to(dtype), labels, modalities)  # features the autocast model produced
+        assert got.dtype == torch.float32, type(loss_fn).__name__
+        torch.testing.assert_close(got, expected, msg=type(loss_fn).__name__)
+        torch.testing.assert_close(got_low, loss_fn(x.to(dtype).float(), labels, modalities), msg=type(loss_fn).__name__)

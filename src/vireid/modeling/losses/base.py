@@ -30,10 +30,20 @@ class ReIDLoss(nn.Module):
 
 def pairwise_euclidean(x: torch.Tensor, y: torch.Tensor | None = None, eps: float = 1e-12) -> torch.Tensor:
     """Euclidean distances ``[N, M]`` from ``||x||² + ||y||² − 2 x·y``, clamped at ``eps`` before the square
-    root so the gradient stays finite at zero distance."""
+    root so the gradient stays finite at zero distance.
+
+    Always computed in fp32, with autocast switched off: the expansion subtracts numbers of the size of
+    ``||x||²`` to get a distance that can be a thousand times smaller, and a bf16 matmul keeps 8 bits.
+    Measured on 64 clustered 256-d features (``tests/test_losses.py``): inside a bf16 autocast the
+    distances were off by up to 1.18 (four times the usual 0.3 margin) and 38 of the 64 hardest
+    positives and 26 of the 64 hardest negatives changed; fp16: 0.13, 25 and 6. Inputs in bf16/fp16 (an
+    autocast model's features) are upcast first, so the gradient still flows back to them.
+    """
     y = x if y is None else y
-    squared = x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1).unsqueeze(0) - 2.0 * (x @ y.t())
-    return squared.clamp(min=eps).sqrt()
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x, y = x.float(), y.float()
+        squared = x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1).unsqueeze(0) - 2.0 * (x @ y.t())
+        return squared.clamp(min=eps).sqrt()
 
 
 def zero_loss(inputs: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Metric losses on features: batch-hard triplet, weighted regularised triplet, hetero-center triplet.
 
 All distances are Euclidean on the features exactly as given (no normalisation), computed for
-the whole batch at once; anchors without a valid positive/negative are left out, and a batch
+the whole batch at once and always in fp32, also inside a bf16/fp16 autocast
+(:func:`~vireid.modeling.losses.base.pairwise_euclidean`); anchors without a valid positive/negative are left out, and a batch
 with no valid anchor gives a zero that stays in the graph.
 """
 
@@ -184,7 +185,8 @@ class HeteroCenterTripletLoss(ReIDLoss):
             raise ValueError("hetero_center_triplet needs the modality of every sample (modalities=[B] of 0/1)")
         if bool(((modalities != 0) & (modalities != 1)).any()):
             raise ValueError("modalities must be 0 (visible) or 1 (infrared)")
-        centers, center_labels, center_modalities = self.centers(inputs, labels, modalities)
+        # centres in fp32 even inside autocast (a bf16 mean of 4 features already moves them)
+        centers, center_labels, center_modalities = self.centers(inputs.float(), labels, modalities)
         dist = pairwise_euclidean(centers)
         same_id = center_labels.view(-1, 1) == center_labels.view(1, -1)
         other_modality = center_modalities.view(-1, 1) != center_modalities.view(1, -1)
