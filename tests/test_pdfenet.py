@@ -155,10 +155,38 @@ def test_momentum_modality_classifiers_pick_own_and_cross_and_follow_slowly():
     expected_own = torch.stack([x[i].detach() @ w[m].T for i, m in enumerate(mods.tolist())])
     expected_cross = torch.stack([x[i].detach() @ wm[1 - m].T for i, m in enumerate(mods.tolist())])
     assert torch.allclose(own, expected_own, atol=1e-6) and torch.allclose(cross, expected_cross, atol=1e-6)
-    assert own.requires_grad and not cross.requires_grad  # the momentum prediction is a target
+    assert own.requires_grad and cross.requires_grad  # the momentum prediction's gradient reaches the feature
     before = head.momentum_weight.clone()
     head.update_momentum()
     assert torch.allclose(head.momentum_weight, 0.7 * before + 0.3 * w)  # eqs. 13-14
+
+
+def test_cmce_cross_gradient_reaches_the_features_and_detached_variant_keeps_it_out():
+    """Eqs. 13-14 stop gradients into the momentum classifiers' weights only: p^IV = cls_M^I(f^V) still depends
+    on f^V, so CMCE's soft-label term moves the visible feature towards what the infrared classifier sees."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 4, requires_grad=True)
+    mods = torch.tensor([0, 0, 0, 1, 1, 1])
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    grads = {}
+    for detach in (False, True):
+        head = MomentumModalityClassifiers(4, 3, kind="cosine", detach_cross=detach)
+        with torch.no_grad():  # the momentum copies differ from the online classifiers, as after training
+            head.momentum_weight.copy_(torch.randn(2, 3, 4))
+        own, cross = head(x, mods)
+        assert cross.requires_grad != detach
+        # the cross-modal part of the gradient alone: d/dx of the soft-label entropy term through p^IV
+        if not detach:
+            (g,) = torch.autograd.grad(cross.sum(), x, retain_graph=True)
+            assert (g.abs().sum(dim=1) > 0).all()  # every sample, both modalities
+        loss = CrossModalityCrossEntropy(3, lambda_m=1.0, lambda_id=0.0)(torch.stack([own, cross], 1), labels, mods)
+        (grads[detach],) = torch.autograd.grad(loss, x)
+        assert head.momentum_weight.grad is None  # θ_M only follows θ_C (eqs. 13-14)
+    assert not torch.allclose(grads[False], grads[True], atol=1e-6)  # the detached variant loses that gradient
+    assert "detach_cross=True" in repr(MomentumModalityClassifiers(4, 3, detach_cross=True))
+    model = METHODS.get("pdfenet")(num_classes=6, backbone="resnet10t", img_size=(64, 32), details=[], idi=False,
+                                   detach_cross=True)
+    assert model.classifier.detach_cross
 
 
 def test_cosine_classifiers_give_scaled_cosines():
@@ -191,7 +219,7 @@ def test_cmce_matches_equations_9_to_15():
     expected = 2.5 * (cross[:3].mean() + cross[3]) + 0.5 * (ident[:3].mean() + ident[3])
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     loss.backward()
-    assert logits.grad[:, 0].abs().sum() > 0 and not logits.grad[:, 1].any()  # soft labels get no gradient
+    assert logits.grad[:, 0].abs().sum() > 0 and logits.grad[:, 1].abs().sum() > 0  # the soft labels too
     # a single-modality batch counts only that modality; K is checked
     one = loss_fn(logits.detach()[:3], labels[:3], mods[:3])
     assert one.item() == pytest.approx((2.5 * cross[:3].mean() + 0.5 * ident[:3].mean()).item(), rel=1e-6)

@@ -84,7 +84,7 @@ def _classifier_logits(features: torch.Tensor, weight: torch.Tensor, cosine: boo
 
 @HEADS.register("cosine")
 class CosineClassifier(nn.Module):
-    """Identity classifier whose logits are ``scale * cos(w_k, x)`` (NormFace; seed 002 §3.4 describes
+    """Identity classifier whose logits are ``scale * cos(w_k, x)`` (NormFace; PDFENet §3.4 describes
     its classifiers' predictions as the cosine similarity of parameters and features)."""
 
     def __init__(self, in_dim: int, num_classes: int, scale: float = 16.0, std: float = 0.01) -> None:
@@ -102,16 +102,24 @@ class CosineClassifier(nn.Module):
 
 @HEADS.register("momentum_modality")
 class MomentumModalityClassifiers(nn.Module):
-    """Seed 002 (PDFENet) §3.4: two modality-specific identity classifiers ``cls^V``, ``cls^I`` and their
+    """PDFENet §3.4: two modality-specific identity classifiers ``cls^V``, ``cls^I`` and their
     momentum copies ``cls_M^V``, ``cls_M^I`` (eqs. 13-14, α = 0.7), which make the cross-modality soft
     labels of CMCE.
 
     ``forward(features [B, D], modalities [B])`` returns ``(own, cross)``, both ``[B, K]``: ``own`` is each
     sample's own-modality classifier (``cls^V(f^V)`` for visible samples, ``cls^I(f^I)`` for infrared
     ones: ``p^VV``/``p^II`` after softmax, eqs. 9-12), with gradients; ``cross`` is the *other*
-    modality's momentum classifier on the detached feature (``cls_M^I(f^V)``, ``cls_M^V(f^I)``:
-    ``p^IV``/``p^VI``), a target without gradients. Both modalities' classifiers are applied to the
-    whole batch in one einsum and each row picks its own (no loop over samples).
+    modality's momentum classifier on the same feature (``cls_M^I(f^V)``, ``cls_M^V(f^I)``:
+    ``p^IV``/``p^VI``). Both modalities' classifiers are applied to the whole batch in one einsum and
+    each row picks its own (no loop over samples).
+
+    Gradients of ``cross``: eqs. 13-14 make the momentum weights ``θ_M`` a moving average of the
+    online ones, so ``θ_M`` is a buffer that no loss trains -- but nothing in §3.4 stops the gradient
+    into the *feature*. By default (``detach_cross=False``) ``p^IV = softmax(cls_M^I(f^V))`` keeps its
+    gradient to ``f^V`` (and ``p^VI`` to ``f^I``): CMCE's soft-label term then also moves each feature
+    towards what the other modality's classifier recognises in it, the cross-modal signal §3.4 is
+    about. ``detach_cross=True`` computes ``cross`` on the detached feature (a fixed target, the
+    behaviour before; an ablation row of ``configs/ablations/pdfenet_synth.yaml``).
 
     :meth:`update_momentum` (called by the trainer's ``on_after_step`` hook through the method) does
     ``θ_M = α θ_M + (1 - α) θ_C`` on both classifiers.
@@ -120,10 +128,12 @@ class MomentumModalityClassifiers(nn.Module):
         kind: ``"cosine"`` (default; scaled cosine logits) or ``"linear"`` (bias-free dot product).
         scale: logit scale of the cosine classifiers.
         momentum: α of eqs. 13-14.
+        detach_cross: compute the momentum prediction on the detached feature (no gradient from the
+            soft label to the feature).
     """
 
     def __init__(self, in_dim: int, num_classes: int, momentum: float = 0.7, kind: str = "cosine",
-                 scale: float = 16.0, std: float | None = None) -> None:
+                 scale: float = 16.0, std: float | None = None, detach_cross: bool = False) -> None:
         super().__init__()
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes!r}")
@@ -134,6 +144,7 @@ class MomentumModalityClassifiers(nn.Module):
         self.cosine = kind == "cosine"
         self.scale = float(scale)
         self.momentum = float(momentum)
+        self.detach_cross = bool(detach_cross)
         std = (0.01 if self.cosine else 0.001) if std is None else float(std)
         # θ_C^V, θ_C^I stacked: [2 (visible, infrared), K, D]
         self.weight = nn.Parameter(torch.randn(2, num_classes, in_dim) * std)
@@ -148,8 +159,8 @@ class MomentumModalityClassifiers(nn.Module):
     def forward(self, features: torch.Tensor, modalities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         codes = modalities.long().view(-1, 1, 1).expand(-1, 1, self.weight.shape[1])
         own = self.all_logits(features).gather(1, codes).squeeze(1)
-        with torch.no_grad():
-            cross = self.all_logits(features.detach(), momentum=True).gather(1, 1 - codes).squeeze(1)
+        source = features.detach() if self.detach_cross else features
+        cross = self.all_logits(source, momentum=True).gather(1, 1 - codes).squeeze(1)  # θ_M is a buffer: no weight gradient
         return own, cross
 
     @torch.no_grad()
@@ -159,7 +170,8 @@ class MomentumModalityClassifiers(nn.Module):
 
     def extra_repr(self) -> str:
         kind = f"cosine, scale={self.scale}" if self.cosine else "linear"
-        return f"classes={self.weight.shape[1]}, dim={self.weight.shape[2]}, {kind}, momentum={self.momentum}"
+        return (f"classes={self.weight.shape[1]}, dim={self.weight.shape[2]}, {kind}, momentum={self.momentum}, "
+                f"detach_cross={self.detach_cross}")
 
 
 __all__ = [

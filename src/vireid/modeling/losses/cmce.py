@@ -1,4 +1,4 @@
-"""Seed 002 (PDFENet) losses: cross-modality cross-entropy (CMCE, §3.4, eqs. 9-15) and the center
+"""PDFENet losses: cross-modality cross-entropy (CMCE, §3.4, eqs. 9-15) and the center
 contrast loss (§3.5, eqs. 16-17).
 
 CMCE reads the method output ``modality_logits`` ``[B, 2, K]`` made by
@@ -6,8 +6,11 @@ CMCE reads the method output ``modality_logits`` ``[B, 2, K]`` made by
 own-modality classifier (``cls^V(f^V)`` / ``cls^I(f^I)``), row ``[:, 1]`` the other modality's momentum
 classifier (``cls_M^I(f^V)`` / ``cls_M^V(f^I)``). With ``p = softmax``:
 
-* eqs. 9-10: ``L_M^V = -Σ_i p^IV(i) log p^VV(i)``, ``L_M^I = -Σ_i p^VI(i) log p^II(i)`` (the momentum
-  cross-modality prediction is a soft label, no gradient flows into it);
+* eqs. 9-10: ``L_M^V = -Σ_i p^IV(i) log p^VV(i)``, ``L_M^I = -Σ_i p^VI(i) log p^II(i)``. The momentum
+  cross-modality prediction is the soft label; the loss does not detach it, so its gradient reaches
+  the feature ``f^V`` / ``f^I`` through ``cls_M`` (whose weights are a buffer, eqs. 13-14). The head
+  decides: ``model.params.detach_cross: true`` computes it on the detached feature instead (see
+  :class:`~vireid.modeling.heads.MomentumModalityClassifiers`);
 * eqs. 11-12: ``L_ID^V``, ``L_ID^I``: cross entropy of the own-modality prediction with the identity;
 * eq. 15: ``L_CM = λ1 (L_M^V + L_M^I) + λ2 (L_ID^V + L_ID^I)``, λ1 = 2.5, λ2 = 0.5 (§4.2).
 
@@ -72,7 +75,7 @@ class CrossModalityCrossEntropy(ReIDLoss):
         if modalities is None:
             raise ValueError("cmce needs the modality of every sample")
         log_own = F.log_softmax(inputs[:, 0].float(), dim=1)
-        soft = F.softmax(inputs[:, 1].detach().float(), dim=1)
+        soft = F.softmax(inputs[:, 1].float(), dim=1)  # gradient to the feature unless the head detached it
         cross = -(soft * log_own).sum(dim=1)  # eqs. 9-10 per sample
         nll = -log_own.gather(1, labels.long().view(-1, 1)).squeeze(1)
         identity = (1.0 - self.epsilon) * nll - self.epsilon * log_own.mean(dim=1)  # eqs. 11-12 per sample

@@ -89,6 +89,9 @@ class PDFENet(BaselineReID):
             identity classifier, the baseline).
         classifier_kind: ``"cosine"`` (scaled by ``classifier_scale``) or ``"linear"``.
         momentum: α of eqs. 13-14 (paper 0.7).
+        detach_cross: CMCE's soft labels ``p^IV``/``p^VI`` on the detached feature (no cross-modal
+            gradient to ``f``; the behaviour before, kept as an ablation). Default ``False``: the gradient
+            reaches ``f^V``/``f^I``; eqs. 13-14 only keep it out of the momentum weights.
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class PDFENet(BaselineReID):
         classifier_kind: str = "cosine",
         classifier_scale: float = 16.0,
         momentum: float = 0.7,
+        detach_cross: bool = False,
         **baseline_params: Any,
     ) -> None:
         super().__init__(
@@ -152,7 +156,8 @@ class PDFENet(BaselineReID):
         self.classifier_mode = classifier
         if classifier == "modality":
             self.classifier = MomentumModalityClassifiers(self.embed_dim, self.num_classes, momentum=momentum,
-                                                          kind=classifier_kind, scale=classifier_scale)
+                                                          kind=classifier_kind, scale=classifier_scale,
+                                                          detach_cross=detach_cross)
         elif classifier_kind == "cosine":
             self.classifier = CosineClassifier(self.embed_dim, self.num_classes, scale=classifier_scale)
         else:
