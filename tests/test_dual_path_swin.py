@@ -1,5 +1,5 @@
-"""Seed 003: modality augmentation (MAG), multi-masking triplet (MMT), dual-path Swin; and every
-shipped config validates."""
+"""Dual-path Swin / NPU-ReID paper: modality augmentation (MAG), multi-masking triplet (MMT), dual-path Swin;
+and every shipped config validates."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def test_mmt_equals_hand_computation_and_ignores_same_modality_samples():
                      requires_grad=True)
     labels = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])
     mods = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
-    loss_fn = MultiMaskingTripletLoss(margin=0.3, compress_margin=0.1, compress_weight=0.5)
+    loss_fn = MultiMaskingTripletLoss(margin=0.3, compress_margin=0.1, compress_weight=0.5, normalize=False)
     loss = loss_fn(x, labels, mods)
     assert loss.item() == pytest.approx(_hand_mmt(x.detach(), labels, mods, 0.3, 0.1, 0.5), abs=1e-5)
     loss.backward()
@@ -105,12 +105,61 @@ def test_mmt_equals_hand_computation_and_ignores_same_modality_samples():
     with_intruder = loss_fn(y, torch.cat([labels, torch.tensor([9])]), torch.cat([mods, torch.tensor([0])]))
     # the intruder is an extra anchor (no cross-modality positive: not counted) and a negative only for infrared anchors
     assert with_intruder.item() >= base.item() - 1e-6
-    neg_only = MultiMaskingTripletLoss(positive_term=False)(x.detach(), labels, mods)
-    pos_only = MultiMaskingTripletLoss(negative_term=False, compress_weight=0.5, compress_margin=0.1)(x.detach(), labels, mods)
+    neg_only = MultiMaskingTripletLoss(positive_term=False, normalize=False)(x.detach(), labels, mods)
+    pos_only = MultiMaskingTripletLoss(negative_term=False, compress_weight=0.5, compress_margin=0.1,
+                                       normalize=False)(x.detach(), labels, mods)
     assert (neg_only + pos_only).item() == pytest.approx(
         _hand_mmt(x.detach(), labels, mods, 0.3, 0.1, 0.5), abs=1e-5)
     summed = MultiMaskingTripletLoss(reduction="sum")(x.detach(), labels, mods)
     assert summed.item() > MultiMaskingTripletLoss()(x.detach(), labels, mods).item()
+    # the default works on L2-normalised features: the same hand computation on the unit vectors
+    unit = torch.nn.functional.normalize(x.detach(), dim=1)
+    assert MultiMaskingTripletLoss()(x.detach(), labels, mods).item() == pytest.approx(
+        _hand_mmt(unit, labels, mods, 0.3, 0.1, 1.0), abs=1e-5)
+
+
+def _two_identity_batch():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(16, 32, generator=gen) + 2.0 * torch.randn(1, 32, generator=gen)
+    labels = torch.tensor([0, 0, 1, 1]).repeat(4)
+    mods = torch.tensor([0] * 8 + [1] * 8)
+    return x, labels, mods
+
+
+def test_mmt_defaults_are_a_real_constraint_not_lowered_by_shrinking_the_features():
+    """With m2 = 0 on raw features, MMTP could always be lowered by shrinking every feature (it is
+    scale-homogeneous, and the BNNeck cross-entropy does not see the pre-BN scale)."""
+    x, labels, mods = _two_identity_batch()
+    for kwargs in ({}, {"negative_term": False}, {"positive_term": False}):
+        loss_fn = MultiMaskingTripletLoss(**kwargs)
+        full = loss_fn(x, labels, mods).item()
+        assert full > 0.01, kwargs
+        assert loss_fn(0.01 * x, labels, mods).item() == pytest.approx(full, rel=1e-4), kwargs
+    # the old behaviour, kept reachable, shows the failure the defaults avoid
+    old = MultiMaskingTripletLoss(negative_term=False, compress_margin=0.0, normalize=False)
+    assert old(0.01 * x, labels, mods).item() < 0.02 * old(x, labels, mods).item()
+
+
+def test_mmtp_switches_off_inside_m2_and_pulls_only_the_hardest_positive():
+    # visible anchor a with two infrared positives: p_easy at cosine distance ~0.2, p_hard a bit further
+    a = torch.tensor([1.0, 0.0, 0.0])
+    p_easy = torch.tensor([0.98, 0.2, 0.0])
+    p_hard = torch.tensor([0.95, 0.25, 0.1])
+    x = torch.stack([a, p_easy, p_hard]).requires_grad_(True)
+    labels, mods = torch.zeros(3, dtype=torch.long), torch.tensor([0, 1, 1])
+    loss_fn = MultiMaskingTripletLoss(negative_term=False)
+    unit = torch.nn.functional.normalize(x.detach(), dim=1)
+    spread = float((unit[0] - unit[2]).norm() - (unit[0] - unit[1]).norm())
+    assert 0 < spread < loss_fn.compress_margin  # the spread is tolerated: the term is off
+    assert loss_fn(x, labels, mods).item() == 0.0
+    far = x.detach().clone()
+    far[2] = torch.tensor([0.3, 0.9, 0.3])  # now far beyond m2
+    far.requires_grad_(True)
+    loss = loss_fn(far, labels, mods)
+    assert loss.item() > 0
+    loss.backward()
+    assert far.grad[1].abs().max() == 0  # the easiest positive is the reference, not pushed away
+    assert far.grad[2].abs().max() > 0  # the hardest one is pulled in
     with pytest.raises(ConfigError, match="modality"):
         loss_fn(x, labels)
 
