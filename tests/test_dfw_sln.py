@@ -152,7 +152,7 @@ def test_soft_argmax_centre_by_hand_and_size_invariance():
 
 def test_overlap_gradient_moves_the_centres_apart():
     torch.manual_seed(0)
-    loss = OverlapPenaltyLoss(separation=100.0, reference_size=(288, 144))
+    loss = OverlapPenaltyLoss(separation=100.0, reference_size=(288, 144), center="soft")
     maps = (torch.rand(2, 3, 4, 6, 3) + 0.1).requires_grad_(True)
     before = loss(maps, torch.zeros(3))
     assert before.item() > 0
@@ -170,6 +170,32 @@ def test_overlap_gradient_moves_the_centres_apart():
     maps.grad = None
     st(maps, torch.zeros(3)).backward()
     assert maps.grad.abs().sum() > 0
+
+
+def test_overlap_default_centre_is_the_argmax_so_the_hinge_switches_off():
+    """The paper takes "the position of the maximum response" as the centre. On broad responses (a trained
+    network's maps are far from one-hot) the soft-argmax sits near the middle of the map whatever the
+    peak, so two sub-networks whose maxima are far apart still pay the hinge."""
+    maps = torch.full((2, 1, 1, 8, 4), 0.8)  # 8x4 cells on 288x144: 36-pixel cells
+    maps[0, 0, 0, 0, 1] = 1.0  # sub-network 0 peaks in the top row
+    maps[1, 0, 0, 7, 2] = 1.0  # sub-network 1 in the bottom row: 7 cells = 252 px apart (> S = 100)
+    default = OverlapPenaltyLoss()
+    assert default.center == "straight_through"
+    hard = default.centers(maps)
+    assert (hard[0] - hard[1]).norm().item() == pytest.approx(math.hypot(252.0, 36.0))
+    assert default(maps, torch.zeros(1)).item() == 0.0
+    soft = OverlapPenaltyLoss(center="soft")
+    gap = (soft.centers(maps)[0] - soft.centers(maps)[1]).norm().item()
+    assert gap < 100.0 and soft(maps, torch.zeros(1)).item() == pytest.approx(100.0 - gap, rel=1e-4)
+    # close maxima: the straight-through hinge is on and its gradient (the soft-argmax's) is not zero
+    near = maps.clone()
+    near[1, 0, 0, 7, 2] = 0.8
+    near[1, 0, 0, 1, 2] = 1.0
+    near.requires_grad_(True)
+    value = default(near, torch.zeros(1))
+    assert value.item() == pytest.approx(100.0 - 36.0)
+    value.backward()
+    assert near.grad.abs().sum() > 0
 
 
 def test_overlap_config_errors():

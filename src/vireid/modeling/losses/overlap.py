@@ -1,4 +1,4 @@
-"""Overlap penalty loss of seed 001 (§3.4, eqs. 4-5): keep the regions the SLN sub-networks
+"""Overlap penalty loss of DFW+SLN (§3.4, eqs. 4-5): keep the regions the SLN sub-networks
 attend to apart.
 
 For each image and each sub-network s, the feature map ``F_s [C, h, w]`` is GeM-pooled over
@@ -16,16 +16,23 @@ hinge is averaged over all pairs; with one there is no pair and the loss is 0 (a
 switches SLN off keeps the same loss table). The weight λ of eq. 7 is the loss term's
 ``weight`` in the config (paper: 0.5 SYSU-MM01, 1 RegDB).
 
-**Gradient path (the paper leaves it open).** The position of a maximum is piecewise constant
-in the map, so a hard argmax gives the network no gradient and the loss would never act. The
-centre is therefore a *soft-argmax*: a spatial softmax over the map, divided by its maximum
-so the temperature does not depend on the feature scale, ``p = softmax(f / (max f · T))``, and
-the centre is the expected position ``Σ p(i, j) · (y_i, x_j)``. As T -> 0 it tends to the argmax
-the paper names; T = 0.1 (default) gives a position e^10 ≈ 22000 times the weight of a
+**Centre and gradient path.** The paper takes "the position of the maximum response" as the
+centre, and so does the default ``center="straight_through"``: the loss *value* uses the exact
+argmax position, so the hinge is active exactly when the paper's is and switches off once the
+two maxima are S apart. The position of a maximum is piecewise constant in the map, so the
+argmax alone gives the network no gradient; the gradient is therefore that of a *soft-argmax*: a
+spatial softmax over the map, divided by its maximum so the temperature does not depend on the
+feature scale, ``p = softmax(f / (max f · T))``, whose expected position is
+``Σ p(i, j) · (y_i, x_j)``. T = 0.1 (default) gives a position e^10 ≈ 22000 times the weight of a
 position with zero response. Its gradient raises the response of positions away from the other
 sub-network's centre and lowers it near it, which is what "avoid redundant focus on a region"
-asks for. ``center="straight_through"`` uses the exact argmax position for the loss value (the
-hinge is active exactly when the paper's is) and the soft-argmax's gradient.
+asks for.
+
+``center="soft"`` (the default before) also takes the loss value from the soft-argmax. A trained
+network's response maps are broad, so the soft centres crowd towards the middle of the map whatever
+the peaks: measured on the synthetic demo model their distance stayed below S = 100 px while the
+argmax positions were further apart, so that hinge never switched off (the numbers are in
+``docs/dfw_sln.md``).
 
 **Units of S.** Positions are the centres of feature-map cells expressed in pixels of an image
 of ``reference_size`` (default 288x144, the paper's input): cell (i, j) of an h x w map is at
@@ -96,7 +103,8 @@ class OverlapPenaltyLoss(ReIDLoss):
         separation: S, in pixels of a ``reference_size`` image (paper: 100 at 288x144).
         gem_p: GeM exponent of eq. 4 (3, as the method's pooling).
         temperature: softness T of the soft-argmax (relative to each map's maximum).
-        center: ``"soft"`` or ``"straight_through"`` (see the module docstring).
+        center: ``"straight_through"`` (default: argmax value, soft-argmax gradient) or ``"soft"``
+            (see the module docstring).
         reference_size: (height, width) in whose pixels S and the centres are measured.
     """
 
@@ -107,7 +115,7 @@ class OverlapPenaltyLoss(ReIDLoss):
         separation: float = 100.0,
         gem_p: float = 3.0,
         temperature: float = 0.1,
-        center: str = "soft",
+        center: str = "straight_through",
         reference_size: Sequence[int] = (288, 144),
     ) -> None:
         super().__init__()
