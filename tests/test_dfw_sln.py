@@ -190,7 +190,7 @@ def test_overlap_default_centre_is_the_argmax_so_the_hinge_switches_off():
     # close maxima: the straight-through hinge is on and its gradient (the soft-argmax's) is not zero
     near = maps.clone()
     near[1, 0, 0, 7, 2] = 0.8
-    near[1, 0, 0, 1, 2] = 1.0
+    near[1, 0, 0, 1, 1] = 1.0  # one cell below the other peak
     near.requires_grad_(True)
     value = default(near, torch.zeros(1))
     assert value.item() == pytest.approx(100.0 - 36.0)
