@@ -1,4 +1,4 @@
-"""Seed 001 parts against their equations on hand-made tensors: DFW (eqs. 1-3), SLN, the overlap
+"""DFW+SLN parts against their equations on hand-made tensors: DFW (eqs. 1-3), SLN, the overlap
 penalty (eqs. 4-5), the partwise loss wrapper, the dfw_sln method, and a tiny train + eval run."""
 
 from __future__ import annotations
@@ -54,8 +54,33 @@ def test_weakening_matrices_by_hand():
         weakening_matrix(f, "d4")
 
 
+def test_dfw_weakens_the_dominant_region_relative_to_the_rest():
+    """A constructed map: a bright 2x2 blob (every channel 4) on a dim background (1). DFW must leave the
+    blob *weaker relative to the background* than it came in: the weakening factor of eq. 2 is the
+    blob's share of the background's gain. (The literal x * sigmoid(f M) gave the blob the larger gate:
+    sigmoid(0.5 * 8) = 0.98 vs sigmoid(2) = 0.88.)"""
+    x = torch.ones(1, 3, 4, 4)
+    x[..., :2, :2] = 4.0
+    blob = torch.zeros(4, 4, dtype=torch.bool)
+    blob[:2, :2] = True
+    for mode, factor in (("d1", 0.5), ("d3", 0.25), ("d2", 0.25)):  # e = 4 / 16 of the map is high-response
+        block = DynamicFeatureWeakening(mode, alpha=0.5, beta=0.5)
+        assert block.reading == "scale"
+        gain = (block(x) / x)[0, 0]
+        assert torch.allclose(gain[blob], torch.tensor(factor)) and torch.allclose(gain[~blob], torch.tensor(1.0))
+        torch.testing.assert_close(block.attention(x)[0, 0], gain)
+        out = block(x)[0, 0]
+        assert out[blob].mean() / out[~blob].mean() == pytest.approx(4.0 * factor)  # the contrast shrinks by the factor
+    old = DynamicFeatureWeakening("d1", alpha=0.5, reading="sigmoid_gate")
+    gate = old.attention(x)[0, 0]
+    assert gate[blob].mean() > gate[~blob].mean()  # the literal reading gates the blob *more* than the rest
+    with pytest.raises(ConfigError, match="reading"):
+        DynamicFeatureWeakening("d1", reading="gate")
+    assert tiny_method(dfw_reading="sigmoid_gate").dfw["2"].reading == "sigmoid_gate"
+
+
 def test_dfw_output_eq3_and_gradients():
-    block = DynamicFeatureWeakening("d1", alpha=0.2)
+    block = DynamicFeatureWeakening("d1", alpha=0.2, reading="sigmoid_gate")
     x = X.clone().requires_grad_(True)
     out = block(x)
     gate = torch.sigmoid(F_EXPECTED * torch.tensor([[[[1.0, 0.2], [1.0, 0.2]]]]))
@@ -72,7 +97,8 @@ def test_dfw_output_eq3_and_gradients():
     torch.manual_seed(0)
     xd = torch.rand(2, 3, 3, 4, dtype=torch.double, requires_grad=True)
     for mode in ("d1", "d2", "d3"):
-        assert torch.autograd.gradcheck(DynamicFeatureWeakening(mode, 0.3, 0.6), (xd,))
+        for reading in ("scale", "sigmoid_gate"):
+            assert torch.autograd.gradcheck(DynamicFeatureWeakening(mode, 0.3, 0.6, reading=reading), (xd,))
     assert sum(p.numel() for p in block.parameters()) == 0
     with pytest.raises(ConfigError):
         DynamicFeatureWeakening("d1", alpha=1.5)

@@ -1,4 +1,4 @@
-"""Seed 001: dynamic feature weakening (DFW) + segmented learning network (SLN) on the
+"""DFW+SLN: dynamic feature weakening (DFW) + segmented learning network (SLN) on the
 two-stream baseline ("Dynamic Feature Weakening for Cross-Modality Person Re-Identification",
 Computers and Electrical Engineering; Fig. 2, Algorithm 1)::
 
@@ -40,7 +40,7 @@ from vireid.errors import ConfigError
 from vireid.modeling.backbones.two_stream import NUM_STAGES
 from vireid.modeling.heads import LinearClassifier, build_neck
 from vireid.modeling.methods.baseline import BaselineReID
-from vireid.modeling.modules.dfw import DynamicFeatureWeakening
+from vireid.modeling.modules.dfw import DFW_READINGS, DynamicFeatureWeakening
 from vireid.modeling.modules.sln import SegmentedLearningNetwork
 from vireid.modeling.registries import METHODS
 
@@ -51,14 +51,16 @@ LAST_STAGE = NUM_STAGES - 1
 class DFWSLNReID(BaselineReID):
     """Two-stream network with DFW after chosen shared stages and an SLN in place of the last stage.
 
-    Args (the others of :class:`BaselineReID` pass through ``baseline_params``; seed 001's defaults):
+    Args (the others of :class:`BaselineReID` pass through ``baseline_params``; the DFW+SLN paper's defaults):
         specific_stages: 2 (layer0 and layer1 modality-specific, §3.1).
-        non_local: None (seed 001's baseline has no non-local blocks).
+        non_local: None (the DFW+SLN baseline has no non-local blocks).
         dfw_after_stages: global stage indices after which a DFW block runs (each must be a
             shared stage before the last one); ``[]`` switches DFW off.
         dfw_mode, dfw_alpha, dfw_beta: the weakening matrix (see
             :class:`~vireid.modeling.modules.dfw.DynamicFeatureWeakening`; paper: ``d1``, α = 0.5
             on SYSU-MM01 and 0.2 on RegDB, Fig. 3).
+        dfw_reading: how eq. 3 acts on the feature: ``"scale"`` (``x ⊙ M_Dx``, default) or
+            ``"sigmoid_gate"`` (``x ⊙ sigmoid(f ⊗ M_Dx)``, the reading before; see :mod:`vireid.modeling.modules.dfw`).
         num_branches: SLN sub-networks N (paper: 2; 1 = no SLN).
     """
 
@@ -72,6 +74,7 @@ class DFWSLNReID(BaselineReID):
         dfw_mode: str = "d1",
         dfw_alpha: float = 0.5,
         dfw_beta: float = 0.5,
+        dfw_reading: str = "scale",
         num_branches: int = 2,
         **baseline_params: Any,
     ) -> None:
@@ -84,6 +87,8 @@ class DFWSLNReID(BaselineReID):
                 f"dfw_sln needs a shared last stage for its sub-networks; specific_stages={specific_stages} "
                 f"leaves none shared (use at most {LAST_STAGE})"
             )
+        if dfw_reading not in DFW_READINGS:
+            raise ConfigError(f"model.params.dfw_reading must be one of {', '.join(DFW_READINGS)}, got {dfw_reading!r}")
         positions = sorted({int(s) for s in dfw_after_stages})
         for stage in positions:
             if not first_shared <= stage < LAST_STAGE:
@@ -93,7 +98,7 @@ class DFWSLNReID(BaselineReID):
                 )
         self.dfw_after_stages = positions
         self.dfw = nn.ModuleDict(
-            {str(stage): DynamicFeatureWeakening(dfw_mode, dfw_alpha, dfw_beta) for stage in positions}
+            {str(stage): DynamicFeatureWeakening(dfw_mode, dfw_alpha, dfw_beta, dfw_reading) for stage in positions}
         )
         self.num_branches = int(num_branches)
         self.backbone.shared_stages[-1] = SegmentedLearningNetwork(

@@ -1,4 +1,4 @@
-"""Dynamic feature weakening (DFW) of seed 001 ("Dynamic Feature Weakening for Cross-Modality
+"""Dynamic feature weakening (DFW) of the DFW+SLN paper ("Dynamic Feature Weakening for Cross-Modality
 Person Re-Identification", Computers and Electrical Engineering, §3.2, eqs. 1-3).
 
 A shared intermediate feature map ``F_inter`` ``[B, C, H, W]`` is squeezed over its channels into
@@ -19,21 +19,36 @@ variant    threshold                      factor on the high-response region
 
 and the weakened map is ``F_out = sigmoid(f ⊗ M_Dx)`` (eq. 3, ⊗ element-wise).
 
+**Reading of eq. 3 (``reading``).** The text's intent is unambiguous -- "achieve significant region
+weakening by applying a weakening factor to the high response", "weaken the model's over-reliance on
+high response regions" (§3.2, after Ning et al.'s feature weakening block, ref. [12] there, which
+scales the high-response region of the feature map down) -- but eq. 3 as printed yields a one-channel
+map that layer4 cannot take. Two readings are implemented:
+
+* ``"scale"`` (default): ``F_out = F_inter ⊙ M_Dx`` -- every channel of a high-response position is
+  multiplied by the factor (α for ``d1``, e for ``d2``/``d3``), the rest passes unchanged. The
+  dominant region loses exactly that factor *relative to the rest*, which is what "weakening" asks
+  for; the sigmoid of eq. 3 is not applied (it would re-gate by the response, see below).
+* ``"sigmoid_gate"``: ``F_out = F_inter ⊙ sigmoid(f ⊗ M_Dx)`` (the reading before). The sigmoid is
+  monotone in the response, and on a ReLU network's ``f`` (mean + max of non-negative channels,
+  mostly well above 0) it saturates near 1 everywhere, so the gate is almost uniform and still
+  larger on the high-response cells: measured after stage 2 of the synthetic demo model, gates of
+  0.83 on high- vs 0.81 on low-response cells (``docs/dfw_sln.md``). It weakens nothing relative to
+  the rest; kept as an ablation row.
+
 Choices where the paper's text leaves room (kept explicit here):
 
 * **GAP/GMP run over channels**, giving a spatial map ``f [B, 1, H, W]``: eq. 2 indexes f by a
   position (i, j) and ``e`` is "the proportion of the area of the feature map", so f is spatial
   (CBAM-style spatial squeeze), not a channel vector.
-* **How F_out is "fed into layer4"**: ``F_out`` is a one-channel map in (0, 1) while layer4
-  expects C channels, so DFW returns ``F_inter * F_out`` — the map gates the shared feature
-  (a spatial-attention reading of eq. 3). A high-response position is gated by
-  ``sigmoid(factor * f)`` instead of ``sigmoid(f)``, so its share of the signal drops relative to
-  the low-response positions, which keep their gate.
+* **How F_out is "fed into layer4"**: layer4 expects C channels, so DFW returns the shared
+  feature ``F_inter`` multiplied position-wise by a one-channel map (``M_Dx`` itself, or the sigmoid
+  gate); see the reading above.
 * **β is compared with f rescaled to [0, 1] per image** (``(f - min) / (max - min)``): the
   paper gives α, β ∈ [0, 1] while the raw f of a ReLU network is unbounded. The mean
   threshold of ``d1``/``d3`` selects the same region on either scale.
 * **No gradient flows through M_Dx** (it is made of comparisons and a count); gradients reach
-  ``F_inter`` through both ``f`` and the product. DFW has no parameters (eqs. 1-3 define none),
+  ``F_inter`` through the product (and, for ``sigmoid_gate``, through ``f``). DFW has no parameters (eqs. 1-3 define none),
   is deterministic and runs the same in training and evaluation, so the features a model is
   tested with are the ones it learnt from.
 """
@@ -47,6 +62,7 @@ from vireid.errors import ConfigError
 from vireid.modeling.registries import MODULES
 
 DFW_MODES = ("d1", "d2", "d3")
+DFW_READINGS = ("scale", "sigmoid_gate")
 
 
 def dfw_response(x: torch.Tensor) -> torch.Tensor:
@@ -83,16 +99,19 @@ def weakening_matrix(
 
 @MODULES.register("dfw")
 class DynamicFeatureWeakening(nn.Module):
-    """DFW block (seed 001, eqs. 1-3): ``x -> x * sigmoid(f ⊗ M_Dx)`` with ``f`` of eq. 1.
+    """DFW block (DFW+SLN, eqs. 1-3): ``x -> x ⊙ M_Dx`` (``reading="scale"``) or
+    ``x -> x ⊙ sigmoid(f ⊗ M_Dx)`` (``"sigmoid_gate"``), with ``f`` of eq. 1 and ``M_Dx`` of eq. 2.
 
     Args:
         mode: ``"d1"`` (mean threshold, fixed factor α; the paper's best setting, Fig. 3),
             ``"d2"`` (fixed threshold β, factor e) or ``"d3"`` (mean threshold, factor e).
         alpha: weakening factor of ``d1`` (paper: 0.5 on SYSU-MM01, 0.2 on RegDB).
         beta: threshold of ``d2`` on the per-image [0, 1]-rescaled response.
+        reading: how eq. 3 acts on the feature (module docstring): ``"scale"`` (default) or
+            ``"sigmoid_gate"``.
     """
 
-    def __init__(self, mode: str = "d1", alpha: float = 0.5, beta: float = 0.5) -> None:
+    def __init__(self, mode: str = "d1", alpha: float = 0.5, beta: float = 0.5, reading: str = "scale") -> None:
         super().__init__()
         if mode not in DFW_MODES:
             raise ConfigError(f"DFW mode must be one of {', '.join(DFW_MODES)}, got {mode!r}")
@@ -100,22 +119,28 @@ class DynamicFeatureWeakening(nn.Module):
             raise ConfigError(f"DFW alpha must lie in [0, 1], got {alpha!r}")
         if not 0.0 <= float(beta) <= 1.0:
             raise ConfigError(f"DFW beta must lie in [0, 1], got {beta!r}")
+        if reading not in DFW_READINGS:
+            raise ConfigError(f"DFW reading must be one of {', '.join(DFW_READINGS)}, got {reading!r}")
+        self.reading = reading
         self.mode = mode
         self.alpha = float(alpha)
         self.beta = float(beta)
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        """Eq. 3: ``F_out = sigmoid(f ⊗ M_Dx)`` ``[B,1,H,W]`` (differentiable through f)."""
+        """The map ``[B,1,H,W]`` that multiplies ``x``: ``M_Dx`` (``scale``, no gradient) or
+        ``sigmoid(f ⊗ M_Dx)`` (``sigmoid_gate``, differentiable through f)."""
         f = dfw_response(x)
         matrix = weakening_matrix(f, self.mode, self.alpha, self.beta).to(f.dtype)
+        if self.reading == "scale":
+            return matrix
         return torch.sigmoid(f * matrix)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Gate ``x [B,C,H,W]`` with its weakened response map (same shape out)."""
+        """Weaken ``x [B,C,H,W]`` position-wise (same shape out)."""
         return x * self.attention(x)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}, alpha={self.alpha}, beta={self.beta}"
+        return f"mode={self.mode!r}, alpha={self.alpha}, beta={self.beta}, reading={self.reading!r}"
 
 
-__all__ = ["DFW_MODES", "DynamicFeatureWeakening", "dfw_response", "weakening_matrix"]
+__all__ = ["DFW_MODES", "DFW_READINGS", "DynamicFeatureWeakening", "dfw_response", "weakening_matrix"]
