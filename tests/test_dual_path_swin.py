@@ -39,6 +39,35 @@ def test_region_sampling_matches_the_papers_formula():
     assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 100).all() and (boxes[:, 3] <= 50).all()
 
 
+@pytest.mark.parametrize("size", [(224, 224), (64, 32), (288, 144)])
+def test_mag_exchanged_area_stays_in_the_sampled_range(size):
+    """The exchanged area must stay in [A_l, A_h] of the image: boxes clipped at the border made the mean
+    exchanged share 0.157 where the sampled A implies (0.02 + 0.4) / 2 = 0.21."""
+    height, width = size
+    boxes = sample_regions(4000, height, width, (0.02, 0.4), (0.3, 1 / 0.3), torch.Generator().manual_seed(0))
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= height).all() and (boxes[:, 3] <= width).all()
+    share = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).double() / (height * width)
+    assert share.min() >= 0.02 and share.max() <= 0.4
+    assert share.mean().item() == pytest.approx(0.21, abs=0.006)
+    # aspect ratios outside what fits (a 0.4 share at r = 3.33 is taller than a square image) keep the area
+    tall = sample_regions(200, 40, 40, (0.4, 0.4), (3.33, 3.33), torch.Generator().manual_seed(1))
+    tall_share = ((tall[:, 2] - tall[:, 0]) * (tall[:, 3] - tall[:, 1])).double() / 1600
+    assert torch.allclose(tall_share, torch.full_like(tall_share, 0.4), atol=0.01) and (tall[:, 2] <= 40).all()
+
+
+def test_mag_runs_first_in_the_pipeline_as_in_the_paper(tiny_synth_root, tmp_path):
+    transform = build_train_transform(16, 8)
+    add_configured_steps(transform, [{"type": "modality_patch_exchange", "p": 1.0}])
+    assert transform.names()[:2] == ["modality_patch_exchange", "pad_crop_flip"]  # before crop and flip
+    from conftest import tiny_overrides
+    from vireid.config import load_config
+    from vireid.data.build import build_train_transform_from_config
+
+    for name in ("mag_mmt_synth", "dual_path_swin_synth", "dual_path_swin_sysu"):
+        cfg = load_config(CONFIGS / f"{name}.yaml", tiny_overrides(tiny_synth_root, tmp_path))
+        assert build_train_transform_from_config(cfg).names()[0] == "modality_patch_exchange", name
+
+
 def test_mag_exchanges_the_same_region_between_partners():
     b, h, w = 8, 20, 10
     images = torch.zeros(b, 3, h, w, dtype=torch.uint8)

@@ -108,6 +108,19 @@ def joints_for_records(records: list[ImageRecord], data_cfg: DataConfig) -> torc
     return load_record_joints(records, data_cfg)
 
 
+def build_train_transform_from_config(cfg: Config):
+    """The training :class:`~vireid.data.transforms.BatchTransform` of ``cfg.augment`` (its built-in steps,
+    then the configured ``augment.steps`` inserted where they ask)."""
+    from vireid.data.transforms import add_configured_steps, build_train_transform
+
+    a = cfg.augment
+    transform = build_train_transform(
+        cfg.data.height, cfg.data.width, pad=a.pad, flip=a.flip, random_erasing=a.random_erasing,
+        channel_aug=a.channel_aug, grayscale=a.grayscale,
+    )
+    return add_configured_steps(transform, a.steps)
+
+
 def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
                      progress: bool = True, barrier: Callable[[], None] | None = None) -> TrainData:
     """Dataset, training loader and validation cache of ``cfg`` for process ``rank`` of ``world_size``.
@@ -118,8 +131,6 @@ def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: to
     """
     from vireid.data.loader import TrainLoader
     from vireid.data.sampler import CrossModalityIdentitySampler
-    from vireid.data.transforms import add_configured_steps, build_train_transform
-
     ordered = barrier is not None and world_size > 1
     if ordered and rank != 0:
         barrier()  # wait until rank 0 has made the data and its cache
@@ -143,12 +154,7 @@ def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: to
         sampler = PairedIdentitySampler(labels, mods, pairs, **sampler_kwargs)
     else:
         sampler = CrossModalityIdentitySampler(labels, mods, **sampler_kwargs)
-    a = cfg.augment
-    transform = build_train_transform(
-        cfg.data.height, cfg.data.width, pad=a.pad, flip=a.flip, random_erasing=a.random_erasing,
-        channel_aug=a.channel_aug, grayscale=a.grayscale,
-    )
-    add_configured_steps(transform, a.steps)
+    transform = build_train_transform_from_config(cfg)
     loader = TrainLoader(cache, labels, mods, sampler, transform, device=device, seed=cfg.seed,
                          joints=joints_for_records(train, cfg.data))
 

@@ -539,11 +539,15 @@ class BatchTransform:
     def names(self) -> list[str]:
         return [step.name for step in self.steps]
 
-    def insert(self, step: Step, *, after: str | None = None, before: str | None = None) -> None:
-        """Insert ``step`` after/before the step named ``after``/``before`` (append when neither is given)."""
+    def insert(self, step: Step, *, after: str | None = None, before: str | None = None, first: bool = False) -> None:
+        """Insert ``step`` after/before the step named ``after``/``before``; with neither, at the start
+        (``first=True``) or at the end."""
         anchor = after if after is not None else before
         if anchor is None:
-            self.steps.append(step)
+            if first:
+                self.steps.insert(0, step)
+            else:
+                self.steps.append(step)
             return
         names = self.names()
         if anchor not in names:
@@ -605,7 +609,10 @@ def build_train_transform(
 
 
 def add_configured_steps(transform: BatchTransform, specs: Sequence[dict], key: str = "augment.steps") -> BatchTransform:
-    """Insert the registered steps named in a config list ``[{type, after|before, **params}]`` into ``transform``."""
+    """Insert the registered steps named in a config list ``[{type, after|before, **params}]`` into ``transform``.
+
+    A step without ``after``/``before`` goes where its class's ``default_position`` says (``"first"``:
+    before every other step, e.g. modality patch exchange) or, by default, at the end."""
     from vireid.config import check_kwargs
 
     for i, spec in enumerate(specs or ()):
@@ -614,7 +621,8 @@ def add_configured_steps(transform: BatchTransform, specs: Sequence[dict], key: 
         params = {k: v for k, v in spec.items() if k not in ("type", "after", "before")}
         cls = TRANSFORM_STEPS.get(spec["type"])
         params = check_kwargs(cls, params, f"{key}[{i}]")
-        transform.insert(cls(**params), after=spec.get("after"), before=spec.get("before"))
+        transform.insert(cls(**params), after=spec.get("after"), before=spec.get("before"),
+                         first=getattr(cls, "default_position", None) == "first")
     return transform
 
 
