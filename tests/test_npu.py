@@ -1,4 +1,4 @@
-"""NPU-ReID (seed 003): synthetic layout, reader and evaluation protocol."""
+"""NPU-ReID (dual-path Swin paper): synthetic layout, reader, training split and evaluation protocol."""
 
 from __future__ import annotations
 
@@ -50,10 +50,10 @@ def test_gallery_scopes_and_shots():
     assert npu_gallery_cameras(INFRARED, "all") == (2, 4, 6, 8)
     assert npu_gallery_cameras(INFRARED, "indoor") == (2, 4)
     assert npu_gallery_cameras(VISIBLE, "outdoor") == (5, 7)
-    single = npu_gallery_draws(pool, INFRARED, "indoor", 1, [0, 1])
-    assert all(len(g) == 3 * 2 for g in single)  # one per identity and indoor thermal camera
+    single = npu_gallery_draws(pool, INFRARED, "indoor", 1, [0, 1], gallery="per_camera")
+    assert all(len(g) == 3 * 2 for g in single)  # per camera: one per identity and indoor thermal camera
     assert {pool[i].camid for i in single[0]} == {2, 4}
-    multi = npu_gallery_draws(pool, VISIBLE, "all", 10, [0])[0]
+    multi = npu_gallery_draws(pool, VISIBLE, "all", 10, [0], gallery="per_camera")[0]
     assert len(multi) == 3 * 4 * 4  # at most 10 per (id, camera): all 4 here
     assert not np.array_equal(*npu_gallery_draws(pool, INFRARED, "all", 1, [0, 1]))  # trials differ
     with pytest.raises(ProtocolError, match="scope"):
@@ -75,9 +75,67 @@ def test_protocol_matches_direct_ranking():
         ref = evaluate_ranking(dist, pids[q], pids[g], cams[q], cams[g], cam_rule="same-camera", dedup_cmc=True)
         assert res.trials[t]["mAP"] == pytest.approx(100 * ref["mAP"], abs=1e-4)
         assert res.trials[t]["rank1"] == pytest.approx(100 * ref["cmc"][0], abs=1e-4)
-        assert res.trials[t]["num_gallery"] == 3 * 2
+        assert res.trials[t]["num_gallery"] == 3  # one image of each person
     names = [n for n in PROTOCOLS.names() if n.startswith("npu-")]
     assert len(names) == 12
+
+
+def test_gallery_draws_one_or_ten_images_of_a_person_by_default():
+    """§3: "1 or 10 images of a person are randomly selected to form the gallery set" -- per person over
+    the scope's cameras, not per (person, camera) as SYSU-MM01 does."""
+    pool = _pool(ids=3, per_cam=4)  # 4 thermal cameras x 4 images = 16 thermal images per person
+    for scope, cameras in (("all", {2, 4, 6, 8}), ("indoor", {2, 4})):
+        single = npu_gallery_draws(pool, INFRARED, scope, 1, range(20))
+        assert all(sorted(pool[i].orig_pid for i in g) == [1, 2, 3] for g in single)
+        assert {pool[i].camid for g in single for i in g} == cameras  # any camera of the scope may be drawn
+        multi = npu_gallery_draws(pool, INFRARED, scope, 10, [0])[0]
+        per_person = np.bincount([pool[i].orig_pid for i in multi])[1:]
+        assert per_person.tolist() == [min(10, 4 * len(cameras))] * 3 and len(set(multi.tolist())) == len(multi)
+    res = run_protocol("npu-v2t-all-multi", torch.randn(len(pool), 4), pool, trials=1)
+    assert res.trials[0]["num_gallery"] == 30 and res.settings["gallery"] == "per_person"
+    old = run_protocol("npu-v2t-all-multi", torch.randn(len(pool), 4), pool, trials=1, gallery="per_camera")
+    assert old.trials[0]["num_gallery"] == 3 * 4 * 4 and old.settings["gallery"] == "per_camera"
+    with pytest.raises(ProtocolError, match="gallery"):
+        run_protocol("npu-v2t-all-single", torch.randn(len(pool), 4), pool, gallery="per_image")
+
+
+def test_eval_config_chooses_the_npu_gallery_draw():
+    from types import SimpleNamespace
+
+    from vireid.config import load_config
+    from vireid.engine.evaluate import evaluate_features
+    from vireid.errors import ConfigError
+
+    pool = _pool(ids=3, per_cam=4)
+    feats = torch.randn(len(pool), 4)
+    dataset = SimpleNamespace(test=pool)
+    default = evaluate_features(feats, dataset, ["npu-t2v-all-single"], trials=1)[0]
+    per_camera = evaluate_features(feats, dataset, ["npu-t2v-all-single"], trials=1, npu_gallery="per_camera")[0]
+    assert default.trials[0]["num_gallery"] == 3 and per_camera.trials[0]["num_gallery"] == 3 * 4
+    configs = Path(__file__).resolve().parents[1] / "src/vireid/configs"
+    assert load_config(configs / "dual_path_swin_npu.yaml").eval.npu_gallery == "per_person"
+    assert load_config(configs / "dual_path_swin_npu.yaml", ["eval.npu_gallery=per_camera"]).eval.npu_gallery == "per_camera"
+    with pytest.raises(ConfigError, match="npu_gallery"):
+        load_config(configs / "dual_path_swin_npu.yaml", ["eval.npu_gallery=per_image"])
+
+
+def test_npu_recipe_trains_on_all_480_training_persons(npu_root):
+    """§3: "During training, all images of the 480 persons in training dataset ... can be sampled"; the
+    reader lists the 480 as train_id.txt + val_id.txt (360 + 120), so the recipe must not hold out val."""
+    from vireid.config import load_config
+    from vireid.data.build import prepare_dataset
+
+    configs = Path(__file__).resolve().parents[1] / "src/vireid/configs"
+    for name in ("dual_path_swin_npu", "mag_mmt_npu_synth"):
+        cfg = load_config(configs / f"{name}.yaml", [f"data.root={npu_root}", "data.cache_dir=null", "data.synth.ids=10",
+                                                      "data.synth.images_per_camera=3", "data.synth.height=32",
+                                                      "data.synth.width=16"])
+        assert cfg.data.options["train_includes_val"] is True and cfg.train.select_best == "last", name
+        if name == "mag_mmt_npu_synth":
+            ds = prepare_dataset(cfg.data, progress=False)
+            split = npu_root / "exp"
+            listed = {int(v) for f in ("train_id.txt", "val_id.txt") for v in (split / f).read_text().split(",") if v.strip()}
+            assert {r.orig_pid for r in ds.train} == listed and {r.orig_pid for r in ds.val} <= listed
 
 
 def test_same_camera_rule_skips_the_query_camera():

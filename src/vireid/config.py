@@ -142,6 +142,7 @@ class EvalConfig:
     trials: int = 10
     draw: str = "seeded"  # SYSU-MM01 gallery draw: seeded | official
     rand_perm_cam: str | None = None  # official draw file; default: <data.root>/exp/rand_perm_cam.mat
+    npu_gallery: str = "per_person"  # NPU-ReID gallery draw: per_person (the paper's 1 or 10 of a person) | per_camera
 
 
 @dataclass
@@ -379,6 +380,7 @@ _CHOICES = {
     "train.select_best": ("val", "last"),
     "eval.metric": ("euclidean", "cosine"),
     "eval.draw": ("seeded", "official"),
+    "eval.npu_gallery": ("per_person", "per_camera"),
 }
 
 

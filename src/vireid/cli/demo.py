@@ -44,7 +44,7 @@ def baseline_results(dataset, cfg, progress: bool = True) -> list:
     out = []
     for method, f in feats.items():
         out += evaluate_features(f.float(), dataset, names, metric="euclidean", trials=cfg.eval.trials,
-                                 draw=cfg.eval.draw, method=method)
+                                 draw=cfg.eval.draw, method=method, npu_gallery=cfg.eval.npu_gallery)
     return out
 
 

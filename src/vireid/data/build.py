@@ -164,7 +164,7 @@ def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: to
         train_ids = {int(r.orig_pid) for r in train}
         val_ids = {int(r.orig_pid) for r in val}
         if val_ids & train_ids:
-            if rank == 0:
+            if rank == 0 and cfg.train.select_best == "val":
                 warnings.warn(
                     "the validation identities are also training identities (data.options.train_includes_val "
                     "is true), so they cannot choose the best epoch; the last epoch is kept as best.pt",

@@ -55,8 +55,10 @@ def find_rand_perm_cam(dataset, explicit: str | Path | None = None) -> Path:
 
 def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str], *, rerank: bool = False,
                       metric: str = "euclidean", trials: int = 10, draw: str = "seeded",
-                      rand_perm_cam: str | Path | None = None, method: str = "") -> list:
-    """Run each protocol on features of ``dataset.test`` (same order); returns ProtocolResults."""
+                      rand_perm_cam: str | Path | None = None, method: str = "",
+                      npu_gallery: str = "per_person") -> list:
+    """Run each protocol on features of ``dataset.test`` (same order); returns ProtocolResults.
+    ``npu_gallery`` is the NPU-ReID gallery draw (``eval.npu_gallery``: per_person or per_camera)."""
     from vireid.evaluation.protocols import run_protocol
 
     perm_path = None
@@ -70,8 +72,10 @@ def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str],
             options.update(trials=trials, draw=draw)
             if perm_path is not None:
                 options["rand_perm_cam"] = perm_path
-        elif name.startswith(("llcm", "npu")):
+        elif name.startswith("llcm"):
             options.update(trials=trials)
+        elif name.startswith("npu"):
+            options.update(trials=trials, gallery=npu_gallery)
         if name == "given":
             nq = len(dataset.query)
             res = run_protocol(name, features[:nq], list(dataset.query), gallery_features=features[nq:],
@@ -122,7 +126,7 @@ def evaluate_pool(features_of: Callable[[list, object], torch.Tensor], dataset, 
     for rr in settings:
         out += evaluate_features(feats, dataset, names, rerank=rr, metric=cfg.eval.metric,
                                  trials=cfg.eval.trials, draw=cfg.eval.draw, rand_perm_cam=cfg.eval.rand_perm_cam,
-                                 method=method)
+                                 method=method, npu_gallery=cfg.eval.npu_gallery)
     return out
 
 

@@ -1,12 +1,17 @@
-"""NPU-ReID evaluation protocol (seed 003, §3 "test modes"), registered in :data:`PROTOCOLS`.
+"""NPU-ReID evaluation protocol (dual-path Swin / NPU-ReID paper, §3 "test modes"), registered in
+:data:`PROTOCOLS`.
 
 * Direction: visible -> thermal (``v2t``: visible queries, thermal gallery) or thermal -> visible
   (``t2v``).
 * Query: every test image of the query modality (as SYSU-MM01, the scope restricts the gallery only).
 * Scope of the gallery: ``all`` (the four cameras of the gallery modality), ``indoor`` (its indoor
   cameras) or ``outdoor`` (its outdoor cameras); cameras as in :mod:`vireid.data.datasets.npu_reid`.
-* Gallery per trial: ``single`` = 1, ``multi`` = 10 images per identity and gallery camera, drawn at
-  random (the SYSU-MM01-motivated rule the paper cites), seeded by the trial number, 10 trials.
+* Gallery per trial: "1 or 10 images of a person are randomly selected to form the gallery set":
+  ``single`` = 1, ``multi`` = 10 images of each identity, drawn from all its images in the scope's
+  gallery cameras (``gallery="per_person"``, the default), seeded by the trial number, 10 trials.
+  ``gallery="per_camera"`` draws 1 or 10 per identity *and camera* instead, SYSU-MM01's rule (which
+  the paper says motivated its settings; the only draw before, 4x the single-shot gallery of
+  all-search); config key ``eval.npu_gallery``.
 * Camera rule: "only the images under the camera in which query is sampled need to be skipped":
   gallery images of the query's identity from the query's own camera are ignored (``same-camera``);
   no camera-location pairs as in SYSU-MM01. Across modalities the gallery never shares the query's
@@ -19,6 +24,7 @@ Names: ``npu-{v2t,t2v}-{all,indoor,outdoor}-{single,multi}``.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +47,7 @@ from vireid.evaluation.protocols import (
 NPU_DIRECTIONS = {"v2t": (VISIBLE, INFRARED), "t2v": (INFRARED, VISIBLE)}
 NPU_SCOPES = {"all": NPU_INDOOR_CAMERAS + NPU_OUTDOOR_CAMERAS, "indoor": NPU_INDOOR_CAMERAS, "outdoor": NPU_OUTDOOR_CAMERAS}
 NPU_MULTI_SHOT = 10
+NPU_GALLERY_DRAWS = ("per_person", "per_camera")
 
 
 def npu_gallery_cameras(gallery_modality: str, scope: str) -> tuple[int, ...]:
@@ -50,12 +57,32 @@ def npu_gallery_cameras(gallery_modality: str, scope: str) -> tuple[int, ...]:
     return tuple(c for c in NPU_SCOPES[scope] if NPU_CAMERA_MODALITY[c] == gallery_modality)
 
 
+def _per_person_draw(pool: Sequence[ImageRecord], candidates: np.ndarray, trial: int, shots: int) -> np.ndarray:
+    """``random.seed(trial)``; identities ascending; ``shots`` of each identity's images (cameras in
+    order, file names in order within a camera), without replacement."""
+    groups = _groups(pool, candidates)
+    by_person: dict[int, list[int]] = {}
+    for pid, cam in sorted(groups):
+        by_person.setdefault(pid, []).extend(groups[(pid, cam)])
+    rng = random.Random(trial)
+    chosen: list[int] = []
+    for pid in sorted(by_person):
+        files = by_person[pid]
+        chosen.extend([rng.choice(files)] if shots == 1 else rng.sample(files, min(shots, len(files))))
+    return np.asarray(chosen, dtype=np.int64)
+
+
 def npu_gallery_draws(pool: Sequence[ImageRecord], gallery_modality: str, scope: str, shots: int,
-                      trials: Sequence[int]) -> list[np.ndarray]:
-    """Pool indices of each trial's gallery: ``shots`` images per (identity, camera) of the scope."""
+                      trials: Sequence[int], gallery: str = "per_person") -> list[np.ndarray]:
+    """Pool indices of each trial's gallery: ``shots`` images per identity (``per_person``) or per
+    (identity, camera) (``per_camera``) among the scope's gallery cameras."""
+    if gallery not in NPU_GALLERY_DRAWS:
+        raise ProtocolError(f"unknown NPU-ReID gallery draw {gallery!r}; use 'per_person' (the paper's) or 'per_camera'")
     cameras = npu_gallery_cameras(gallery_modality, scope)
     _, cams, mods = _pool_columns(pool)
     candidates = np.flatnonzero((mods == MODALITY_CODE[gallery_modality]) & np.isin(cams, cameras))
+    if gallery == "per_person":
+        return [_per_person_draw(pool, candidates, t, shots) for t in trials]
     groups = _groups(pool, candidates)
     return [_seeded_draw(groups, cameras, t, shots) for t in trials]
 
@@ -67,6 +94,7 @@ def npu_protocol(
     scope: str = "all",
     shots: int = 1,
     trials: int = 10,
+    gallery: str = "per_person",
     rerank: bool = False,
     rerank_params: dict | None = None,
     metric: str = "euclidean",
@@ -83,12 +111,12 @@ def npu_protocol(
         raise ProtocolError(f"trials must be at least 1, got {trials}")
     query_mod, gallery_mod = NPU_DIRECTIONS[direction]
     feats = _check_features(features, pool)
-    draws = npu_gallery_draws(pool, gallery_mod, scope, shots, range(trials))
+    draws = npu_gallery_draws(pool, gallery_mod, scope, shots, range(trials), gallery=gallery)
     _, _, mods = _pool_columns(pool)
     query_idx = np.flatnonzero(mods == MODALITY_CODE[query_mod])
     name = f"npu-{direction}-{scope}-{'single' if shots == 1 else 'multi'}"
     settings = {"dataset": "npu-reid", "direction": direction, "scope": scope, "shots": shots, "trials": trials,
-                "draw": "seeded"}
+                "draw": "seeded", "gallery": gallery}
     return _run_trials(
         name, settings, feats, pool, query_idx, draws, cam_rule="same-camera", dedup_cmc=True, metric=metric,
         normalize=normalize, rerank=rerank, rerank_params=rerank_params, max_rank=max_rank, precision=precision,
@@ -105,4 +133,4 @@ for _direction in NPU_DIRECTIONS:
                 f"NPU-ReID {_q} -> {'thermal' if _g == INFRARED else _g}, {_scope}-search, {_shot_name}-shot",
             ))
 
-__all__ = ["NPU_DIRECTIONS", "NPU_SCOPES", "npu_gallery_cameras", "npu_gallery_draws", "npu_protocol"]
+__all__ = ["NPU_DIRECTIONS", "NPU_GALLERY_DRAWS", "NPU_SCOPES", "npu_gallery_cameras", "npu_gallery_draws", "npu_protocol"]

@@ -1,4 +1,4 @@
-"""NPU-ReID reader (seed 003, §3): 600 identities, 8 cameras (4 visible, 4 thermal), half indoor.
+"""NPU-ReID reader (dual-path Swin / NPU-ReID paper, §3): 600 identities, 8 cameras (4 visible, 4 thermal), half indoor.
 
 The paper describes the cameras but not a release layout, so vireid reads NPU-ReID in the
 SYSU-MM01 shape, with eight camera folders::
@@ -10,8 +10,11 @@ Cameras (installed alternately, half indoor, §3): 1 visible, 2 thermal, 3 visib
 (indoor); 5 visible, 6 thermal, 7 visible, 8 thermal (outdoor). ``vireid synth --format npu-reid``
 writes this layout. Thermal images are single-channel and are repeated to three channels on
 decoding (:func:`vireid.data.images.decode_image`). The paper's split "480 / 120 / 120" of 600
-identities is read as 480 training identities of which 120 are held out for validation (360 + 120),
-and 120 test identities; the reader itself takes whatever the split files list. The evaluation
+identities is read as 480 training identities listed as ``train_id.txt`` (360) + ``val_id.txt`` (120),
+and 120 test identities; the reader itself takes whatever the split files list. The paper trains on
+"all images of the 480 persons in training dataset", which is the reader's default
+``train_includes_val=True`` and what ``configs/dual_path_swin_npu.yaml`` uses (``val`` still lists the
+120, which then choose no epoch: the last one is kept). The evaluation
 protocols are in :mod:`vireid.evaluation.npu`.
 """
 
