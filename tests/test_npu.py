@@ -161,3 +161,19 @@ def test_npu_config_trains_and_evaluates(tmp_path, npu_root):
     summary = run_training(cfg, tmp_path / "run")
     assert [r["name"] for r in summary["test"]] == cfg.eval.protocols
     assert all(0 <= r["mean"]["mAP"] <= 100 for r in summary["test"])
+    assert all(r["settings"]["gallery"] == "per_person" for r in summary["test"])
+    # `vireid eval --npu-gallery per_camera` switches the draw of a trained run
+    import json
+
+    from typer.testing import CliRunner
+
+    import vireid.cli.commands  # noqa: F401
+    from vireid.cli import app
+
+    args = ["eval", str(tmp_path / "run"), "--protocol", "npu-v2t-all-single", "--trials", "1"]
+    res = CliRunner().invoke(app, [*args, "--npu-gallery", "per_camera"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    rows = json.loads((tmp_path / "run" / "test_results.json").read_text())
+    assert rows[0]["settings"]["gallery"] == "per_camera"
+    res = CliRunner().invoke(app, [*args, "--npu-gallery", "per_image"])
+    assert res.exit_code != 0 and "per_person" in str(res.exception)  # a ConfigError: one sentence, no traceback

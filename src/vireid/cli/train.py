@@ -98,13 +98,14 @@ def run_training(cfg, folder: Path, resume: bool = False, evaluate: bool = True)
 def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), rerank=None, data_root: str | None = None,
                         draw: str | None = None, trials: int | None = None, rand_perm_cam: str | None = None,
                         device: str = "auto", progress: bool = True, quiet: bool = False,
-                        verification: bool = True) -> list:
+                        verification: bool = True, npu_gallery: str | None = None) -> list:
     """Evaluate a checkpoint (or run folder) on its dataset's test protocols; writes results into the run folder."""
     if Path(checkpoint).suffix.lower() == ".onnx":  # an exported model (vireid.export.evaluate)
         from vireid.export.evaluate import evaluate_exported
 
         return evaluate_exported(checkpoint, protocols=protocols, rerank=rerank, data_root=data_root, draw=draw,
-                                 trials=trials, rand_perm_cam=rand_perm_cam, device=device, progress=progress, quiet=quiet)
+                                 trials=trials, rand_perm_cam=rand_perm_cam, device=device, progress=progress, quiet=quiet,
+                                 npu_gallery=npu_gallery)
     from vireid.data.build import prepare_dataset
     from vireid.engine.checkpoint import atomic_write_text
     from vireid.engine.evaluate import apply_eval_overrides, evaluate_model
@@ -113,7 +114,8 @@ def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), re
 
     dev = resolve_device(device)
     model, cfg, ckpt = load_model_from_checkpoint(checkpoint, dev)
-    apply_eval_overrides(cfg, data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam)
+    apply_eval_overrides(cfg, data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam,
+                         npu_gallery=npu_gallery)
     dataset = prepare_dataset(cfg.data, progress=progress)
     pool: dict = {}
     results = evaluate_model(model, dataset, cfg, dev, protocols=protocols, rerank=rerank, progress=progress,
@@ -142,13 +144,15 @@ def eval_command(
     trials: Optional[int] = typer.Option(None, "--trials", help="Number of gallery-draw trials (default 10)."),
     rand_perm_cam: Optional[str] = typer.Option(None, "--rand-perm-cam", help="Official SYSU-MM01 rand_perm_cam.mat (default: <dataset>/exp/rand_perm_cam.mat)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    npu_gallery: Optional[str] = typer.Option(None, "--npu-gallery", help="NPU-ReID gallery draw: per_person (the paper's 1 or 10 images of a person; default) or per_camera."),
 ) -> None:
     """Evaluate trained models under the official protocols (mean ± std over trials, and over models)."""
     from vireid.evaluation.protocols import aggregate_results, format_results_table
 
     per_model = [
         evaluate_checkpoint(ckpt, protocols=tuple(protocol or ()), rerank=[False, True] if rerank else [False],
-                            data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam, device=device)
+                            data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam, device=device,
+                            npu_gallery=npu_gallery)
         for ckpt in checkpoints
     ]
     if len(per_model) > 1:

@@ -89,7 +89,8 @@ def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str],
 
 
 def apply_eval_overrides(cfg: Config, *, data_root: str | None = None, draw: str | None = None,
-                         trials: int | None = None, rand_perm_cam: str | None = None) -> Config:
+                         trials: int | None = None, rand_perm_cam: str | None = None,
+                         npu_gallery: str | None = None) -> Config:
     """The ``vireid eval`` options that override a trained model's config (None keeps the config's value)."""
     if data_root is not None:
         cfg.data.root = data_root
@@ -99,6 +100,12 @@ def apply_eval_overrides(cfg: Config, *, data_root: str | None = None, draw: str
         cfg.eval.trials = trials
     if rand_perm_cam is not None:
         cfg.eval.rand_perm_cam = rand_perm_cam
+    if npu_gallery is not None:
+        from vireid.evaluation.npu import NPU_GALLERY_DRAWS
+
+        if npu_gallery not in NPU_GALLERY_DRAWS:
+            raise ConfigError(f"--npu-gallery must be one of {', '.join(NPU_GALLERY_DRAWS)}, got {npu_gallery!r}")
+        cfg.eval.npu_gallery = npu_gallery
     return cfg
 
 

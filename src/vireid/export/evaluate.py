@@ -72,7 +72,7 @@ def verification_at_threshold(verification: dict | None, features: torch.Tensor,
 def evaluate_exported(model_path: str | Path, *, protocols: tuple[str, ...] = (), rerank=None,
                       data_root: str | None = None, draw: str | None = None, trials: int | None = None,
                       rand_perm_cam: str | None = None, device: str = "auto", progress: bool = True,
-                      quiet: bool = False, **_: Any) -> list:
+                      quiet: bool = False, npu_gallery: str | None = None, **_: Any) -> list:
     """``vireid eval`` for an exported model file (``.onnx``): same arguments as
     :func:`vireid.cli.train.evaluate_checkpoint`, results next to the file."""
     from vireid.data.build import prepare_dataset
@@ -88,7 +88,8 @@ def evaluate_exported(model_path: str | Path, *, protocols: tuple[str, ...] = ()
     if cfg is None:
         raise VireidError(f"{model_path} carries no training config, so its dataset and protocols are unknown; "
                           "re-export it with vireid export")
-    apply_eval_overrides(cfg, data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam)
+    apply_eval_overrides(cfg, data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam,
+                         npu_gallery=npu_gallery)
     dataset = prepare_dataset(cfg.data, progress=progress)
     pool: dict = {}
     precision = getattr(embedder, "precision", "")
