@@ -35,7 +35,7 @@ def test_grid_file_format_and_errors(tmp_path):
     assert grid.rows[1].overrides == ["model.params.num_branches=2"]  # mapping form -> key=value
     assert grid.overrides == ["train.epochs=1"] and grid.mark_columns() == ["DFW", "SLN"]
     shipped = load_grid(REPO / "src" / "vireid" / "configs" / "ablations" / "dfw_sln_synth.yaml")
-    assert len(shipped.rows) == 9 and shipped.mark_columns() == ["DFW", "SLN", "RE", "L_op"]
+    assert len(shipped.rows) == 12 and shipped.mark_columns() == ["DFW", "SLN", "RE", "L_op", "DFW reading", "centre"]
     bad_grids = [
         {"rows": []},
         {"rows": [{"name": "a"}, {"name": "a"}]},

@@ -398,3 +398,19 @@ def test_train_and_eval_through_the_cli(tiny_synth_root, tmp_path):
 
     model, _, _ = load_model_from_checkpoint(run)
     assert isinstance(model, DFWSLNReID) and model.embed_dim == 2 * model.part_dim
+
+
+def test_ablation_grid_rows_set_the_marked_dfw_reading_and_overlap_centre(tmp_path):
+    from vireid.config import load_config
+    from vireid.engine.ablation import load_grid, row_overrides
+    from vireid.engine.trainer import build_losses, validate_config
+
+    grid = load_grid(REPO / "configs" / "ablations" / "dfw_sln_synth.yaml")
+    for row in grid.rows:
+        cfg = load_config(REPO / "configs" / "dfw_sln_synth.yaml", row_overrides(grid, row, [], tmp_path))
+        validate_config(cfg)
+        if row.marks["DFW"]:
+            assert cfg.model.params.get("dfw_reading", "scale") == row.marks["DFW reading"], row.name
+        if row.marks["L_op"]:
+            center = build_losses(cfg, 4, 8)["overlap"].center
+            assert center == {"argmax": "straight_through", "soft": "soft"}[row.marks["centre"]], row.name

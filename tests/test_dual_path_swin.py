@@ -234,3 +234,29 @@ def test_mag_mmt_config_trains_end_to_end(tmp_path, tiny_synth_root):
     summary = run_training(cfg, tmp_path / "run")
     assert summary["test"] and all(math.isfinite(r["mean"]["mAP"]) for r in summary["test"])
     assert "mmt" in (tmp_path / "run" / "metrics.jsonl").read_text()
+
+
+def test_mag_mmt_grid_rows_place_mag_and_configure_mmt_as_marked(tmp_path, tiny_synth_root):
+    from conftest import tiny_overrides
+    from vireid.cli.ablate import resolve_grid_config
+    from vireid.config import load_config
+    from vireid.data.build import build_train_transform_from_config
+    from vireid.engine.ablation import load_grid, row_overrides
+    from vireid.engine.trainer import build_losses
+
+    path = CONFIGS / "ablations" / "mag_mmt_synth.yaml"
+    grid = load_grid(path)
+    for row in grid.rows:
+        cfg = load_config(resolve_grid_config(grid.config, path),
+                          tiny_overrides(tiny_synth_root, tmp_path) + row_overrides(grid, row, [], tmp_path))
+        names = build_train_transform_from_config(cfg).names()
+        mag = {"-": None, "first": 0, "late": names.index("normalize") - 1}[row.marks["MAG"]]
+        assert ("modality_patch_exchange" in names) == (mag is not None), row.name
+        if mag is not None:
+            assert names.index("modality_patch_exchange") == mag, row.name
+        losses = build_losses(cfg, 4, 8)
+        mmt = losses["mmt"] if "mmt" in losses else None
+        assert (mmt is not None) == (row.marks["MMT form"] != "-"), row.name
+        if mmt is not None:
+            assert mmt.normalize == (row.marks["MMT form"] == "unit"), row.name
+            assert mmt.compress_margin == (0.1 if row.marks["MMT form"] == "unit" else 0.0), row.name

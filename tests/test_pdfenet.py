@@ -377,7 +377,8 @@ def test_ablation_grid_rows_build_and_compute_their_losses(tmp_path):
     from vireid.engine.trainer import build_losses, build_model, validate_config
 
     grid = load_grid(REPO / "configs" / "ablations" / "pdfenet_synth.yaml")
-    assert [r.name for r in grid.rows] == ["baseline", "admg", "cmce", "admg_cmce", "pdfenet", "ppp", "app", "aaa"]
+    assert [r.name for r in grid.rows] == ["baseline", "admg", "cmce", "cmce_detached", "admg_cmce", "pdfenet",
+                                          "pdfenet_detached", "ppp", "app", "aaa"]
     images, mods, joints = _batch(2)
     labels = torch.tensor([0, 1, 0, 1])
     for row in grid.rows:
@@ -391,6 +392,8 @@ def test_ablation_grid_rows_build_and_compute_their_losses(tmp_path):
             assert torch.isfinite(value), (row.name, name)
         assert ("cmce" in losses) == bool(row.marks["CMCE"]), row.name
         assert (model.idi is not None) == bool(row.marks["IDI"]), row.name
+        if row.marks["CMCE"]:
+            assert model.classifier.detach_cross == (row.marks["soft label"] == "detached"), row.name
 
 
 def test_train_and_eval_through_the_cli(tiny_synth_root, tmp_path):
