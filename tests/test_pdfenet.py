@@ -1,4 +1,4 @@
-"""Seed 002 (PDFENet): joint heatmaps, ADMG (eqs. 1-5), IDI (eqs. 6-8), momentum modality
+"""PDFENet: joint heatmaps, ADMG (eqs. 1-5), IDI (eqs. 6-8), momentum modality
 classifiers (eqs. 13-14), CMCE (eqs. 9-15), center contrast (eqs. 16-17), the method and its
 ablations, and a tiny `vireid train` + `vireid eval` run."""
 
