@@ -224,6 +224,26 @@ def test_overlap_default_centre_is_the_argmax_so_the_hinge_switches_off():
     assert near.grad.abs().sum() > 0
 
 
+def test_overlap_straight_through_has_a_gradient_when_the_maxima_coincide():
+    """The two sub-networks start as copies of layer4, so their maxima coincide at first. The hinge is then
+    fully on (S - 0) and must still push: the gradient is the soft-argmax *distance's*, whose direction the
+    (slightly different) soft centres give -- a zero gap between the hard centres has no direction."""
+    maps = torch.full((2, 1, 1, 8, 4), 0.5)
+    maps[:, 0, 0, 3, 1] = 1.0  # the same peak cell
+    maps[0, 0, 0, 0, :] = 0.7  # sub-network 0 also responds on the top row, 1 on the bottom row
+    maps[1, 0, 0, 7, :] = 0.7
+    maps.requires_grad_(True)
+    loss = OverlapPenaltyLoss()(maps, torch.zeros(1))
+    assert loss.item() == pytest.approx(100.0)
+    loss.backward()
+    assert maps.grad.abs().sum() > 0
+    with torch.no_grad():  # a small step along the gradient moves the soft centres apart
+        moved = maps - 0.01 * maps.grad / maps.grad.abs().max()
+        soft = OverlapPenaltyLoss(center="soft")
+        before, after = soft.centers(maps), soft.centers(moved)
+    assert (after[0] - after[1]).norm() > (before[0] - before[1]).norm()
+
+
 def test_overlap_config_errors():
     for bad in ({"separation": -1}, {"temperature": 0}, {"center": "hard"}, {"reference_size": [288]}):
         with pytest.raises(ConfigError):
