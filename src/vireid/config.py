@@ -49,6 +49,8 @@ class DataConfig:
     options: dict = field(default_factory=dict)  # reader options (trial, split_dir, train_includes_val, ...)
     height: int = 288
     width: int = 144
+    # resize filter to height x width: bilinear | lanczos (AGW/CAJ's Image.ANTIALIAS); images, caches, embedders
+    resample: str = "bilinear"
     cache_dir: str | None = None  # decoded-image cache; default: <root>/.vireid-cache
     workers: int | None = None
     # body joints per image for pose-guided methods (seed 002): None (off) | "synthetic" (the generator's
@@ -379,6 +381,7 @@ _CHOICES = {
     "train.select_best": ("val", "last"),
     "eval.metric": ("euclidean", "cosine"),
     "eval.draw": ("seeded", "official"),
+    "data.resample": ("bilinear", "lanczos"),
 }
 
 
