@@ -104,6 +104,18 @@ def _numpy_safe_globals() -> list[Any]:
     return entries
 
 
+def _unsafe_globals(file: Path) -> list[str]:
+    """The Python globals a zip-format torch file would import, other than the allowed numpy ones
+    (read from the pickle's opcodes, nothing is executed)."""
+    allowed = {entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}"
+               for entry in _numpy_safe_globals()}
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(file)
+    except Exception:  # noqa: BLE001 - legacy (non-zip) files: the unpickler's own message names one global
+        return []
+    return [name for name in found if name not in allowed and not name.startswith(("numpy.dtype", "numpy.ndarray"))]
+
+
 def load_reference_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a reference checkpoint with ``torch.load(weights_only=True)`` (tensors + numpy arrays only).
 
@@ -119,8 +131,9 @@ def load_reference_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as err:  # noqa: BLE001 - every unpickling failure is a property of the user's file
         detail = str(err)
         found = re.search(r"(?:Unsupported global|GLOBAL) ?:? ?(?:GLOBAL )?([\w.]+)", detail)
-        if "Weights only load failed" in detail or "weights_only" in detail or found:
-            what = found.group(1) if found else "a Python object"
+        unsafe = _unsafe_globals(file)
+        if found or unsafe:
+            what = ", ".join(unsafe) or found.group(1)
             raise VireidError(
                 f"checkpoint {file} holds pickled code or objects ({what}), not only tensors and numpy arrays; "
                 "vireid loads checkpoints with weights_only=True and never unpickles code -- re-save it as "
