@@ -76,8 +76,9 @@ class ReferenceLayout:
 
     num_classes: int
     non_local: bool
-    inter_channels: int = 1
+    inter_channels: int = 1  # the largest inner width of its non-local blocks (AGW's released code: 1)
     non_local_counts: dict[int, int] = field(default_factory=dict)  # layer (1..4) -> blocks
+    inter_by_layer: dict[int, int] = field(default_factory=dict)  # layer (1..4) -> inner channels
 
 
 def _name_keys(keys: list[str]) -> str:
@@ -173,16 +174,16 @@ def reference_layout(state: dict[str, torch.Tensor]) -> ReferenceLayout:
             f"its first keys are {_name_keys(sorted(state))}"
         )
     counts: dict[int, int] = {}
-    inter = 1
+    inter: dict[int, int] = {}
     for key, tensor in state.items():
         m = _NON_LOCAL.match(key)
         if m:
             layer, index = int(m.group(1)), int(m.group(2))
             counts[layer] = max(counts.get(layer, 0), index + 1)
             if m.group(3) == "g.0.weight":
-                inter = int(tensor.shape[0])
-    return ReferenceLayout(num_classes=int(weight.shape[0]), non_local=bool(counts), inter_channels=inter,
-                           non_local_counts=counts)
+                inter[layer] = int(tensor.shape[0])
+    return ReferenceLayout(num_classes=int(weight.shape[0]), non_local=bool(counts),
+                           inter_channels=max(inter.values(), default=1), non_local_counts=counts, inter_by_layer=inter)
 
 
 def model_params(layout: ReferenceLayout, embedding: str = "fc") -> dict[str, Any]:
@@ -202,22 +203,23 @@ def model_params(layout: ReferenceLayout, embedding: str = "fc") -> dict[str, An
     placement = {f"stage{layer}": count for layer, count in sorted(layout.non_local_counts.items())}
     if placement == {"stage2": 2, "stage3": 3} and layout.inter_channels == 1:
         params["non_local"] = "agw"
-    else:
+    else:  # another placement or inner width (an edited model.py): the same block, explicitly
         params["non_local"] = placement
-        params["non_local_reduction"] = None if layout.inter_channels == 1 else _reduction_for(layout)
+        params["non_local_reduction"] = _reduction_for(layout)
     return params
 
 
 def _reduction_for(layout: ReferenceLayout) -> int:
-    # the widest non-local block's input width is 512 (layer2) .. 2048 (layer4); the reduction r
-    # must give the saved inner width for every layer with blocks: C // r == inter for all C used
+    # input widths of the blocks after layer1..4; NonLocalBlock keeps max(C // r, 1) inner channels,
+    # so r must give the saved inner width for every layer that has blocks
     widths = {1: 256, 2: 512, 3: 1024, 4: 2048}
-    for r in range(1, 2049):
-        if all(widths[layer] // r == layout.inter_channels for layer in layout.non_local_counts):
+    for r in range(1, 4097):
+        if all(max(widths[layer] // r, 1) == layout.inter_by_layer.get(layer, layout.inter_channels)
+               for layer in layout.non_local_counts):
             return r
     raise VireidError(
-        f"the checkpoint's non-local blocks have {layout.inter_channels} inner channels, which no single channel "
-        "reduction gives for all their layers; vireid cannot rebuild that network"
+        f"the checkpoint's non-local blocks have {layout.inter_by_layer} inner channels (layer: channels), which no "
+        "single channel reduction gives for all their layers; vireid cannot rebuild that network"
     )
 
 
@@ -293,6 +295,8 @@ def default_config_name(num_classes: int) -> str:
 
 
 def _scalar(value: Any) -> float | None:
+    if value is None:
+        return None
     try:
         import numpy as np
 
@@ -328,6 +332,7 @@ def import_reference_checkpoint(checkpoint: str | Path, out: str | Path, *, conf
         raise VireidError(f"config {name!r} is neither a file nor a shipped config; shipped configs: {shipped_names(SHIPPED_CONFIGS)}")
     cfg = load_config(config_path, list(overrides))
     cfg.name = out.name
+    cfg.published = {}  # the imported network is not the recipe whose published numbers the config states
     cfg.model.method = "baseline"
     cfg.model.params = model_params(layout, embedding)
     cfg.data.height, cfg.data.width = 288, 144  # --img_h / --img_w of train.py / train_ext.py
