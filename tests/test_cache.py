@@ -110,9 +110,9 @@ def test_leftover_temporary_file_is_never_taken_for_a_cache(tmp_path, monkeypatc
     seen_final_during_build = []
     real_decode = cache_module.decode_image
 
-    def watching_decode(path, size=None):
+    def watching_decode(path, size=None, **kwargs):
         seen_final_during_build.append(final.exists())
-        return real_decode(path, size=size)
+        return real_decode(path, size=size, **kwargs)
 
     monkeypatch.setattr(cache_module, "decode_image", watching_decode)
     cache = ImageCache.build(paths, HEIGHT, WIDTH, cache_dir=cache_dir, progress=False)

@@ -49,6 +49,8 @@ class DataConfig:
     options: dict = field(default_factory=dict)  # reader options (trial, split_dir, train_includes_val, ...)
     height: int = 288
     width: int = 144
+    # resize filter to height x width: bilinear | lanczos (AGW/CAJ's Image.ANTIALIAS); images, caches, embedders
+    resample: str = "bilinear"
     cache_dir: str | None = None  # decoded-image cache; default: <root>/.vireid-cache
     workers: int | None = None
     # body joints per image for pose-guided methods (PDFENet): None (off) | "synthetic" (the generator's
@@ -111,6 +113,10 @@ class SchedConfig:
     name: str = "multistep"  # multistep | cosine | constant
     warmup_epochs: int = 10
     warmup_start_factor: float = 0.01
+    # false: the factor rises linearly every step, from warmup_start_factor to 1 at warmup_epochs; true: it is
+    # constant within an epoch and rises from warmup_start_factor (epoch 0) to 1 (epoch warmup_epochs - 1):
+    # AGW's / CAJ's adjust_learning_rate, lr * (epoch + 1) / 10 for epochs 0-9 with warmup_start_factor 0.1
+    warmup_by_epoch: bool = False
     milestones: list = field(default_factory=lambda: [20, 50])
     gamma: float = 0.1
     min_lr: float = 0.0
@@ -151,6 +157,10 @@ class Config:
     seed: int = 0
     output_dir: str = "runs"
     plugins: list[str] = field(default_factory=list)
+    # what the recipe should reach on the real dataset, as its authors published it (documentation only;
+    # docs/reproducing.md is generated from it by scripts/make_reproducing.py): {method, paper, code,
+    # protocol, rank1, mAP, mINP, reproduce (the config to compare with them), hours (vireid's time estimate)}
+    published: dict = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -196,6 +206,8 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if base is None:
         return data
     merged = _load_yaml(_base_path(str(base), path), seen + (path,))
+    # published numbers belong to the file that states them: a config built on another is another recipe
+    merged.pop("published", None)
     base_data, own_data = merged.get("data") or {}, data.get("data") or {}
     if isinstance(base_data, dict) and isinstance(own_data, dict) and "format" in own_data \
             and own_data["format"] != base_data.get("format"):
@@ -381,6 +393,7 @@ _CHOICES = {
     "eval.metric": ("euclidean", "cosine"),
     "eval.draw": ("seeded", "official"),
     "eval.npu_gallery": ("per_person", "per_camera"),
+    "data.resample": ("bilinear", "lanczos"),
 }
 
 

@@ -78,7 +78,7 @@ def build_image_cache(records: list[ImageRecord], data_cfg: DataConfig, progress
 
     return ImageCache.build(
         [r.path for r in records], data_cfg.height, data_cfg.width, cache_dir=data_cfg.cache_dir,
-        workers=data_cfg.workers, progress=progress,
+        workers=data_cfg.workers, progress=progress, resample=data_cfg.resample,
     )
 
 

@@ -42,17 +42,22 @@ def _stat_line(path: str) -> str:
     return f"{os.path.abspath(path)}\t{stat.st_size}\t{stat.st_mtime_ns}\n"
 
 
-def image_fingerprint(paths: Sequence[str | os.PathLike[str]], height: int, width: int) -> str:
-    """SHA-256 over the absolute paths, sizes and mtimes of ``paths`` and the target ``height`` x ``width``."""
-    digest = hashlib.sha256(f"vireid-image-cache-v{CACHE_FORMAT_VERSION}\n{int(height)}x{int(width)}\n".encode())
+def image_fingerprint(paths: Sequence[str | os.PathLike[str]], height: int, width: int, resample: str = "bilinear") -> str:
+    """SHA-256 over the absolute paths, sizes and mtimes of ``paths``, the target ``height`` x ``width``
+    and the resampling filter (bilinear keeps the fingerprints of caches written before it was an option)."""
+    head = f"vireid-image-cache-v{CACHE_FORMAT_VERSION}\n{int(height)}x{int(width)}\n"
+    if resample != "bilinear":
+        head += f"resample={resample}\n"
+    digest = hashlib.sha256(head.encode())
     for path in paths:
         digest.update(_stat_line(os.fspath(path)).encode())
     return digest.hexdigest()
 
 
-def _decode_chunk_into(target: np.ndarray, paths: Sequence[str], start: int, height: int, width: int) -> int:
+def _decode_chunk_into(target: np.ndarray, paths: Sequence[str], start: int, height: int, width: int,
+                       resample: str = "bilinear") -> int:
     for offset, path in enumerate(paths):
-        target[start + offset] = decode_image(path, size=(height, width)).transpose(2, 0, 1)
+        target[start + offset] = decode_image(path, size=(height, width), resample=resample).transpose(2, 0, 1)
     return len(paths)
 
 
@@ -111,6 +116,7 @@ class ImageCache:
         cache_dir: str | os.PathLike[str] | None = None,
         workers: int | None = None,
         progress: bool = True,
+        resample: str = "bilinear",
     ) -> ImageCache:
         """Decode ``paths`` at ``height`` x ``width`` (or reuse the finished cache file in ``cache_dir``).
 
@@ -132,7 +138,7 @@ class ImageCache:
             for path in paths:
                 _stat_line(path)  # fail fast, naming a missing file, before any decoding
             array = np.empty(shape, dtype=np.uint8)
-            _decode_all(array, paths, height, width, workers, progress)
+            _decode_all(array, paths, height, width, workers, progress, resample)
             return cls(array)
 
         directory = Path(cache_dir)
@@ -140,7 +146,7 @@ class ImageCache:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(f"image cache folder {directory} cannot be created ({err}); choose a writable cache_dir") from None
-        fingerprint = image_fingerprint(paths, height, width)
+        fingerprint = image_fingerprint(paths, height, width, resample)
         final = directory / f"images-{len(paths)}x3x{height}x{width}-{fingerprint[:24]}.npy"
         existing = cls._open_if_valid(final, shape)
         if existing is not None:
@@ -149,7 +155,7 @@ class ImageCache:
         temporary = final.with_name(f"{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
-            _decode_all(array, paths, height, width, workers, progress)
+            _decode_all(array, paths, height, width, workers, progress, resample)
             array.flush()
             del array
             with open(temporary, "rb+") as handle:
@@ -227,7 +233,8 @@ def _default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _decode_all(array: np.ndarray, paths: list[str], height: int, width: int, workers: int, progress: bool) -> None:
+def _decode_all(array: np.ndarray, paths: list[str], height: int, width: int, workers: int, progress: bool,
+                resample: str = "bilinear") -> None:
     """Fill ``array`` (in memory or memory-mapped) with the decoded images, ``workers`` threads in parallel."""
     from tqdm import tqdm
 
@@ -235,12 +242,12 @@ def _decode_all(array: np.ndarray, paths: list[str], height: int, width: int, wo
     with tqdm(total=len(paths), desc=f"decoding images to {height}x{width}", unit="img", disable=None if progress else True) as bar:
         if workers == 1 or len(starts) <= 1:
             for start in starts:
-                bar.update(_decode_chunk_into(array, paths[start : start + _CHUNK], start, height, width))
+                bar.update(_decode_chunk_into(array, paths[start : start + _CHUNK], start, height, width, resample))
             return
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vireid-decode")
         try:
             pending = {
-                pool.submit(_decode_chunk_into, array, paths[start : start + _CHUNK], start, height, width)
+                pool.submit(_decode_chunk_into, array, paths[start : start + _CHUNK], start, height, width, resample)
                 for start in starts
             }
             while pending:

@@ -15,6 +15,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from vireid.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: Resampling filters for the resize to the model input (config ``data.resample``): bilinear (vireid's
+#: default) or Lanczos, which AGW's and CAJ's reference code use (``Image.ANTIALIAS`` in their
+#: ``data_loader.py`` / ``pre_process_sysu.py``; Pillow's ANTIALIAS is LANCZOS).
+RESAMPLE_FILTERS = {"bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS}
+
+
+def resample_filter(name: str | None) -> int:
+    """Pillow filter for a ``data.resample`` name (None = bilinear)."""
+    key = "bilinear" if name is None else str(name).lower()
+    if key not in RESAMPLE_FILTERS:
+        raise ValueError(f"resample must be one of {', '.join(RESAMPLE_FILTERS)}, got {name!r}")
+    return RESAMPLE_FILTERS[key]
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -22,9 +34,10 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def pil_to_rgb_array(img: Image.Image, size: tuple[int, int] | None = None) -> np.ndarray:
+def pil_to_rgb_array(img: Image.Image, size: tuple[int, int] | None = None, resample: str = "bilinear") -> np.ndarray:
     """A loaded Pillow image -> uint8 (H, W, 3): EXIF orientation applied, 16/32-bit grey stretched to
-    0-255 over its own range, any mode converted to RGB, resized bilinearly to ``size=(height, width)``."""
+    0-255 over its own range, any mode converted to RGB, resized to ``size=(height, width)`` with
+    ``resample`` (``"bilinear"`` or ``"lanczos"``, :data:`RESAMPLE_FILTERS`)."""
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float32)
@@ -34,14 +47,14 @@ def pil_to_rgb_array(img: Image.Image, size: tuple[int, int] | None = None) -> n
     if size is not None:
         height, width = int(size[0]), int(size[1])
         if img.size != (width, height):
-            img = img.resize((width, height), Image.BILINEAR)
+            img = img.resize((width, height), resample_filter(resample))
     return np.asarray(img, dtype=np.uint8)
 
 
-def decode_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+def decode_image(path: str | Path, size: tuple[int, int] | None = None, resample: str = "bilinear") -> np.ndarray:
     """Decode ``path`` to a uint8 array of shape (H, W, 3).
 
-    ``size=(height, width)`` resizes with bilinear interpolation. EXIF orientation is applied.
+    ``size=(height, width)`` resizes with ``resample`` (bilinear by default, or lanczos). EXIF orientation is applied.
     Greyscale, palette, 16-bit and alpha images are converted to RGB.
     """
     path = Path(path)
@@ -50,7 +63,7 @@ def decode_image(path: str | Path, size: tuple[int, int] | None = None) -> np.nd
             raise DatasetError(f"image {path} is an empty file (0 bytes); replace or remove it and its split entry")
         with Image.open(path) as img:
             img.load()
-            return pil_to_rgb_array(img, size)
+            return pil_to_rgb_array(img, size, resample)
     except DatasetError:
         raise
     except FileNotFoundError:

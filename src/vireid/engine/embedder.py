@@ -67,6 +67,10 @@ class Embedder:
     def __init__(self, input_size: tuple[int, int], dim: int, *, config: Any = None,
                  verification: dict | None = None, source: str | Path | None = None) -> None:
         self.input_size = (int(input_size[0]), int(input_size[1]))
+        # the training config's resize filter (data.resample; lanczos for AGW/CAJ imports), else bilinear
+        data = getattr(config, "data", None) if config is not None and not isinstance(config, dict) else (config or {}).get("data")
+        resample = getattr(data, "resample", None) if not isinstance(data, dict) else data.get("resample")
+        self.resample = str(resample or "bilinear")
         self.dim = int(dim)
         self.config = config
         self.verification = verification
@@ -90,8 +94,10 @@ class Embedder:
         return (x.float() / 255.0 - mean) / std
 
     def resize(self, image: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 (any size) -> 3xHxW uint8 at the input size (bilinear, as the evaluation cache)."""
+        """HxWx3 uint8 (any size) -> 3xHxW uint8 at the input size (``self.resample``, as the evaluation cache)."""
         from PIL import Image
+
+        from vireid.data.images import resample_filter
 
         arr = np.asarray(image)
         if arr.ndim == 2:
@@ -104,7 +110,7 @@ class Embedder:
             arr = arr[:, :, :3]
         height, width = self.input_size
         if arr.shape[:2] != (height, width):
-            arr = np.asarray(Image.fromarray(arr).resize((width, height), Image.BILINEAR))
+            arr = np.asarray(Image.fromarray(arr).resize((width, height), resample_filter(self.resample)))
         return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
     @torch.no_grad()
@@ -141,7 +147,8 @@ class Embedder:
             starts = tqdm(starts, desc="embedding", unit="batch", leave=False, dynamic_ncols=True, disable=None)
         for start in starts:
             chunk = paths[start:start + batch_size]
-            pixels = np.stack([decode_image(p, size=self.input_size).transpose(2, 0, 1) for p in chunk])
+            pixels = np.stack([decode_image(p, size=self.input_size, resample=self.resample).transpose(2, 0, 1)
+                               for p in chunk])
             out[start:start + len(chunk)] = self.embed_pixels(pixels, codes[start:start + len(chunk)], batch_size)
         return out
 

@@ -149,6 +149,8 @@ def lr_factor(cfg: Config, t: float) -> float:
     """Learning-rate multiplier at fractional epoch ``t`` (linear warm-up, then multistep or cosine)."""
     s = cfg.sched
     if s.warmup_epochs > 0 and t < s.warmup_epochs:
+        if s.warmup_by_epoch:  # constant within an epoch, 1.0 in the last warm-up epoch (AGW/CAJ train.py)
+            return s.warmup_start_factor + (1.0 - s.warmup_start_factor) * math.floor(t) / max(s.warmup_epochs - 1, 1)
         return s.warmup_start_factor + (1.0 - s.warmup_start_factor) * t / s.warmup_epochs
     if s.name == "multistep":
         return s.gamma ** sum(1 for m in s.milestones if t >= m)

@@ -97,10 +97,12 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def decode_upload(data: bytes, limits: ServeLimits, size: tuple[int, int] | None = None) -> np.ndarray:
+def decode_upload(data: bytes, limits: ServeLimits, size: tuple[int, int] | None = None,
+                  resample: str = "bilinear") -> np.ndarray:
     """Validate an uploaded image file and decode it to uint8 (H, W, 3).
 
-    ``size=(height, width)`` resizes (bilinear) to the model's input size. Raises
+    ``size=(height, width)`` resizes (``resample``: the model's ``data.resample``, bilinear by default)
+    to the model's input size. Raises
     :class:`UploadError` (4xx) for anything that is not a well-formed, reasonably sized image.
     """
     if len(data) == 0:
@@ -134,7 +136,7 @@ def decode_upload(data: bytes, limits: ServeLimits, size: tuple[int, int] | None
                 # decode a large JPEG directly at a reduced DCT scale, still >= 2x the model input
                 img.draft("RGB", (2 * int(size[1]), 2 * int(size[0])))
             img.load()
-            return pil_to_rgb_array(img, size)
+            return pil_to_rgb_array(img, size, resample)
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
             what = "truncated" if "truncated" in str(err).lower() else "corrupt"
             raise UploadError(400, f"the uploaded {kind} image is {what} and cannot be decoded; "

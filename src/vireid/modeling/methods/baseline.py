@@ -10,8 +10,11 @@ a survey and outlook", TPAMI 2021) that the other methods build on.
       -> bias-free linear classifier              = ``logits``       (identity loss)
 
 Training mode returns ``{"features", "bn_features", "logits"}``; evaluation mode returns the
-embedding ``[B, C]``, i.e. ``bn_features`` (the BN feature, as AGW and Bag of tricks test
-with). It is not L2-normalised here: the evaluator chooses the distance (cosine/euclidean).
+embedding ``[B, C]``: ``bn_features`` by default (the BN feature, as AGW and Bag of tricks test
+with; AGW's ``test.py`` calls it "FC"), or ``features`` with ``embedding: features`` (AGW's
+"POOL" feature). It is not L2-normalised here: the evaluator chooses the distance
+(cosine/euclidean) and :class:`~vireid.engine.embedder.Embedder` L2-normalises, as AGW's
+``embed_net`` does in evaluation mode (``l2norm(x_pool), l2norm(feat)`` in its ``model.py``).
 
 Extension points (how DFW, SLN, ADMG/IDI and other methods plug in without touching the
 trainer): subclass :class:`BaselineReID` and override
@@ -35,11 +38,15 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from vireid.errors import ConfigError
 from vireid.modeling.backbones.two_stream import TwoStreamBackbone
 from vireid.modeling.heads import LinearClassifier, build_neck
 from vireid.modeling.modules.non_local import add_non_local
 from vireid.modeling.modules.pooling import build_pooling
 from vireid.modeling.registries import METHODS
+
+#: Evaluation-mode outputs :class:`BaselineReID` can return (keys of :meth:`BaselineReID.forward_head`).
+EMBEDDINGS = ("bn_features", "features")
 
 
 @METHODS.register("baseline")
@@ -52,12 +59,17 @@ class BaselineReID(nn.Module):
         specific_stages: leading stages copied per modality (1 = stem only, AGW; 2 = seed 001).
         last_stride: 1 (AGW, Bag of tricks) or 2; ignored for Swin.
         pretrained: None, True/"timm" (needs the hub) or a local weights file.
-        pooling: "gem", "avg" or "max" (use "avg" for Swin).
+        pooling: "gem", "gem_agw" (AGW's exact GeM formula), "avg" or "max" (use "avg" for Swin).
         gem_p: GeM exponent (AGW: 3).
         gem_learnable: learn the GeM exponent.
-        non_local: None, "agw" (2 blocks after layer2's last blocks, 3 after layer3's) or a
-            mapping ``{stage2: 2, stage3: [3, 4, 5]}`` (count or block indices); CNNs only.
-        non_local_reduction: channel reduction inside each non-local block (AGW: 2).
+        non_local: None, "agw" (AGW's released block: one inner channel; 2 blocks after layer2's
+            last blocks, 3 after layer3's), "agw_c2" (the same placement with C/2 inner channels)
+            or a mapping ``{stage2: 2, stage3: [3, 4, 5]}`` (count or block indices); CNNs only.
+            See :mod:`vireid.modeling.modules.non_local`.
+        non_local_reduction: None (the width the ``non_local`` setting implies: 1 channel for
+            "agw", C/2 for "agw_c2" and mappings) or r for C/r inner channels.
+        embedding: the evaluation-mode output, "bn_features" (after the BNNeck; AGW's "FC") or
+            "features" (the pooled feature; AGW's "POOL").
         neck: "bnneck" or "none".
         img_size: (height, width) of the training crops; Swin builds its grid from it.
     """
@@ -73,11 +85,15 @@ class BaselineReID(nn.Module):
         gem_p: float = 3.0,
         gem_learnable: bool = False,
         non_local: str | Mapping[str, int | Sequence[int]] | None = "agw",
-        non_local_reduction: int = 2,
+        non_local_reduction: int | None = None,
         neck: str = "bnneck",
         img_size: Sequence[int] = (288, 144),
+        embedding: str = "bn_features",
     ) -> None:
         super().__init__()
+        if embedding not in EMBEDDINGS:
+            raise ConfigError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {embedding!r}")
+        self.embedding = embedding
         self.num_classes = int(num_classes)
         self.backbone = TwoStreamBackbone(
             arch=backbone,
@@ -103,8 +119,8 @@ class BaselineReID(nn.Module):
         return {"features": features, "bn_features": bn_features, "logits": self.classifier(bn_features)}
 
     def select_embedding(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The test-time embedding taken from :meth:`forward_head`'s outputs."""
-        return outputs["bn_features"]
+        """The test-time embedding taken from :meth:`forward_head`'s outputs (``self.embedding``)."""
+        return outputs[self.embedding]
 
     def forward(
         self, images: torch.Tensor, modalities: torch.Tensor | int
@@ -133,4 +149,4 @@ class BaselineReID(nn.Module):
         return [g for g in groups if g["params"]]
 
 
-__all__ = ["BaselineReID"]
+__all__ = ["EMBEDDINGS", "BaselineReID"]

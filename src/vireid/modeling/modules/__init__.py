@@ -1,6 +1,12 @@
 """Parts that go between or after backbone stages: pooling, non-local blocks (and later DFW, SLN, ADMG, IDI)."""
 
-from vireid.modeling.modules.non_local import AGW_NON_LOCAL, NonLocalBlock, add_non_local, resolve_non_local
+from vireid.modeling.modules.non_local import (
+    AGW_INTER_CHANNELS,
+    AGW_NON_LOCAL,
+    NonLocalBlock,
+    add_non_local,
+    resolve_non_local,
+)
 from vireid.modeling.modules.pooling import (
     GeneralizedMeanPooling,
     GlobalAvgPooling,
@@ -9,6 +15,7 @@ from vireid.modeling.modules.pooling import (
 )
 
 __all__ = [
+    "AGW_INTER_CHANNELS",
     "AGW_NON_LOCAL",
     "GeneralizedMeanPooling",
     "GlobalAvgPooling",
