@@ -278,18 +278,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for text in overrides:
         keys, value = parse_override(text)
         set_dotted(tree, keys, value)
-    return config_from_dict(tree)
+    return config_from_dict(tree, user_plugins=True)
 
 
-def config_from_dict(tree: dict) -> Config:
-    """Validate a plain dict (e.g. from a checkpoint) into a :class:`Config`."""
+def config_from_dict(tree: dict, *, source: str = "the stored config", user_plugins: bool = False) -> Config:
+    """Validate a plain dict into a :class:`Config`.
+
+    By default ``tree`` is a stored config (a checkpoint's, an exported model's) and its ``plugins`` are
+    not imported unless the user allowed it (:func:`vireid.plugins.import_stored_plugins`; ``source``
+    names it in the refusal). ``user_plugins=True`` is for a config the user wrote or named (their YAML
+    file, their overrides): its plugins are imported."""
     cfg = _build(Config, tree, "")
     if cfg.plugins:
-        from vireid.plugins import absolute_entries, import_plugins
+        from vireid.plugins import absolute_entries, import_plugins, import_stored_plugins
 
-        # a path given on the command line is relative to the working directory: keep it absolute
-        cfg.plugins = absolute_entries(cfg.plugins, Path.cwd())
-        import_plugins(cfg.plugins)
+        if user_plugins:
+            # a path given on the command line is relative to the working directory: keep it absolute
+            cfg.plugins = absolute_entries(cfg.plugins, Path.cwd())
+            import_plugins(cfg.plugins)
+        else:
+            import_stored_plugins(cfg.plugins, source)
     cfg.loss_terms()  # validate the loss table now, not at the first step
     _check_choices(cfg)
     return cfg

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app
+from vireid.cli import app, plugin_options
 from vireid.errors import VireidError
 
 
@@ -34,6 +34,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 @app.command("serve")
+@plugin_options
 def serve_command(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Run folder, .pt checkpoint or exported model."),
     index: Path = typer.Option(..., "--index", "-i", help="Gallery index folder written by vireid index."),
@@ -63,6 +64,7 @@ def serve_command(
         import torch
         import uvicorn
 
+        from vireid.data.images import DEFAULT_MAX_PIXELS
         from vireid.engine.embedder import load_embedder
         from vireid.retrieval.index import GalleryIndex
         from vireid.serve.app import create_app
@@ -79,7 +81,7 @@ def serve_command(
                         "meaningful, rebuild the index with this model", fg=typer.colors.YELLOW, err=True)
         upload = int(max_upload_mb * 2**20)
         limits = ServeLimits(max_upload_bytes=upload, max_request_bytes=upload + 64 * 1024, max_side=max_side,
-                             max_pixels=min(max_side * max_side, 40_000_000), max_k=max_k,
+                             max_pixels=min(max_side * max_side, DEFAULT_MAX_PIXELS), max_k=max_k,
                              default_k=min(10, max_k), workers=workers)
         allowed_hosts = LOOPBACK_HOSTS if is_loopback(host) and token is None else None
         web = create_app(embedder, gallery, token=token, limits=limits,

@@ -427,7 +427,7 @@ class Trainer:
 def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config, dict]:
     """Rebuild the model of a checkpoint (or run folder) in evaluation mode."""
     ckpt = load_checkpoint(path, map_location=device)
-    cfg = config_from_dict(ckpt["config"])
+    cfg = config_from_dict(ckpt["config"], source=f"checkpoint {path}")
     model = build_model(cfg, int(ckpt["num_classes"]))
     if ckpt.get("pruning"):  # channels removed by `vireid prune`: shrink to the stored shapes first
         from vireid.export.pruning import apply_pruning_spec

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from vireid.data.images import pil_to_rgb_array
+from vireid.data.images import DEFAULT_MAX_PIXELS, pil_to_rgb_array, pixel_limit_sentence
 
 #: Pillow format names accepted for uploads.
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
@@ -41,7 +41,7 @@ class ServeLimits:
     max_upload_bytes: int = 10 * 1024 * 1024
     max_request_bytes: int = 10 * 1024 * 1024 + 64 * 1024
     max_side: int = 8192
-    max_pixels: int = 40_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     max_k: int = 100
     default_k: int = 10
     max_pending: int = 16
@@ -117,8 +117,7 @@ def decode_upload(data: bytes, limits: ServeLimits, size: tuple[int, int] | None
     try:
         img = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
     except Image.DecompressionBombError:
-        raise UploadError(400, f"the image's dimensions are far too large; the limit is {limits.max_side} "
-                               f"pixels per side and {limits.max_pixels / 1e6:.0f} megapixels") from None
+        raise UploadError(400, pixel_limit_sentence("the image", None, None, limits.max_pixels, limits.max_side)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
         raise UploadError(400, f"the uploaded {kind} file is corrupt or truncated (its header cannot be read); "
                                "re-save the image and try again") from None
@@ -127,8 +126,7 @@ def decode_upload(data: bytes, limits: ServeLimits, size: tuple[int, int] | None
         if width < 1 or height < 1:
             raise UploadError(400, f"the uploaded image has no pixels ({width}x{height}); send a real image")
         if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
-            raise UploadError(400, f"the image is {width}x{height} pixels; the limit is {limits.max_side} pixels "
-                                   f"per side and {limits.max_pixels / 1e6:.0f} megapixels, resize it")
+            raise UploadError(400, pixel_limit_sentence("the image", width, height, limits.max_pixels, limits.max_side))
         try:
             if size is not None and img.format == "JPEG":
                 # decode a large JPEG directly at a reduced DCT scale, still >= 2x the model input
