@@ -77,3 +77,60 @@ def test_opening_a_stored_model_never_imports_its_plugins_without_the_flag(tiny_
     with plugin_flags(trust=True):
         model, cfg, _ = load_model_from_checkpoint(run)
     assert marker.read_text() == "ran" and cfg.plugins == [str(plugin)]
+
+
+# ----------------------------------------------------------------------------- 2. decompression bombs
+
+
+def _png(width: int, height: int, *, real: bool) -> bytes:
+    """A PNG of ``width`` x ``height``: ``real`` = a complete 1-bit image (decodable, a few KB), else only a
+    header claiming that size (the 48 KB 400-megapixel kind)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    depth, colour = (1, 0) if real else (8, 2)
+    raw = (b"\0" + b"\0" * ((width + 7) // 8)) * height if real else b"\0" * 64
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 1)) + chunk(b"IEND", b""))
+
+
+def test_decoding_caps_pixels_with_one_sentence_before_decoding(tmp_path, monkeypatch):
+    from vireid.data.images import decode_image
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png(20_000, 20_000, real=False))  # 400 megapixels claimed
+    with pytest.raises(DatasetError) as err:
+        decode_image(bomb)
+    assert str(bomb) in one_sentence(str(err.value)) and "40 megapixels, resize it" in str(err.value)
+    big = tmp_path / "big.png"
+    big.write_bytes(_png(12_000, 12_000, real=True))  # 144 megapixels that really decode
+    with pytest.raises(DatasetError, match=r"big\.png is 12000x12000 pixels; the limit is 40 megapixels, resize it"):
+        decode_image(big)
+    small = tmp_path / "small.png"
+    small.write_bytes(_png(100, 60, real=True))
+    assert decode_image(small).shape == (60, 100, 3)
+    monkeypatch.setenv("VIREID_MAX_PIXELS", "5000")  # the cap is configurable
+    with pytest.raises(DatasetError, match=r"100x60 pixels; the limit is 0.005 megapixels"):
+        decode_image(small)
+
+
+def test_datasets_check_lists_a_bomb_and_goes_on(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "mine"
+    for split, ids in (("train", (1, 2)), ("query", (5,)), ("gallery", (5, 6))):
+        for modality, cam in (("visible", "1"), ("infrared", "2")):
+            for pid in ids:
+                path = root / split / modality / cam / str(pid) / "x.png"
+                path.parent.mkdir(parents=True)
+                Image.new("RGB", (8, 16)).save(path)
+    bomb = root / "gallery" / "visible" / "1" / "6" / "x.png"
+    bomb.write_bytes(_png(20_000, 20_000, real=False))
+    broken = root / "train" / "infrared" / "2" / "1" / "x.png"
+    broken.write_bytes(b"not an image")
+    result = runner.invoke(app, ["datasets", "check", str(root), "-f", "folder", "--json", "--workers", "1"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.output)
+    assert report["num_images"] == 10 and len(report["problems"]) == 2
+    assert any(str(bomb) in p and "megapixels" in p for p in report["problems"])
+    assert any(str(broken) in p for p in report["problems"])

@@ -42,7 +42,7 @@ def pixel_limit_sentence(subject: str, width: int | None, height: int | None, li
     """The one sentence for an image over the pixel cap, shared by file decoding and the server."""
     size = f"{width}x{height} pixels" if width is not None else "far too large"
     side = f"{max_side} pixels per side and " if max_side is not None else ""
-    return f"{subject} is {size}; the limit is {side}{limit / 1e6:.0f} megapixels, resize it"
+    return f"{subject} is {size}; the limit is {side}{limit / 1e6:g} megapixels, resize it"
 
 
 def is_image_file(path: str | Path) -> bool:
