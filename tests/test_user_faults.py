@@ -134,3 +134,209 @@ def test_datasets_check_lists_a_bomb_and_goes_on(tmp_path):
     assert report["num_images"] == 10 and len(report["problems"]) == 2
     assert any(str(bomb) in p and "megapixels" in p for p in report["problems"])
     assert any(str(broken) in p for p in report["problems"])
+
+
+# ----------------------------------------------------------------------------- 7. config values
+
+
+@pytest.mark.parametrize("override, key", [
+    ("optim.lr=.nan", "optim.lr"), ("optim.lr=-0.1", "optim.lr"), ("optim.betas=[0.9,1.5]", "optim.betas"),
+    ("seed=99999999999999999999", "seed"), ("train.epochs=0", "train.epochs"), ("train.epochs=-3", "train.epochs"),
+    ("name=../../x", "name"), ("sched.gamma=.inf", "sched.gamma"),
+])
+def test_bad_config_values_are_refused_at_config_time(override, key):
+    from vireid.config import load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIG, [override])
+    assert f"config key {key!r} must be" in one_sentence(str(err.value))
+
+
+def test_yaml_exponent_numbers_read_as_numbers_and_duplicate_keys_are_refused(tmp_path):
+    from vireid.config import load_config
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("_base_: baseline_synth\noptim:\n  name: adam\n  lr: 2e-4\n  weight_decay: 5E-4\n")
+    cfg = load_config(mine, ["optim.momentum=1e-1"])
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum) == (2e-4, 5e-4, 0.1)
+    mine.write_text("_base_: baseline_synth\noptim:\n  lr: 0.01\n  momentum: 0.9\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(mine)
+    assert "key 'lr' appears twice (lines 3 and 5)" in one_sentence(str(err.value))
+
+
+# ----------------------------------------------------------------------------- 4-6, 8, 9. run folders and checkpoints
+
+
+def _tiny_cfg(tiny_synth_root: Path, out: Path, **extra):
+    from vireid.config import load_config
+
+    return load_config(CONFIG, tiny_overrides(tiny_synth_root, out, **{"train.epochs": 1, "train.threads": 1, **extra}))
+
+
+def _real_copy(run: Path, dst: Path) -> Path:
+    """A copy of a run folder with its checkpoints as real files (they get rewritten)."""
+    import shutil
+
+    copy_run(run, dst)
+    for name in ("best.pt", "last.pt"):
+        (dst / name).unlink()
+        shutil.copy(run / name, dst / name)
+    return dst
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_second_training_on_one_folder_is_refused_and_a_stale_lock_is_removed(tiny_synth_root, tmp_path, capsys):
+    import socket
+
+    from vireid.engine.trainer import Trainer
+
+    folder = tmp_path / "run"
+    first = Trainer(_tiny_cfg(tiny_synth_root, tmp_path), folder)
+    try:
+        with pytest.raises(VireidError) as err:
+            Trainer(_tiny_cfg(tiny_synth_root, tmp_path), folder)
+        message = one_sentence(str(err.value))
+        assert f"run folder {folder} is in use by another training" in message and "--run-dir" in message
+    finally:
+        first.close()
+    assert not (folder / ".vireid-lock").exists()  # released on exit
+    (folder / ".vireid-lock").write_text(f"{_dead_pid()} {socket.gethostname()}\n")  # a crashed training's lock
+    capsys.readouterr()
+    second = Trainer(_tiny_cfg(tiny_synth_root, tmp_path), folder)
+    second.close()
+    assert "removed the stale lock" in capsys.readouterr().out
+
+
+def test_a_new_run_never_takes_over_an_unrelated_folder(tiny_synth_root, tmp_path):
+    from vireid.engine.trainer import Trainer
+
+    folder = tmp_path / "my-project"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("my: own settings\n")
+    (folder / "metrics.jsonl").write_text("{\"mine\": 1}\n")
+    (folder / "notes.txt").write_text("keep me\n")
+    with pytest.raises(VireidError) as err:
+        Trainer(_tiny_cfg(tiny_synth_root, tmp_path), folder)
+    assert "does not hold a vireid run (notes.txt)" in one_sentence(str(err.value))
+    assert (folder / "config.yaml").read_text() == "my: own settings\n" and (folder / "metrics.jsonl").is_file()
+
+
+def test_resume_repairs_best_pt_trims_metrics_and_removes_leftovers(tiny_trained_run, tiny_synth_root, tmp_path):
+    from vireid.config import load_config
+    from vireid.engine.checkpoint import load_checkpoint
+    from vireid.engine.trainer import Trainer
+
+    run = _real_copy(tiny_trained_run, tmp_path / "run")
+    last = load_checkpoint(run / "last.pt")
+    step, done = last["state"]["step"], last["state"]["epoch"]
+    assert last["state"]["best_epoch"] == done
+    stale = dict(last, state={**last["state"], "epoch": done - 1})
+    torch.save(stale, run / "best.pt")  # killed between last.pt and best.pt: best.pt one epoch behind
+    leftover = run / f".last.pt.tmp{_dead_pid()}"
+    leftover.write_bytes(b"half a checkpoint")
+    with open(run / "metrics.jsonl", "a") as fh:  # logged after last.pt, before the kill
+        fh.write(json.dumps({"kind": "step", "epoch": done, "step": step + 1, "loss": 1.0}) + "\n")
+        fh.write('{"kind": "step", "epo')
+    trainer = Trainer(load_config(run / "config.yaml"), run, resume=True)
+    summary = trainer.fit()
+    trainer.close()
+    assert load_checkpoint(run / "best.pt")["state"]["epoch"] == summary["best_epoch"] == done
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["step"] <= step for line in lines)
+    assert not leftover.exists()
+    (run / "best.pt").unlink()  # the kill came before best.pt was first written
+    Trainer(load_config(run / "config.yaml"), run, resume=True).close()
+    assert load_checkpoint(run / "best.pt")["state"]["epoch"] == done
+
+
+def test_resume_and_nan_messages_when_no_checkpoint_exists_yet(tiny_synth_root, tmp_path):
+    from vireid.engine.trainer import Trainer, TrainingDiverged
+
+    folder = tmp_path / "run"
+    trainer = Trainer(_tiny_cfg(tiny_synth_root, tmp_path), folder)
+    trainer._compute_losses = lambda *args, **kwargs: {"ce": torch.tensor(float("nan"), requires_grad=True)}
+    with pytest.raises(TrainingDiverged) as err:
+        trainer.fit()
+    trainer.close()
+    assert "no checkpoint was saved" in str(err.value) and "last.pt" not in str(err.value)
+    result = runner.invoke(app, ["train", "--resume", str(folder)])
+    assert isinstance(result.exception, VireidError)
+    assert f"run {folder} has no checkpoint yet" in one_sentence(str(result.exception))
+
+
+def test_killed_feature_and_index_writes_leave_nothing_behind(tmp_path):
+    from vireid.retrieval.features import atomic_dir
+
+    for name in ("feats", "idx"):
+        stale = tmp_path / f".{name}.tmp{_dead_pid()}"
+        stale.mkdir()
+        (stale / "features.safetensors").write_bytes(b"partial")
+        with atomic_dir(tmp_path / name, "marker.json", "vireid folder") as tmp:
+            (tmp / "marker.json").write_text("{}")
+        assert not stale.exists() and (tmp_path / name / "marker.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feats", "idx"]
+
+
+def test_bad_checkpoints_and_a_full_disk_are_one_sentence(tiny_trained_run, tmp_path, monkeypatch):
+    import errno
+
+    from vireid.engine.checkpoint import atomic_torch_save
+    from vireid.engine.trainer import load_model_from_checkpoint
+
+    ckpt = torch.load(tiny_trained_run / "best.pt", map_location="cpu", weights_only=True)
+    key = next(k for k, v in ckpt["model"].items() if v.ndim == 4)
+    resized = dict(ckpt, model={**ckpt["model"], key: torch.zeros(3, 3, 1, 1)})
+    torch.save(resized, tmp_path / "resized.pt")
+    with pytest.raises(VireidError) as err:
+        load_model_from_checkpoint(tmp_path / "resized.pt")
+    assert f"{key} has shape (3, 3, 1, 1) in the checkpoint" in one_sentence(str(err.value))
+    torch.save({k: v for k, v in ckpt.items() if k != "num_classes"}, tmp_path / "no-classes.pt")
+    with pytest.raises(VireidError) as err:
+        load_model_from_checkpoint(tmp_path / "no-classes.pt")
+    assert "has no num_classes entry" in one_sentence(str(err.value))
+
+    def full_disk(obj, fh, *args, **kwargs):
+        fh.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(VireidError) as err:
+        atomic_torch_save({"model": {}}, tmp_path / "out" / "last.pt")
+    assert "(No space left on device); free some disk space" in one_sentence(str(err.value))
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- 10. quantize calibration
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter makes a one-op graph fastest
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_calibration_takes_batches_of_any_size(tmp_path, method):
+    import numpy as np
+    from torch import nn
+
+    from vireid.export.onnx import OUTPUT_NAME
+    from vireid.export.quantize import calibration_batches, quantize_onnx
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 16)).eval()
+    fp32 = tmp_path / "tiny.onnx"
+    torch.onnx.export(net, (torch.zeros(2, 3, 16, 8),), str(fp32), input_names=["images"], output_names=[OUTPUT_NAME],
+                      dynamic_axes={"images": {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, dynamo=False)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(45, 3, 16, 8), dtype=np.uint8)
+    codes = np.array([0] * 29 + [1] * 16)  # 22 + 12 calibration images after the held-out quarter: 16+6, 12
+    feeds = calibration_batches(pixels, codes, (0.5,) * 3, (0.25,) * 3, batch_size=16)
+    assert len({len(f["images"]) for f in feeds}) == 1  # one batch size for the histogram calibrators
+    report = quantize_onnx(fp32, tmp_path / "tiny.int8.onnx", pixels, codes, method=method, batch_size=16)
+    assert report.method == method and (tmp_path / "tiny.int8.onnx").is_file() and report.mean_cosine > 0.9

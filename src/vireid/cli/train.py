@@ -44,6 +44,9 @@ def train_command(
     if resume is not None:
         ckpt_path = resume / "last.pt"
         if not ckpt_path.is_file():
+            if (resume / "config.yaml").is_file():
+                raise VireidError(f"cannot resume: run {resume} has no checkpoint yet (it stopped during its first "
+                                  "epoch); start it again with the same command without --resume")
             raise VireidError(f"cannot resume: {ckpt_path} does not exist; pass the folder of an interrupted run")
         cfg = config_from_dict(load_checkpoint(ckpt_path)["config"], source=f"run {resume}")
         if overrides or init_from is not None or freeze is not None:
