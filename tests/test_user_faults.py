@@ -340,3 +340,135 @@ def test_histogram_calibration_takes_batches_of_any_size(tmp_path, method):
     assert len({len(f["images"]) for f in feeds}) == 1  # one batch size for the histogram calibrators
     report = quantize_onnx(fp32, tmp_path / "tiny.int8.onnx", pixels, codes, method=method, batch_size=16)
     assert report.method == method and (tmp_path / "tiny.int8.onnx").is_file() and report.mean_cosine > 0.9
+
+
+# ----------------------------------------------------------------------------- 3, 9. the server and slow clients
+
+
+@pytest.fixture(scope="module")
+def tiny_service(tiny_synth_root, tmp_path_factory):
+    from _serve_fixtures import build_service
+
+    return build_service(tiny_synth_root, tmp_path_factory.mktemp("guarded"))
+
+
+@pytest.fixture(scope="module")
+def guarded_service(tiny_service):
+    """The tiny search service run as ``vireid serve`` runs it, with small limits: 1 s for headers, 1.5 s
+    for a body, 12 connections."""
+    from _serve_fixtures import running_server
+    from vireid.serve import ServeLimits, create_app
+
+    limits = ServeLimits(header_timeout_s=1.0, body_timeout_s=1.5, max_connections=12)
+    with running_server(create_app(tiny_service.embedder, tiny_service.index, limits=limits), limits=limits) as url:
+        yield tiny_service, url
+
+
+@pytest.fixture()
+def plain_service(tiny_service):
+    """The tiny search service with its default limits."""
+    from _serve_fixtures import running_server
+    from vireid.serve import create_app
+
+    with running_server(create_app(tiny_service.embedder, tiny_service.index)) as url:
+        yield tiny_service, url
+
+
+def _stalled(url: str, first_bytes: bytes) -> "socket.socket":
+    import socket
+
+    host, port = url.rsplit("//", 1)[1].split(":")
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    sock.sendall(first_bytes)
+    return sock
+
+
+def _answer(sock, limit_s: float = 5.0) -> tuple[int, dict]:
+    """Status and JSON body the server sent on ``sock`` before closing it (bounded in time)."""
+    import time
+
+    sock.settimeout(0.5)
+    data, deadline = b"", time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 "), data[:200]
+    return int(head.split()[1]), json.loads(body)
+
+
+def _search(service, url: str):
+    import httpx
+
+    files = {"file": ("q.jpg", service.query_member.read_bytes(), "image/jpeg")}
+    return httpx.post(f"{url}/api/search", files=files, data={"modality": "visible"}, timeout=10)
+
+
+def test_slow_clients_neither_block_searches_nor_get_plain_text(guarded_service):
+    import time
+
+    service, url = guarded_service
+    # 30 connections (more than the 12 allowed) that stall in their headers, before any token check
+    sockets = [_stalled(url, b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multi") for _ in range(30)]
+    t0 = time.monotonic()
+    answer = _search(service, url)
+    elapsed = time.monotonic() - t0
+    assert answer.status_code == 200 and answer.json()["results"], answer.text
+    assert elapsed < 3.0, elapsed
+    for sock in sockets:  # each is told, in JSON, and closed: evicted for the search or timed out
+        status, body = _answer(sock)
+        assert status == 408 and "headers did not arrive within 1 s" in body["error"]
+    # an upload whose body stalls is answered 408 in JSON within the body deadline
+    stalled_body = _stalled(url, b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+                                 b"boundary=xx\r\nContent-Length: 100000\r\n\r\n--xx\r\nContent-Disposition: form-da")
+    t0 = time.monotonic()
+    status, body = _answer(stalled_body)
+    assert status == 408 and "body did not arrive within 1.5 s" in body["error"] and time.monotonic() - t0 < 4.0
+    # malformed HTTP is refused in JSON too
+    status, body = _answer(_stalled(url, b"NOT HTTP AT ALL\r\n\r\n"))
+    assert status == 400 and "error" in body
+    assert _search(service, url).status_code == 200
+
+
+def test_a_fifo_in_the_gallery_is_refused_at_once(plain_service):
+    import os
+
+    import httpx
+
+    service, url = plain_service
+    row = 1
+    path = Path(service.index.metadata.image_path(row))
+    saved = path.read_bytes()
+    path.unlink()
+    os.mkfifo(path)
+    try:
+        answer = httpx.get(f"{url}/api/gallery/{row}/image", timeout=5)
+        assert answer.status_code == 404 and "not a regular file" in answer.json()["error"]
+    finally:
+        path.unlink()
+        path.write_bytes(saved)
+
+
+def test_a_client_that_disconnects_leaves_one_log_line_not_a_traceback(plain_service, caplog):
+    import logging
+    import time
+
+    service, url = plain_service
+    caplog.set_level(logging.INFO)
+    sock = _stalled(url, b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+                         b"boundary=xx\r\nContent-Length: 100000\r\n\r\n--xx\r\n")
+    time.sleep(0.3)
+    sock.close()  # gone in the middle of the upload
+    time.sleep(0.7)
+    assert _search(service, url).status_code == 200
+    text = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert "Traceback" not in text and not any(r.exc_info for r in caplog.records), text
+    assert "client disconnected during POST /api/search" in text

@@ -36,6 +36,8 @@ class ServeLimits:
     size (checked from the header before decoding). ``max_k`` bounds the number of results.
     ``max_pending`` is how many searches may be queued or running at once (more get 503);
     ``workers`` how many run at the same time (decoding in parallel, the model one at a time).
+    ``header_timeout_s`` / ``body_timeout_s`` bound how long a client may take to send its request's
+    headers / body, ``max_connections`` the open connections (slow clients, :mod:`vireid.serve.protocol`).
     """
 
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -46,12 +48,18 @@ class ServeLimits:
     default_k: int = 10
     max_pending: int = 16
     workers: int = 2
+    header_timeout_s: float = 10.0  # a request's headers must arrive within this (vireid.serve.protocol)
+    body_timeout_s: float = 60.0  # and its body within this once the application reads it
+    max_connections: int = 64  # open connections; more evict the longest-stalled one or get 503
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_request_bytes", "max_side", "max_pixels", "max_k",
-                     "default_k", "max_pending", "workers"):
+                     "default_k", "max_pending", "workers", "max_connections"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ServeLimits.{name} must be at least 1")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"ServeLimits.{name} must be positive")
         if self.default_k > self.max_k:
             raise ValueError("ServeLimits.default_k must not exceed max_k")
 
