@@ -103,15 +103,21 @@ def build_service(synth_root: Path, out: Path, ids: tuple[int, ...] = (1, 2, 3, 
 
 
 @contextmanager
-def running_server(app, timeout: float = 30.0):
-    """Serve ``app`` with uvicorn on a free 127.0.0.1 port in a thread; yields the base URL."""
+def running_server(app, timeout: float = 30.0, limits=None):
+    """Serve ``app`` with uvicorn on a free 127.0.0.1 port in a thread; yields the base URL. With
+    ``limits`` (a ServeLimits) it runs as ``vireid serve`` does (its connection guard and timeouts)."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
+    sock.listen(128)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_keep_alive=2))
+    if limits is not None:
+        from vireid.serve.protocol import uvicorn_config
+
+        server = uvicorn.Server(uvicorn_config(app, limits, log_level="warning", timeout_keep_alive=2))
+    else:
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_keep_alive=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

@@ -18,7 +18,7 @@ from conftest import REPO, tiny_overrides
 from vireid.config import load_config
 from vireid.engine.checkpoint import atomic_torch_save, load_checkpoint
 from vireid.engine.trainer import Trainer, TrainingDiverged, lr_factor
-from vireid.errors import ConfigError
+from vireid.errors import ConfigError, VireidError
 from vireid.modeling import LOSSES
 
 CONFIG = REPO / "configs" / "baseline_synth.yaml"
@@ -170,7 +170,7 @@ def test_atomic_save_keeps_old_checkpoint_when_writing_fails(tmp_path, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", exploding_save)
-    with pytest.raises(OSError):
+    with pytest.raises(VireidError, match=r"cannot write .*last\.pt \(disk full\)"):
         atomic_torch_save({"model": {"w": torch.zeros(3)}, "config": {}}, path)
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(3))

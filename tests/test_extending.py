@@ -60,7 +60,10 @@ def test_the_pages_plugin_trains_and_evaluates_through_the_cli(tmp_path, tiny_sy
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    evaluate = _vireid(["eval", str(run)], cwd=elsewhere)  # `vireid eval runs/se_synth`, from another folder
+    refused = _vireid(["eval", str(run)], cwd=elsewhere)  # the stored plug-in is not imported without the flag
+    assert refused.returncode == 2 and str(work / "my_reid.py") in refused.stderr and "--trust-plugins" in refused.stderr
+    assert commands[1][3:] == ["--trust-plugins"]
+    evaluate = _vireid(["eval", str(run), *commands[1][3:]], cwd=elsewhere)  # the page's command, from another folder
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     results = json.loads((run / "test_results.json").read_text())
     assert results and all(0.0 <= r["mean"]["mAP"] <= 100.0 for r in results)

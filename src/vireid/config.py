@@ -18,6 +18,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -189,6 +191,46 @@ class Config:
 # ----------------------------------------------------------------------------- loading
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names the same key twice (YAML would silently keep the last one)."""
+
+    def __init__(self, key: str, first: int, second: int) -> None:
+        super().__init__(f"key {key!r} appears twice (lines {first} and {second})")
+        self.key, self.first, self.second = key, first, second
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with two fixes for configs: a number in exponent form without a dot (``1e-4``,
+    ``2E5``) is a float, not the string YAML 1.1 makes of it, and a key given twice is an error."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001 - PyYAML's signature
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # PyYAML reports unhashable keys itself
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKeyError(str(key), seen[key], line)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse config YAML text (:class:`_Loader`: ``1e-4`` is a number, a duplicate key raises)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in seen:
@@ -196,9 +238,11 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path.read_text()) or {}
+    except DuplicateKeyError as err:
+        raise ConfigError(f"config file {path}: {err}; keep only one of them") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys at its top level")
     _resolve_plugin_paths(data, path.parent)
@@ -269,7 +313,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} has an empty key; write it as section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = read_yaml(raw) if raw.strip() else None
+    except DuplicateKeyError as err:
+        raise ConfigError(f"override {text!r}: {err}; keep only one of them") from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -291,18 +337,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for text in overrides:
         keys, value = parse_override(text)
         set_dotted(tree, keys, value)
-    return config_from_dict(tree)
+    return config_from_dict(tree, user_plugins=True)
 
 
-def config_from_dict(tree: dict) -> Config:
-    """Validate a plain dict (e.g. from a checkpoint) into a :class:`Config`."""
+def config_from_dict(tree: dict, *, source: str = "the stored config", user_plugins: bool = False) -> Config:
+    """Validate a plain dict into a :class:`Config`.
+
+    By default ``tree`` is a stored config (a checkpoint's, an exported model's) and its ``plugins`` are
+    not imported unless the user allowed it (:func:`vireid.plugins.import_stored_plugins`; ``source``
+    names it in the refusal). ``user_plugins=True`` is for a config the user wrote or named (their YAML
+    file, their overrides): its plugins are imported."""
     cfg = _build(Config, tree, "")
     if cfg.plugins:
-        from vireid.plugins import absolute_entries, import_plugins
+        from vireid.plugins import absolute_entries, import_plugins, import_stored_plugins
 
-        # a path given on the command line is relative to the working directory: keep it absolute
-        cfg.plugins = absolute_entries(cfg.plugins, Path.cwd())
-        import_plugins(cfg.plugins)
+        if user_plugins:
+            # a path given on the command line is relative to the working directory: keep it absolute
+            cfg.plugins = absolute_entries(cfg.plugins, Path.cwd())
+            import_plugins(cfg.plugins)
+        else:
+            import_stored_plugins(cfg.plugins, source)
     cfg.loss_terms()  # validate the loss table now, not at the first step
     _check_choices(cfg)
     return cfg
@@ -408,6 +462,40 @@ def _check_choices(cfg: Config) -> None:
         raise ConfigError(
             f"config key 'sampler.epoch_length' must be images, identities or a number of batches, got {epoch_length!r}"
         )
+    _check_ranges(cfg)
+
+
+def _check_range(key: str, value: Any, ok: bool, what: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key {key!r} must be {what}, got {value}")
+    if not ok:
+        raise ConfigError(f"config key {key!r} must be {what}, got {value!r}")
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Numbers that would crash (or silently do nothing) later, refused now with one sentence each."""
+    o, s, t = cfg.optim, cfg.sched, cfg.train
+    name = cfg.name
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+        raise ConfigError(f"config key 'name' must be a plain folder name (no '/', '\\' or '..'), got {name!r}; "
+                          "it names the run folder inside output_dir")
+    _check_range("seed", cfg.seed, 0 <= cfg.seed < 2**32, "a whole number from 0 to 4294967295")
+    _check_range("optim.lr", o.lr, math.isfinite(o.lr) and o.lr > 0, "a positive number such as 0.1 or 3.5e-4")
+    _check_range("optim.momentum", o.momentum, 0 <= o.momentum < 1, "between 0 (inclusive) and 1")
+    _check_range("optim.weight_decay", o.weight_decay, math.isfinite(o.weight_decay) and o.weight_decay >= 0,
+                 "zero or a positive number")
+    betas_ok = (len(o.betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in o.betas)
+                and all(0 <= b < 1 for b in o.betas))
+    _check_range("optim.betas", o.betas, betas_ok, "two numbers from 0 (inclusive) to 1, such as [0.9, 0.999]")
+    if o.clip_grad_norm is not None:
+        _check_range("optim.clip_grad_norm", o.clip_grad_norm,
+                     math.isfinite(o.clip_grad_norm) and o.clip_grad_norm > 0, "a positive number or null")
+    _check_range("sched.warmup_epochs", s.warmup_epochs, s.warmup_epochs >= 0, "zero or more")
+    _check_range("sched.warmup_start_factor", s.warmup_start_factor, 0 < s.warmup_start_factor <= 1,
+                 "above 0 and at most 1")
+    _check_range("sched.gamma", s.gamma, math.isfinite(s.gamma) and s.gamma > 0, "a positive number")
+    _check_range("sched.min_lr", s.min_lr, math.isfinite(s.min_lr) and s.min_lr >= 0, "zero or a positive number")
+    _check_range("train.epochs", t.epochs, t.epochs >= 1, "at least 1 (the number of epochs to train)")
 
 
 def accepted_parameters(func: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:

@@ -12,6 +12,13 @@ An entry is either an importable module name (an installed package, or a module 
 file (stored absolute in the run's ``config.yaml``, so ``vireid eval RUN`` finds it again); on the
 command line (``plugins=[./x.py]``) it is relative to the working directory. A file is imported
 once per process however many configs name it. See docs/extending.md for a worked example.
+
+Only code the user named is imported. A config file given to ``vireid train --config`` (and its
+``plugins=[...]`` overrides) is named by the user, so its plugins are imported. A *stored* config
+(a checkpoint's, an exported model's, a run folder's ``config.yaml``) is not: opening a model never
+imports the plugins it lists. They are reported in one sentence, and imported only under an explicit
+``--trust-plugins`` (the stored entries) or ``--plugins`` (the user's own copy) on the command
+(:func:`plugin_flags`; in Python ``with plugin_flags(trust=True): ...``).
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ import hashlib
 import importlib
 import importlib.util
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -82,8 +90,16 @@ def _import_module(name: str) -> ModuleType:
         ) from err
 
 
+# what the user named in this process (entries of their own config files, --plugins) and whether they
+# passed --trust-plugins; a stored config's plugins are imported only under one of those
+_NAMED: set[str] = set()
+_POLICY: dict = {"trust_stored": False, "given": False}
+
+
 def import_plugins(entries: Iterable[str]) -> list[ModuleType]:
-    """Import every ``plugins`` entry (module name or ``.py`` path); one clear error if one fails."""
+    """Import every ``plugins`` entry (module name or ``.py`` path) the user named; one clear error if
+    one fails. Only for entries the user gave (their config file, overrides, ``--plugins``): a stored
+    config goes through :func:`import_stored_plugins`."""
     # the registries must exist (and vireid's own parts be registered) before a plugin adds to them
     importlib.import_module("vireid.modeling")
     importlib.import_module("vireid.data.datasets")
@@ -94,7 +110,44 @@ def import_plugins(entries: Iterable[str]) -> list[ModuleType]:
         if not entry:
             raise ConfigError("config key 'plugins' holds an empty entry; give a module name or a .py path")
         modules.append(_import_file(Path(entry)) if is_plugin_path(entry) else _import_module(entry))
+        _NAMED.add(entry)
     return modules
 
 
-__all__ = ["absolute_entries", "import_plugins", "is_plugin_path"]
+def import_stored_plugins(entries: Iterable[str], source: str) -> None:
+    """The plugins a stored config (of ``source``, e.g. a checkpoint) lists: imported only when the user
+    named them already or passed ``--trust-plugins``; skipped when the user gave their own ``--plugins``;
+    otherwise refused with one sentence naming them and the flags (opening a model never runs code)."""
+    entries = [str(e).strip() for e in entries]
+    unnamed = [e for e in entries if e not in _NAMED]
+    if not unnamed:
+        return
+    if _POLICY["trust_stored"]:
+        import_plugins(absolute_entries(unnamed, Path.cwd()))
+        return
+    if _POLICY["given"]:
+        return  # the user imported their own copy of the code with --plugins
+    raise ConfigError(
+        f"{source} was made with plugin code ({', '.join(unnamed)}), which vireid does not import when it opens a "
+        "model; if you trust that code pass --trust-plugins, or pass --plugins with your own copy of it"
+    )
+
+
+@contextmanager
+def plugin_flags(plugins: Iterable[str] = (), trust: bool = False) -> Iterator[None]:
+    """The ``--plugins`` / ``--trust-plugins`` options of one command: import the user's ``plugins``
+    (relative paths against the working directory) and, with ``trust``, allow a stored config's own
+    plugins to be imported, until the block ends."""
+    saved = dict(_POLICY)
+    given = [str(p) for p in plugins or ()]
+    try:
+        if given:
+            import_plugins(absolute_entries(given, Path.cwd()))
+        _POLICY.update(trust_stored=bool(trust), given=bool(given))
+        yield
+    finally:
+        _POLICY.clear()
+        _POLICY.update(saved)
+
+
+__all__ = ["absolute_entries", "import_plugins", "import_stored_plugins", "is_plugin_path", "plugin_flags"]

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app
+from vireid.cli import app, plugin_options
 from vireid.errors import VireidError
 
 
@@ -24,6 +24,7 @@ def _int8_path(out: Path) -> Path:
 
 
 @app.command("export")
+@plugin_options
 def export_command(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Run folder (its best.pt) or .pt checkpoint to export."),
     out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write, e.g. model.onnx."),
@@ -56,6 +57,7 @@ def export_command(
 
 
 @app.command("quantize")
+@plugin_options
 def quantize_command(
     model: Path = typer.Argument(..., help="An fp32 model exported by vireid export (.onnx), or a run folder / .pt checkpoint."),
     out: Path = typer.Option(..., "--out", "-o", help="int8 ONNX file to write, e.g. model.int8.onnx."),
@@ -87,6 +89,7 @@ def quantize_command(
 
 
 @app.command("prune")
+@plugin_options
 def prune_command(
     run: Path = typer.Argument(..., help="Run folder (its best.pt) or .pt checkpoint to prune."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the pruned model (best.pt; a run folder when fine-tuned)."),

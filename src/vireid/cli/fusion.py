@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app
+from vireid.cli import app, plugin_options
 from vireid.errors import ConfigError
 
 KINDS = ("fused", "visible", "infrared")
@@ -22,6 +22,7 @@ def _kinds(values: Optional[list[str]], option: str) -> tuple[str, ...]:
 
 
 @app.command("eval-fusion")
+@plugin_options
 def eval_fusion_command(
     checkpoint: Path = typer.Argument(..., help="Run folder (its best.pt) or checkpoint file of a trained model."),
     query: Optional[list[str]] = typer.Option(None, "--query", "-q", help="Query kind(s): fused, visible, infrared (default: all)."),

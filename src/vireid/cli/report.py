@@ -12,12 +12,13 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app
+from vireid.cli import app, plugin_options
 
 EVALUATE_CHOICES = ("auto", "always", "never")
 
 
 @app.command("report")
+@plugin_options
 def report_command(
     run_dir: Path = typer.Argument(..., help="Run folder written by `vireid train`."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write (default RUN_DIR/report.html)."),

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app
+from vireid.cli import app, plugin_options
 from vireid.errors import VireidError
 
 
@@ -22,6 +22,7 @@ def _reader_options(trial: Optional[int], split_dir: Optional[Path]) -> dict:
 
 
 @app.command("extract")
+@plugin_options
 def extract_command(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Run folder, .pt checkpoint or exported model."),
     images: Path = typer.Option(..., "--images", "-i", help="Image source: a dataset root (SYSU-MM01, RegDB, LLCM, "
@@ -92,6 +93,7 @@ def index_command(
 
 
 @app.command("search")
+@plugin_options
 def search_command(
     queries: list[Path] = typer.Argument(..., help="Query image file(s)."),
     index: Path = typer.Option(..., "--index", "-i", help="Index folder written by vireid index."),

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app
+from vireid.cli import app, plugin_options
 from vireid.errors import VireidError
 
 
@@ -34,6 +34,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 @app.command("serve")
+@plugin_options
 def serve_command(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Run folder, .pt checkpoint or exported model."),
     index: Path = typer.Option(..., "--index", "-i", help="Gallery index folder written by vireid index."),
@@ -50,19 +51,28 @@ def serve_command(
     workers: int = typer.Option(2, "--workers", help="Searches processed at the same time (decoding in parallel, "
                                 "the model one at a time)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (default: torch's choice)."),
+    header_timeout: float = typer.Option(10.0, "--header-timeout", help="Seconds a client may take to send a "
+                                         "request's headers; slower ones get 408 (slow-client protection)."),
+    body_timeout: float = typer.Option(60.0, "--body-timeout", help="Seconds a client may take to send a "
+                                       "request's body (the uploaded image); slower ones get 408."),
+    max_connections: int = typer.Option(64, "--max-connections", help="Open connections at most; a new one "
+                                        "evicts the longest-stalled client, or gets 503 when none stalls."),
 ) -> None:
     """Serve a web page and JSON API that rank the gallery images of INDEX for an uploaded query image."""
     from vireid.serve.security import LOOPBACK_HOSTS, check_bind_address, is_loopback, resolve_token
 
     token = resolve_token(token)
     check_bind_address(host, token)  # before any slow loading: a refused address fails at once
-    if max_upload_mb <= 0 or max_side < 1 or max_k < 1 or workers < 1:
-        raise VireidError("--max-upload-mb, --max-side, --max-k and --workers must be positive")
+    if max_upload_mb <= 0 or max_side < 1 or max_k < 1 or workers < 1 or max_connections < 1:
+        raise VireidError("--max-upload-mb, --max-side, --max-k, --workers and --max-connections must be positive")
+    if not (header_timeout > 0 and body_timeout > 0):
+        raise VireidError("--header-timeout and --body-timeout must be positive numbers of seconds")
     sock = bind_socket(host, port)
     try:
         import torch
         import uvicorn
 
+        from vireid.data.images import DEFAULT_MAX_PIXELS
         from vireid.engine.embedder import load_embedder
         from vireid.retrieval.index import GalleryIndex
         from vireid.serve.app import create_app
@@ -79,8 +89,9 @@ def serve_command(
                         "meaningful, rebuild the index with this model", fg=typer.colors.YELLOW, err=True)
         upload = int(max_upload_mb * 2**20)
         limits = ServeLimits(max_upload_bytes=upload, max_request_bytes=upload + 64 * 1024, max_side=max_side,
-                             max_pixels=min(max_side * max_side, 40_000_000), max_k=max_k,
-                             default_k=min(10, max_k), workers=workers)
+                             max_pixels=min(max_side * max_side, DEFAULT_MAX_PIXELS), max_k=max_k,
+                             default_k=min(10, max_k), workers=workers, header_timeout_s=header_timeout,
+                             body_timeout_s=body_timeout, max_connections=max_connections)
         allowed_hosts = LOOPBACK_HOSTS if is_loopback(host) and token is None else None
         web = create_app(embedder, gallery, token=token, limits=limits,
                          gallery_root=None if gallery_root is None else str(gallery_root), allowed_hosts=allowed_hosts)
@@ -91,8 +102,8 @@ def serve_command(
         typer.echo(f"vireid search: {gallery.describe()}; model input {embedder.input_size[0]}x{embedder.input_size[1]}, "
                    f"{verdict}")
         typer.echo(f"open http://{shown}:{bound}/" + ("?token=<your token>" if token else "") + "  (Ctrl+C stops)")
-        config = uvicorn.Config(web, log_level="info", server_header=False, proxy_headers=False, lifespan="off",
-                                timeout_keep_alive=5, limit_concurrency=max(64, 4 * limits.max_pending))
-        uvicorn.Server(config).run(sockets=[sock])
+        from vireid.serve.protocol import uvicorn_config
+
+        uvicorn.Server(uvicorn_config(web, limits, log_level="info")).run(sockets=[sock])
     finally:
         sock.close()

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app
+from vireid.cli import app, plugin_options
 from vireid.config import SHIPPED_CONFIGS, find_yaml, shipped_names
 from vireid.errors import VireidError
 
@@ -26,6 +26,7 @@ def resolve_config(path: str) -> Path:
 
 
 @app.command("train")
+@plugin_options
 def train_command(
     overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides key=value, e.g. optim.lr=0.01 train.epochs=5."),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config file or shipped config name."),
@@ -43,8 +44,11 @@ def train_command(
     if resume is not None:
         ckpt_path = resume / "last.pt"
         if not ckpt_path.is_file():
+            if (resume / "config.yaml").is_file():
+                raise VireidError(f"cannot resume: run {resume} has no checkpoint yet (it stopped during its first "
+                                  "epoch); start it again with the same command without --resume")
             raise VireidError(f"cannot resume: {ckpt_path} does not exist; pass the folder of an interrupted run")
-        cfg = config_from_dict(load_checkpoint(ckpt_path)["config"])
+        cfg = config_from_dict(load_checkpoint(ckpt_path)["config"], source=f"run {resume}")
         if overrides or init_from is not None or freeze is not None:
             raise VireidError("--resume continues a run with its own config; drop the key=value overrides, --init-from and --freeze")
         folder = resume
@@ -135,6 +139,7 @@ def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), re
 
 
 @app.command("eval")
+@plugin_options
 def eval_command(
     checkpoints: list[Path] = typer.Argument(..., help="Run folder(s) (their best.pt) or checkpoint file(s). Several, e.g. the 10 RegDB splits, are also pooled into one mean ± std."),
     protocol: Optional[list[str]] = typer.Option(None, "--protocol", "-p", help="Protocol(s), e.g. sysu-all-single; default: the dataset's standard ones."),

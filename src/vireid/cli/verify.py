@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app
+from vireid.cli import app, plugin_options
 from vireid.errors import VireidError
 
 MODALITY_HELP = "visible or infrared"
@@ -27,6 +27,7 @@ def decide(similarity: float, threshold: float) -> bool:
 
 
 @app.command("verify")
+@plugin_options
 def verify_command(
     image_a: Path = typer.Argument(..., help="First image (by default an infrared image, see --modality-a)."),
     image_b: Path = typer.Argument(..., help="Second image (by default a visible image, see --modality-b)."),
@@ -79,6 +80,7 @@ def verify_command(
 
 
 @app.command("calibrate")
+@plugin_options
 def calibrate_command(
     run: Path = typer.Argument(..., help="Run folder (its best.pt) or .pt checkpoint; the threshold is stored in it."),
     far: float = typer.Option(0.01, "--far", help="Target false-accept rate of the stored threshold (also reported: 1e-3, 1e-2, 1e-1)."),

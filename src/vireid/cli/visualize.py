@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app
+from vireid.cli import app, plugin_options
 
 visualize_app = typer.Typer(
     name="visualize",
@@ -40,6 +40,7 @@ def _done(path: Path) -> None:
 
 
 @visualize_app.command("ranked")
+@plugin_options
 def ranked_command(
     run: Path = typer.Argument(..., help="Run folder (its best.pt) or checkpoint file."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN_DIR/ranked.png)."),
@@ -78,6 +79,7 @@ def cmc_command(
 
 
 @visualize_app.command("cam")
+@plugin_options
 def cam_command(
     run: Path = typer.Argument(..., help="Run folder (its best.pt) or checkpoint file."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN_DIR/cam.png)."),
@@ -125,6 +127,7 @@ def cam_command(
 
 
 @visualize_app.command("tsne")
+@plugin_options
 def tsne_command(
     run: Path = typer.Argument(..., help="Run folder (its best.pt) or checkpoint file."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN_DIR/tsne.png)."),

@@ -3,10 +3,18 @@
 Infrared images (SYSU-MM01 stores them as 3-channel grey JPEGs, RegDB as single-channel BMPs)
 come out as three identical channels, so every model sees 3-channel input. Problems are raised
 as :class:`~vireid.errors.DatasetError` naming the file, never as a bare Pillow traceback.
+
+Every decode is capped in pixels (:data:`DEFAULT_MAX_PIXELS`, the limit ``vireid serve`` applies to
+uploads; ``VIREID_MAX_PIXELS`` in the environment changes it): the size is read from the file's
+header and a larger image is refused before its pixels are decoded, so a small file claiming a huge
+canvas (a "decompression bomb") costs neither memory nor time.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +35,26 @@ def resample_filter(name: str | None) -> int:
     if key not in RESAMPLE_FILTERS:
         raise ValueError(f"resample must be one of {', '.join(RESAMPLE_FILTERS)}, got {name!r}")
     return RESAMPLE_FILTERS[key]
+
+DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels: far above any re-id image, far below a bomb
+
+
+def max_pixels() -> int:
+    """The pixel cap of :func:`decode_image`: ``VIREID_MAX_PIXELS`` when set, else :data:`DEFAULT_MAX_PIXELS`."""
+    raw = os.environ.get("VIREID_MAX_PIXELS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    if not raw.isdigit() or int(raw) < 1:
+        raise DatasetError(f"VIREID_MAX_PIXELS is {raw!r}; set it to a whole number of pixels such as 40000000")
+    return int(raw)
+
+
+def pixel_limit_sentence(subject: str, width: int | None, height: int | None, limit: int,
+                         max_side: int | None = None) -> str:
+    """The one sentence for an image over the pixel cap, shared by file decoding and the server."""
+    size = f"{width}x{height} pixels" if width is not None else "far too large"
+    side = f"{max_side} pixels per side and " if max_side is not None else ""
+    return f"{subject} is {size}; the limit is {side}{limit / 1e6:g} megapixels, resize it"
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -58,14 +86,26 @@ def decode_image(path: str | Path, size: tuple[int, int] | None = None, resample
     Greyscale, palette, 16-bit and alpha images are converted to RGB.
     """
     path = Path(path)
+    limit = max_pixels()
     try:
         if path.stat().st_size == 0:
             raise DatasetError(f"image {path} is an empty file (0 bytes); replace or remove it and its split entry")
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap decides, below
+            img = Image.open(path)
+        with img:
+            width, height = img.size
+            if width * height > limit:
+                raise DatasetError(pixel_limit_sentence(f"image {path}", width, height, limit)
+                                   + " or raise VIREID_MAX_PIXELS")
             img.load()
             return pil_to_rgb_array(img, size, resample)
     except DatasetError:
         raise
+    except Image.DecompressionBombError as err:  # Pillow's own cap (twice Image.MAX_IMAGE_PIXELS) at open
+        dims = re.search(r"\((\d+) pixels\)", str(err))
+        what = f"image {path}" + (f" ({int(dims.group(1)) / 1e6:.0f} megapixels)" if dims else "")
+        raise DatasetError(pixel_limit_sentence(what, None, None, limit) + " or raise VIREID_MAX_PIXELS") from None
     except FileNotFoundError:
         raise DatasetError(f"image {path} does not exist; check the dataset root and its split files") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:

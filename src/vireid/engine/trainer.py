@@ -30,7 +30,16 @@ import torch
 from torch import nn
 
 from vireid.config import Config, accepted_parameters, check_kwargs, config_from_dict, save_config
-from vireid.engine.checkpoint import atomic_torch_save, atomic_write_text, load_checkpoint, rng_state, set_rng_state
+from vireid.engine.checkpoint import (
+    atomic_torch_save,
+    atomic_write_text,
+    load_checkpoint,
+    load_weights,
+    remove_stale_temporaries,
+    rng_state,
+    set_rng_state,
+)
+from vireid.engine.run_folder import RunLock, check_fresh_run_folder, repair_best_checkpoint, trim_metrics
 from vireid.engine.distributed import DistInfo, barrier, cleanup, init_distributed
 from vireid.engine.run_logging import MetricsLogger
 from vireid.errors import ConfigError, VireidError
@@ -174,8 +183,6 @@ class Trainer:
     """Builds everything from a :class:`Config` and trains; ``fit()`` returns the final summary."""
 
     def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False) -> None:
-        from vireid.data.build import build_train_data
-
         validate_config(cfg)
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -184,8 +191,24 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed + self.dist.rank)
+        self._lock = None
         if self.dist.is_main:
+            # one training per folder (vireid.engine.run_folder), never an unrelated folder, no crash leftovers
+            if not resume:
+                check_fresh_run_folder(self.run_dir)
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = RunLock.acquire(self.run_dir)
+        try:
+            self._setup(cfg, resume)
+        except BaseException:
+            self.release_lock()
+            raise
+
+    def _setup(self, cfg: Config, resume: bool) -> None:
+        from vireid.data.build import build_train_data
+
+        if self.dist.is_main:
+            remove_stale_temporaries(self.run_dir)
             save_config(cfg, self.run_dir / "config.yaml")
             if not resume:  # a fresh run: records of an attempt that died before its first checkpoint go
                 (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -267,8 +290,8 @@ class Trainer:
         if not path.is_file():
             raise VireidError(f"cannot resume: {path} does not exist; start a new run without --resume")
         ckpt = load_checkpoint(path, map_location=self.device)
-        self.core_model.load_state_dict(ckpt["model"])
-        self.losses.load_state_dict(ckpt["losses"])
+        load_weights(self.core_model, ckpt["model"], f"checkpoint {path}")
+        load_weights(self.losses, ckpt["losses"], f"checkpoint {path} (its loss terms)")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -276,6 +299,9 @@ class Trainer:
         set_rng_state(ckpt["rng"])
         self.state = TrainState(**ckpt["state"])
         if self.dist.is_main:
+            # a kill between last.pt and best.pt, and records logged after last.pt (vireid.engine.run_folder)
+            repair_best_checkpoint(self.run_dir, ckpt, self.cfg.train.select_best == "last" or self.data.val_cache is None)
+            trim_metrics(self.run_dir, self.state.step, self.state.epoch)
             print(f"resumed {self.run_dir} at epoch {self.state.epoch} (step {self.state.step})")
 
     # ------------------------------------------------------------------ training
@@ -326,9 +352,11 @@ class Trainer:
             total_value = float(total.detach())
             if not math.isfinite(total_value):
                 values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+                kept = (f"{self.run_dir / 'last.pt'} keeps the last good epoch" if self.state.epoch > 0
+                        else "no checkpoint was saved (it happened in the first epoch)")
                 raise TrainingDiverged(
                     f"the loss became {total_value} at epoch {epoch + 1}, step {self.state.step + 1} ({values}); "
-                    f"training stopped and {self.run_dir / 'last.pt'} keeps the last good epoch — lower optim.lr, "
+                    f"training stopped and {kept} — lower optim.lr, "
                     f"enable optim.clip_grad_norm or use train.amp=bf16 instead of fp16"
                 )
             self.optimizer.zero_grad(set_to_none=True)
@@ -422,19 +450,28 @@ class Trainer:
             atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2))
         return summary
 
+    def release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     def close(self) -> None:
+        self.release_lock()
         cleanup(self.dist)
 
 
 def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config, dict]:
     """Rebuild the model of a checkpoint (or run folder) in evaluation mode."""
     ckpt = load_checkpoint(path, map_location=device)
-    cfg = config_from_dict(ckpt["config"])
+    cfg = config_from_dict(ckpt["config"], source=f"checkpoint {path}")
+    if not isinstance(ckpt.get("num_classes"), int) or ckpt["num_classes"] < 1:
+        raise VireidError(f"checkpoint {path} has no num_classes entry, so its model cannot be rebuilt; use a "
+                          "checkpoint saved by vireid train (best.pt or last.pt of a run folder)")
     model = build_model(cfg, int(ckpt["num_classes"]))
     if ckpt.get("pruning"):  # channels removed by `vireid prune`: shrink to the stored shapes first
         from vireid.export.pruning import apply_pruning_spec
 
         apply_pruning_spec(model, ckpt["pruning"])
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], f"checkpoint {path}")
     model.to(device).eval()
     return model, cfg, ckpt

@@ -63,7 +63,12 @@ def transfer_config(source: str | Path, overrides: list[str] | tuple[str, ...] =
     tree.setdefault("optim", {})["backbone_lr_mult"] = 1.0
     for keys, value in parsed:
         set_dotted(tree, keys, value)
-    return config_from_dict(tree)
+    if "plugins" in given:  # plugins named in the user's own overrides are theirs to import
+        from vireid.plugins import absolute_entries, import_plugins
+
+        tree["plugins"] = absolute_entries(tree["plugins"] or [], Path.cwd())
+        import_plugins(tree["plugins"])
+    return config_from_dict(tree, source=f"run {source}")
 
 
 def check_transfer_options(cfg: Config) -> None:

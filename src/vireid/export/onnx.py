@@ -241,7 +241,7 @@ class OnnxEmbedder(Embedder):
         self.precision = meta.get("precision", "fp32")
         self.mean = tuple(json.loads(meta["mean"])) if "mean" in meta else Embedder.mean
         self.std = tuple(json.loads(meta["std"])) if "std" in meta else Embedder.std
-        config = config_from_dict(json.loads(meta["config"])) if "config" in meta else None
+        config = config_from_dict(json.loads(meta["config"]), source=f"exported model {path}") if "config" in meta else None
         verification = json.loads(meta["verification"]) if meta.get("verification") else None
         height, width = json.loads(meta["input_size"])
         super().__init__((height, width), int(meta["embed_dim"]), config=config, verification=verification, source=path)

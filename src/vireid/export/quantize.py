@@ -126,11 +126,19 @@ def _normalise(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) 
 
 def calibration_batches(pixels: np.ndarray, codes: np.ndarray, mean: Sequence[float], std: Sequence[float],
                         batch_size: int = 16) -> list[dict[str, np.ndarray]]:
-    """Feeds for the calibrator: single-modality batches, visible and infrared alternating."""
+    """Feeds for the calibrator: single-modality batches, visible and infrared alternating, all of one
+    size. onnxruntime's histogram calibrators (percentile, entropy) stack the outputs of every batch
+    into one array, which fails for batches of unequal size; so the size is the smaller of
+    ``batch_size`` and the smallest modality's count, and a modality's last short batch is completed
+    with its first images again (a repeat changes no range: min/max and histograms only gain counts)."""
+    groups = [np.flatnonzero(codes == code) for code in np.unique(codes)]
+    size = max(1, min([batch_size, *(len(g) for g in groups)]))
     per_modality = []
-    for code in np.unique(codes):
-        index = np.flatnonzero(codes == code)
-        per_modality.append([index[i:i + batch_size] for i in range(0, len(index), batch_size)])
+    for index in groups:
+        chunks = [index[i:i + size] for i in range(0, len(index), size)]
+        if len(chunks[-1]) < size:
+            chunks[-1] = np.concatenate([chunks[-1], np.resize(index, size - len(chunks[-1]))])
+        per_modality.append(chunks)
     feeds: list[dict[str, np.ndarray]] = []
     for step in range(max(len(chunks) for chunks in per_modality)):
         for chunks in per_modality:
@@ -279,7 +287,7 @@ def quantize_model_file(fp32_path: str | Path, out: str | Path, *, images: int =
     meta = read_metadata(fp32_path)
     if "config" not in meta:
         raise VireidError(f"{fp32_path} carries no vireid config; export it with vireid export first")
-    cfg = config_from_dict(json.loads(meta["config"]))
+    cfg = config_from_dict(json.loads(meta["config"]), source=f"exported model {fp32_path}")
     pixels, codes = calibration_images(cfg, images, seed=seed, data_root=data_root, progress=progress)
     return quantize_onnx(fp32_path, out, pixels, codes, method=method, per_channel=per_channel)
 

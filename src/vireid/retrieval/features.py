@@ -57,6 +57,9 @@ def atomic_dir(target: str | Path, marker: str, what: str) -> Iterator[Path]:
             f"{target} already exists and is not a {what}; choose another output path or remove it"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
+    from vireid.engine.checkpoint import remove_stale_temporaries
+
+    remove_stale_temporaries(target.parent, target.name)  # left by a killed earlier run
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     old = target.with_name(f".{target.name}.old{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

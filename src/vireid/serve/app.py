@@ -38,6 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vireid.serve.gallery import ServedGallery
@@ -94,6 +95,10 @@ class _BodyTooLarge(Exception):
     """Raised from the wrapped ``receive`` when a request body passes the size limit."""
 
 
+class _BodyTooSlow(Exception):
+    """Raised from the wrapped ``receive`` when a request body does not arrive within its deadline."""
+
+
 class RequestGuard:
     """ASGI middleware in front of every route: Host check, access token, body size, security headers.
 
@@ -103,10 +108,12 @@ class RequestGuard:
     streams in (chunked uploads), before any multipart parsing spools it.
     """
 
-    def __init__(self, app: ASGIApp, *, token: str | None, max_body: int, allowed_hosts: tuple[str, ...] | None) -> None:
+    def __init__(self, app: ASGIApp, *, token: str | None, max_body: int, allowed_hosts: tuple[str, ...] | None,
+                 body_timeout: float = 60.0) -> None:
         self.app = app
         self.token = token
         self.max_body = int(max_body)
+        self.body_timeout = float(body_timeout)
         self.allowed_hosts = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -136,14 +143,24 @@ class RequestGuard:
             return
 
         received = 0
+        body_done = False
+        deadline: float | None = None
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done, deadline
+            if body_done:  # after the body only a disconnect can come: no deadline
+                return await receive()
+            if deadline is None:
+                deadline = anyio.current_time() + self.body_timeout
+            with anyio.move_on_after(max(deadline - anyio.current_time(), 0.0)) as scope_:
+                message = await receive()
+            if scope_.cancelled_caught:
+                raise _BodyTooSlow
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
                     raise _BodyTooLarge
+                body_done = not message.get("more_body", False)
             return message
 
         try:
@@ -152,6 +169,14 @@ class RequestGuard:
             if started:
                 raise
             await self._too_large()(scope, receive, send_with_headers)
+        except _BodyTooSlow:
+            if started:
+                raise
+            message = (f"the request body did not arrive within {self.body_timeout:g} s; send the image again over a "
+                       "faster connection")
+            await _error(408, message, {"Connection": "close"})(scope, receive, send_with_headers)
+        except ClientDisconnect:  # the client went away: nothing to answer, no traceback in the log
+            log.info("client disconnected during %s %s", scope.get("method"), scope.get("path"))
 
     def _too_large(self) -> Response:
         return _error(413, f"the request body is larger than {format_bytes(self.max_body)}, the limit; send a smaller image")
@@ -231,7 +256,8 @@ def create_app(embedder: Any, index: Any, *, token: str | None = None, limits: S
     app.state.gallery = gallery
     app.state.limits = limits
     app.state.threshold = threshold
-    app.add_middleware(RequestGuard, token=token, max_body=limits.max_request_bytes, allowed_hosts=allowed_hosts)
+    app.add_middleware(RequestGuard, token=token, max_body=limits.max_request_bytes, allowed_hosts=allowed_hosts,
+                       body_timeout=limits.body_timeout_s)
 
     @app.exception_handler(UploadError)
     async def _upload_error(request: Request, exc: UploadError) -> JSONResponse:

@@ -73,7 +73,9 @@ class ServedGallery:
         real = os.path.realpath(listed)
         if not _inside(real, self.root):
             raise UploadError(404, f"gallery image {i} lies outside the gallery folder; it is not served")
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        # O_NONBLOCK: opening a FIFO (or a device) placed in the gallery returns at once instead of waiting
+        # for a writer; the regular-file check below then refuses it
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
             fd = os.open(real, flags)
         except OSError:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from vireid.data.images import pil_to_rgb_array
+from vireid.data.images import DEFAULT_MAX_PIXELS, pil_to_rgb_array, pixel_limit_sentence
 
 #: Pillow format names accepted for uploads.
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
@@ -36,22 +36,30 @@ class ServeLimits:
     size (checked from the header before decoding). ``max_k`` bounds the number of results.
     ``max_pending`` is how many searches may be queued or running at once (more get 503);
     ``workers`` how many run at the same time (decoding in parallel, the model one at a time).
+    ``header_timeout_s`` / ``body_timeout_s`` bound how long a client may take to send its request's
+    headers / body, ``max_connections`` the open connections (slow clients, :mod:`vireid.serve.protocol`).
     """
 
     max_upload_bytes: int = 10 * 1024 * 1024
     max_request_bytes: int = 10 * 1024 * 1024 + 64 * 1024
     max_side: int = 8192
-    max_pixels: int = 40_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     max_k: int = 100
     default_k: int = 10
     max_pending: int = 16
     workers: int = 2
+    header_timeout_s: float = 10.0  # a request's headers must arrive within this (vireid.serve.protocol)
+    body_timeout_s: float = 60.0  # and its body within this once the application reads it
+    max_connections: int = 64  # open connections; more evict the longest-stalled one or get 503
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_request_bytes", "max_side", "max_pixels", "max_k",
-                     "default_k", "max_pending", "workers"):
+                     "default_k", "max_pending", "workers", "max_connections"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ServeLimits.{name} must be at least 1")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"ServeLimits.{name} must be positive")
         if self.default_k > self.max_k:
             raise ValueError("ServeLimits.default_k must not exceed max_k")
 
@@ -119,8 +127,7 @@ def decode_upload(data: bytes, limits: ServeLimits, size: tuple[int, int] | None
     try:
         img = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
     except Image.DecompressionBombError:
-        raise UploadError(400, f"the image's dimensions are far too large; the limit is {limits.max_side} "
-                               f"pixels per side and {limits.max_pixels / 1e6:.0f} megapixels") from None
+        raise UploadError(400, pixel_limit_sentence("the image", None, None, limits.max_pixels, limits.max_side)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
         raise UploadError(400, f"the uploaded {kind} file is corrupt or truncated (its header cannot be read); "
                                "re-save the image and try again") from None
@@ -129,8 +136,7 @@ def decode_upload(data: bytes, limits: ServeLimits, size: tuple[int, int] | None
         if width < 1 or height < 1:
             raise UploadError(400, f"the uploaded image has no pixels ({width}x{height}); send a real image")
         if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
-            raise UploadError(400, f"the image is {width}x{height} pixels; the limit is {limits.max_side} pixels "
-                                   f"per side and {limits.max_pixels / 1e6:.0f} megapixels, resize it")
+            raise UploadError(400, pixel_limit_sentence("the image", width, height, limits.max_pixels, limits.max_side))
         try:
             if size is not None and img.format == "JPEG":
                 # decode a large JPEG directly at a reduced DCT scale, still >= 2x the model input
