@@ -142,6 +142,9 @@ class EvalConfig:
     trials: int = 10
     draw: str = "seeded"  # SYSU-MM01 gallery draw: seeded | official
     rand_perm_cam: str | None = None  # official draw file; default: <data.root>/exp/rand_perm_cam.mat
+    # test-time flip: average each image's embedding with its mirror image's (CAJ, DEEN, fast-reid do so
+    # by default; off keeps the papers' plain evaluation). Used by eval, extract, search, serve, vireid.load
+    flip: bool = False
 
 
 @dataclass
