@@ -73,25 +73,46 @@ def train_command(
 
 
 def run_training(cfg, folder: Path, resume: bool = False, evaluate: bool = True) -> dict:
-    """Train (or resume), then plot the curves and evaluate the best checkpoint on the test protocols."""
+    """Train (or resume), then plot the curves and evaluate the best checkpoint on the test protocols.
+
+    Everything printed also goes to ``folder/log.txt``, which starts with the run's summary
+    (:func:`vireid.engine.run_logging.run_summary`). ``data.root`` is stored absolute, so the run
+    can be evaluated from any folder. Ctrl+C stops the run and prints how to resume it.
+    """
+    import os
+
+    from vireid.engine.run_logging import RunLog, run_summary
     from vireid.engine.trainer import Trainer
 
-    trainer = Trainer(cfg, folder, resume=resume)
-    try:
-        summary = trainer.fit()
-        if trainer.dist.is_main:
-            from vireid.viz.curves import plot_training_curves
+    if not resume:
+        cfg.data.root = str(Path(cfg.data.root).expanduser().absolute())
+    main = int(os.environ.get("RANK", "0")) == 0
+    with RunLog(folder, enabled=main):
+        trainer = Trainer(cfg, folder, resume=resume)
+        try:
+            if trainer.dist.is_main:
+                print(run_summary(trainer), flush=True)
+            try:
+                summary = trainer.fit()
+            except KeyboardInterrupt:
+                if trainer.dist.is_main:
+                    last = folder / "last.pt"
+                    state = f"{last} holds the last finished epoch" if last.is_file() else "no epoch finished yet"
+                    print(f"\ninterrupted ({state}); continue with: vireid train --resume {folder}", flush=True)
+                raise
+            if trainer.dist.is_main:
+                from vireid.viz.curves import plot_training_curves
 
-            plot_training_curves(folder)
-            # verification threshold on the held-out identities, stored in best.pt (vireid.engine.calibration)
-            from vireid.engine.calibration import calibrate_after_training
+                plot_training_curves(folder)
+                # verification threshold on the held-out identities, stored in best.pt (vireid.engine.calibration)
+                from vireid.engine.calibration import calibrate_after_training
 
-            summary["verification"] = calibrate_after_training(folder, trainer.data, trainer.device)
-            if evaluate:
-                results = evaluate_checkpoint(folder, progress=cfg.train.progress)
-                summary["test"] = [r.to_dict() for r in results]
-    finally:
-        trainer.close()
+                summary["verification"] = calibrate_after_training(folder, trainer.data, trainer.device)
+                if evaluate:
+                    results = evaluate_checkpoint(folder, progress=cfg.train.progress)
+                    summary["test"] = [r.to_dict() for r in results]
+        finally:
+            trainer.close()
     return summary
 
 

@@ -112,6 +112,8 @@ def collect_images(source: str | Path, fmt: str | None = None, *, modality: str 
         # rows of a manifest without a split column form one set; reading them as "val" skips the
         # training-only rule that every identity has both modalities
         options.setdefault("default_split", "val")
+    if "allow_lone_split" in dataset_options(fmt):
+        options.setdefault("allow_lone_split", True)  # a gallery-only manifest is a gallery to index
     dataset = build_dataset(fmt, source, **options)
     chosen = [records for name, records in dataset.splits() if split in ("all", name)]
     if split in ("query", "gallery") and getattr(dataset, split) is None:
