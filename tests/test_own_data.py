@@ -270,3 +270,15 @@ def test_readme_python_front_door_runs(tiny_trained_run, tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(block.group(1), "README.md", "exec"), namespace)  # noqa: S102 - the project's own README
     assert namespace["emb"].shape[0] == 2 and namespace["model"].last_modalities == ["infrared", "visible"]
+
+
+def test_make_setup_filters_only_pips_ignored_location_warnings():
+    import subprocess
+
+    makefile = (REPO / "Makefile").read_text()
+    flt = re.search(r"^PIP_FILTER := (.+)$", makefile, re.M).group(1)
+    assert "-o pipefail" in makefile and makefile.count("| $(PIP_FILTER)") == 2
+    noise = ("WARNING: Location 'file:///opt/pypi-more/simple/typer/' is ignored: it is neither a file nor a directory.\n"
+             "ERROR: No matching distribution found for no-such-package\n")
+    out = subprocess.run(["bash", "-c", flt], input=noise, capture_output=True, text=True, check=True).stdout
+    assert out == "ERROR: No matching distribution found for no-such-package\n"

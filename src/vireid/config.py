@@ -51,7 +51,7 @@ class DataConfig:
     width: int = 144
     cache_dir: str | None = None  # decoded-image cache; default: <root>/.vireid-cache
     workers: int | None = None
-    # body joints per image for pose-guided methods (seed 002): None (off) | "synthetic" (the generator's
+    # body joints per image for pose-guided methods (PDFENet): None (off) | "synthetic" (the generator's
     # stored joints) | "auto" (synthetic joints, else the dataset's pose cache) | path of a pose-cache file
     joints: str | None = None
     synth: SynthConfig = field(default_factory=SynthConfig)

@@ -21,9 +21,9 @@ from vireid.errors import ConfigError
 
 SYNTHETIC = "synthetic"
 #: Synthetic data in the RegDB layout: co-located visible/thermal pairs rendered from one pose per
-#: moment (the paired data of seed 000 §4.1 multi-modal fusion), read by the RegDB reader.
+#: moment (the paired data of the survey §4.1 multi-modal fusion), read by the RegDB reader.
 SYNTHETIC_REGDB = "synthetic-regdb"
-#: synthetic data in vireid's NPU-ReID layout (seed 003: 8 cameras, indoor/outdoor), read by the NPU-ReID reader
+#: synthetic data in vireid's NPU-ReID layout (dual-path Swin: 8 cameras, indoor/outdoor), read by the NPU-ReID reader
 SYNTHETIC_NPU = "synthetic-npu"
 #: synthetic data format -> (generator layout, reader)
 _SYNTHETIC_LAYOUTS = {SYNTHETIC: ("sysu-mm01", "sysu-mm01"), SYNTHETIC_REGDB: ("regdb", "regdb"),

@@ -1,4 +1,4 @@
-"""Modality augmentation (MAG) of seed 003 (dual-path transformer, §4.3 and appendix "MAG").
+"""Modality augmentation (MAG) of the dual-path Swin paper (dual-path transformer, §4.3 and appendix "MAG").
 
 With probability ``p`` a visible image ``v_i^k`` and an infrared image ``t_i^k`` of the same identity
 ``i`` exchange one rectangular region ``(x1, y1, x2, y2)``, giving two "semi-modality" images
@@ -19,7 +19,7 @@ Choices where the paper is silent (documented here, configurable):
 * Ranges: the paper gives none; the defaults are those of random erasing in the same pipelines
   (area 2-40 %, aspect 0.3-3.33) with ``p = 0.5``.
 * Place in the pipeline: the paper applies MAG first, before the other transforms. The step works
-  on uint8 or normalised float batches; the seed-003 configs insert it before ``normalize``
+  on uint8 or normalised float batches; the dual-path Swin configs insert it before ``normalize``
   (after crop/flip, which do not change what is exchanged).
 
 Everything is vectorised: one gather of per-pair boxes builds a ``[pairs, H, W]`` mask, and two
@@ -89,7 +89,7 @@ def sample_regions(count: int, height: int, width: int, area: tuple[float, float
 
 @TRANSFORM_STEPS.register("modality_patch_exchange")
 class ModalityPatchExchange:
-    """MAG (seed 003): exchange a random region between same-identity visible/infrared pairs.
+    """MAG (dual-path Swin): exchange a random region between same-identity visible/infrared pairs.
 
     Args:
         p: probability that a pair exchanges a region.

@@ -1,4 +1,4 @@
-"""NPU-ReID evaluation protocol (seed 003, §3 "test modes"), registered in :data:`PROTOCOLS`.
+"""NPU-ReID evaluation protocol (dual-path Swin, §3 "test modes"), registered in :data:`PROTOCOLS`.
 
 * Direction: visible -> thermal (``v2t``: visible queries, thermal gallery) or thermal -> visible
   (``t2v``).

@@ -84,7 +84,7 @@ def _classifier_logits(features: torch.Tensor, weight: torch.Tensor, cosine: boo
 
 @HEADS.register("cosine")
 class CosineClassifier(nn.Module):
-    """Identity classifier whose logits are ``scale * cos(w_k, x)`` (NormFace; seed 002 §3.4 describes
+    """Identity classifier whose logits are ``scale * cos(w_k, x)`` (NormFace; PDFENet §3.4 describes
     its classifiers' predictions as the cosine similarity of parameters and features)."""
 
     def __init__(self, in_dim: int, num_classes: int, scale: float = 16.0, std: float = 0.01) -> None:
@@ -102,7 +102,7 @@ class CosineClassifier(nn.Module):
 
 @HEADS.register("momentum_modality")
 class MomentumModalityClassifiers(nn.Module):
-    """Seed 002 (PDFENet) §3.4: two modality-specific identity classifiers ``cls^V``, ``cls^I`` and their
+    """PDFENet §3.4: two modality-specific identity classifiers ``cls^V``, ``cls^I`` and their
     momentum copies ``cls_M^V``, ``cls_M^I`` (eqs. 13-14, α = 0.7), which make the cross-modality soft
     labels of CMCE.
 

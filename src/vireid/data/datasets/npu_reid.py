@@ -1,4 +1,4 @@
-"""NPU-ReID reader (seed 003, §3): 600 identities, 8 cameras (4 visible, 4 thermal), half indoor.
+"""NPU-ReID reader (dual-path Swin, §3): 600 identities, 8 cameras (4 visible, 4 thermal), half indoor.
 
 The paper describes the cameras but not a release layout, so vireid reads NPU-ReID in the
 SYSU-MM01 shape, with eight camera folders::

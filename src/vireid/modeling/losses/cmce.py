@@ -1,4 +1,4 @@
-"""Seed 002 (PDFENet) losses: cross-modality cross-entropy (CMCE, §3.4, eqs. 9-15) and the center
+"""PDFENet losses: cross-modality cross-entropy (CMCE, §3.4, eqs. 9-15) and the center
 contrast loss (§3.5, eqs. 16-17).
 
 CMCE reads the method output ``modality_logits`` ``[B, 2, K]`` made by

@@ -1,4 +1,4 @@
-"""Multi-masking triplet (MMT) loss of seed 003 (dual-path transformer), eq. 1.
+"""Multi-masking triplet (MMT) loss of the dual-path Swin paper (dual-path transformer), eq. 1.
 
 For an anchor ``a`` of one modality, both its positives and its negatives are taken from the
 *other* modality only (the "masks"; §4.2: "for visible anchor sample, we select negative samples
@@ -34,7 +34,7 @@ from vireid.modeling.registries import LOSSES
 
 @LOSSES.register("multi_masking_triplet")
 class MultiMaskingTripletLoss(ReIDLoss):
-    """MMT loss (seed 003 eq. 1); ``needs_modalities``. See the module docstring."""
+    """MMT loss (dual-path Swin eq. 1); ``needs_modalities``. See the module docstring."""
 
     input_key = "features"
     needs_modalities = True

@@ -1,4 +1,4 @@
-"""Overlap penalty loss of seed 001 (§3.4, eqs. 4-5): keep the regions the SLN sub-networks
+"""Overlap penalty loss of DFW+SLN (§3.4, eqs. 4-5): keep the regions the SLN sub-networks
 attend to apart.
 
 For each image and each sub-network s, the feature map ``F_s [C, h, w]`` is GeM-pooled over

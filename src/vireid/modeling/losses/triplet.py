@@ -136,7 +136,7 @@ class ADPTripletLoss(WeightedRegularizedTripletLoss):
 class HeteroCenterTripletLoss(ReIDLoss):
     """Hetero-center triplet loss (Liu, Tan & Zhou, "Parameter sharing exploration and
     hetero-center triplet loss for visible-thermal person re-identification", TMM 2021;
-    seed 001, eq. 6).
+    DFW+SLN, eq. 6).
 
     In a P×K(visible)+K(infrared) batch, each identity i has a visible centre ``c_v^i`` and an
     infrared centre ``c_I^i`` (means of its features in that modality). Every centre is an

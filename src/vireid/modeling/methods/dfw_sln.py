@@ -1,4 +1,4 @@
-"""Seed 001: dynamic feature weakening (DFW) + segmented learning network (SLN) on the
+"""DFW+SLN: dynamic feature weakening (DFW) + segmented learning network (SLN) on the
 two-stream baseline ("Dynamic Feature Weakening for Cross-Modality Person Re-Identification",
 Computers and Electrical Engineering; Fig. 2, Algorithm 1)::
 
@@ -51,9 +51,9 @@ LAST_STAGE = NUM_STAGES - 1
 class DFWSLNReID(BaselineReID):
     """Two-stream network with DFW after chosen shared stages and an SLN in place of the last stage.
 
-    Args (the others of :class:`BaselineReID` pass through ``baseline_params``; seed 001's defaults):
+    Args (the others of :class:`BaselineReID` pass through ``baseline_params``; the DFW+SLN paper's defaults):
         specific_stages: 2 (layer0 and layer1 modality-specific, §3.1).
-        non_local: None (seed 001's baseline has no non-local blocks).
+        non_local: None (the DFW+SLN paper's baseline has no non-local blocks).
         dfw_after_stages: global stage indices after which a DFW block runs (each must be a
             shared stage before the last one); ``[]`` switches DFW off.
         dfw_mode, dfw_alpha, dfw_beta: the weakening matrix (see

@@ -1,4 +1,4 @@
-"""Seed 002: PDFENet, "Pure Detail Feature Extraction Network for Visible-Infrared
+"""PDFENet, "Pure Detail Feature Extraction Network for Visible-Infrared
 Re-Identification" (Cui, Chan, Mu, Tang, Zhou, 2023), Fig. 1, §3.1-3.5::
 
     images, modalities, joints [B,16,3]
@@ -74,7 +74,7 @@ PART_NAMES = ("top", "mid", "low")
 
 @METHODS.register("pdfenet")
 class PDFENet(BaselineReID):
-    """Two-stream backbone + ADMG + IDI + momentum modality classifiers (seed 002).
+    """Two-stream backbone + ADMG + IDI + momentum modality classifiers (PDFENet).
 
     Args (the others of :class:`BaselineReID` pass through ``baseline_params``):
         details: how each of the three details (top, mid, low) is extracted: ``"admg"`` (joint mask,

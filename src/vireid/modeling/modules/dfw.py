@@ -1,4 +1,4 @@
-"""Dynamic feature weakening (DFW) of seed 001 ("Dynamic Feature Weakening for Cross-Modality
+"""Dynamic feature weakening (DFW) of DFW+SLN ("Dynamic Feature Weakening for Cross-Modality
 Person Re-Identification", Computers and Electrical Engineering, §3.2, eqs. 1-3).
 
 A shared intermediate feature map ``F_inter`` ``[B, C, H, W]`` is squeezed over its channels into
@@ -83,7 +83,7 @@ def weakening_matrix(
 
 @MODULES.register("dfw")
 class DynamicFeatureWeakening(nn.Module):
-    """DFW block (seed 001, eqs. 1-3): ``x -> x * sigmoid(f ⊗ M_Dx)`` with ``f`` of eq. 1.
+    """DFW block (DFW+SLN, eqs. 1-3): ``x -> x * sigmoid(f ⊗ M_Dx)`` with ``f`` of eq. 1.
 
     Args:
         mode: ``"d1"`` (mean threshold, fixed factor α; the paper's best setting, Fig. 3),
