@@ -282,3 +282,34 @@ def test_make_setup_filters_only_pips_ignored_location_warnings():
              "ERROR: No matching distribution found for no-such-package\n")
     out = subprocess.run(["bash", "-c", flt], input=noise, capture_output=True, text=True, check=True).stdout
     assert out == "ERROR: No matching distribution found for no-such-package\n"
+
+
+def test_ctrl_c_prints_how_to_resume_and_is_logged(tmp_path, monkeypatch, capsys):
+    import types
+
+    import vireid.engine.run_logging as run_logging
+    import vireid.engine.trainer as trainer_module
+    from vireid.cli.train import run_training
+    from vireid.config import load_config
+
+    class Interrupted:
+        def __init__(self, cfg, folder, resume=False):
+            self.dist = types.SimpleNamespace(is_main=True)
+
+        def fit(self):
+            print("epoch 1/9 ...")
+            raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(trainer_module, "Trainer", Interrupted)
+    monkeypatch.setattr(run_logging, "run_summary", lambda trainer: "run folder: (summary)")
+    folder = tmp_path / "run"
+    cfg = load_config(None, [f"data.root={tmp_path / 'data'}"])
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, folder)
+    hint = f"continue with: vireid train --resume {folder}"
+    assert hint in capsys.readouterr().out
+    log = (folder / "log.txt").read_text()
+    assert "run folder: (summary)" in log and "epoch 1/9" in log and hint in log

@@ -143,6 +143,7 @@ def search_command(
     results = search_images(gallery, embedder, queries, modality=modality, k=k, cross_modality=cross_modality,
                             gallery_modality=gallery_modality, rerank=rerank, rerank_candidates=rerank_candidates,
                             force=force, notes=notes)
-    for note in notes:
-        typer.echo(note, err=True)
+    for note in notes:  # with --json the decisions are in the output ("modality"); warnings still go to stderr
+        if not as_json or note.startswith("warning"):
+            typer.echo(note, err=True)
     typer.echo(results_json(results) if as_json else format_results(results))

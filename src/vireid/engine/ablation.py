@@ -151,6 +151,9 @@ def row_folder_name(row: AblationRow, seed: int | None = None) -> str:
 
 def _comparable(tree: dict) -> dict:
     tree = json.loads(json.dumps(tree, default=str))
+    data = tree.get("data")
+    if isinstance(data, dict) and isinstance(data.get("root"), str):  # training stores data.root absolute
+        data["root"] = str(Path(data["root"]).expanduser().absolute())
     for dotted in RUNTIME_KEYS:
         *parents, key = dotted.split(".")
         node = tree
