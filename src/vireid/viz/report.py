@@ -251,7 +251,7 @@ def gather_report(run_dir: str | Path, *, pictures: bool = True, device: str = "
                                             "Mean CMC over the gallery-draw trials of each protocol."))
     if (results_dir / "roc.png").is_file():
         data.figures.append(Figure("roc", "ROC curve (verification)", (results_dir / "roc.png").read_bytes(),
-                                   "Written by the verification calibration (roc.png of the run folder)."))
+                                   "Written by vireid eval (roc.png beside the test results)."))
     if pictures and run is not None:
         _model_pictures(data, run, num_queries=num_queries, num_ids=num_ids, cam_ids=cam_ids, seed=seed)
     elif not pictures:
