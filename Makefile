@@ -9,6 +9,14 @@ BIN := $(VENV)/bin
 CONSTRAINTS ?= constraints.txt
 PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 STAMP := $(VENV)/.installed
+# pipelines keep the exit status of their first failing command (pip's, below)
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip prints one "WARNING: Location '<index>/<package>/' is ignored: ..." line per package that a
+# configured extra index (e.g. a partial local mirror in pip.conf) does not hold -- about 200 for this
+# install, all harmless. They are dropped; every other line (real errors included) still shows, and
+# the pipeline fails when pip fails.
+PIP_FILTER := sed -u "/^WARNING: Location '.*' is ignored: /d"
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
@@ -18,8 +26,8 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(PIP_C) -e '.[test,all]'
+	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | $(PIP_FILTER)
+	$(BIN)/python -m pip install --quiet $(PIP_C) -e '.[test,all]' 2>&1 | $(PIP_FILTER)
 	touch $(STAMP)
 
 demo: $(STAMP)

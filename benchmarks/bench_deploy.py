@@ -1,4 +1,4 @@
-"""Lightweight deployment (seed 000 §6): size, CPU latency and accuracy of a model before and after
+"""Lightweight deployment (the survey §6): size, CPU latency and accuracy of a model before and after
 ONNX export, structured channel pruning and int8 quantization.
 
 For each trained model (default: the two synthetic recipes, ``baseline_synth`` = two-stream

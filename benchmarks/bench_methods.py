@@ -1,10 +1,10 @@
-"""Cost of every method (in the style of seed 001's Table 2): parameters, GFLOPs, and training and
+"""Cost of every method (in the style of the DFW+SLN paper's Table 2): parameters, GFLOPs, and training and
 inference images/s, each method at its config's input size and batch.
 
 Configs (positional arguments, names of shipped configs or paths; default: every shipped
 ``<name>_sysu`` config, plus the ``<name>_synth`` configs of names without a ``_sysu`` one, i.e. the
 paper-size recipe of each method where there is one; ``--synth``: the ``_synth`` configs only). Extra rows: ``--variant "LABEL=CONFIG
-key=value ..."``, e.g. seed 001's two-stream baseline (no DFW, one layer4)::
+key=value ..."``, e.g. the DFW+SLN paper's two-stream baseline (no DFW, one layer4)::
 
     python benchmarks/bench_methods.py \\
         --variant "two-stream baseline=dfw_sln_sysu model.params.dfw_after_stages=[] model.params.num_branches=1"
@@ -17,7 +17,7 @@ identities (395, SYSU-MM01's training set).
 * **Params (M)**: all parameters of the model, classifiers included.
 * **GFLOPs**: one evaluation-mode forward pass of one image at the config's ``data.height x
   data.width`` (:func:`vireid.modeling.flops.count_forward_flops`, torch's FLOP counter: a
-  multiply-add is 2 FLOPs, the convention of seed 001's Table 2: 10.3 G for its ResNet-50
+  multiply-add is 2 FLOPs, the convention of the DFW+SLN paper's Table 2: 10.3 G for its ResNet-50
   baseline at 288x144).
 * **train img/s**: one optimiser step of the config's loss table on a real batch (P identities x
   (K visible + K infrared) of random images, layout as the sampler's), forward + losses + backward +
@@ -251,7 +251,7 @@ def main() -> None:
         f"training: {steps} timed optimiser steps (after {warmup} warm-up) of the config's loss table on one "
         f"real-size batch of random images (model cost only, no data loading); inference: batches of "
         f"{infer_batch} images, {infer_repeats} timed. GFLOPs: one image, evaluation forward, torch's "
-        f"FLOP counter (a multiply-add = 2 FLOPs; seed 001's Table 2 reports 10.301 G for its ResNet-50 "
+        f"FLOP counter (a multiply-add = 2 FLOPs; the DFW+SLN paper's Table 2 reports 10.301 G for its ResNet-50 "
         f"baseline and 15.150 G for DFW+SLN on this scale).\n\n{table}\n"
     )
     name = "bench_methods" if device.type == "cpu" else f"bench_methods_{device.type}"

@@ -1,7 +1,7 @@
 """Training throughput: vireid's pipeline vs a plain PyTorch loop, same model, same batch.
 
 Both train the two-stream ResNet-50 baseline (modality-specific stem, last stride 1, GeM, BNNeck;
-no non-local, as in seed 001's baseline) at 288x144 with batch 32 (4 identities x 4 visible + 4
+no non-local, as in the DFW+SLN paper's baseline) at 288x144 with batch 32 (4 identities x 4 visible + 4
 infrared) on synthetic SYSU-MM01-layout data, with label-smoothed cross-entropy + batch-hard triplet.
 
 * **vireid**: decoded-image uint8 cache -> cross-modality sampler -> batch-level tensor

@@ -1,6 +1,6 @@
-"""Multi-modal fusion (seed 000 §4.1/§4.2) on paired synthetic data: early / late (average, vote) /
+"""Multi-modal fusion (the survey §4.1/§4.2) on paired synthetic data: early / late (average, vote) /
 attention fusion against single-modality use of the models and a two-stream single-image baseline,
-written into the "Multi-modal fusion (seed 000 §4.2)" section of docs/results.md.
+written into the "Multi-modal fusion (the survey §4.2)" section of docs/results.md.
 
 Every model is trained from its shipped config (``fusion_{early,late,attention}_synth``; the baseline is
 ``fusion_late_synth`` with the ``baseline`` method of ``baseline_synth``) on the same paired synthetic
@@ -24,7 +24,7 @@ from _report import RESULTS_DOC, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "fusion-table"
-TITLE = "Multi-modal fusion (seed 000 §4.2)"
+TITLE = "Multi-modal fusion (the survey §4.2)"
 #: (query, gallery) columns of the table.
 COMBOS = (("visible", "visible"), ("infrared", "infrared"), ("infrared", "visible"),
           ("fused", "fused"), ("fused", "visible"), ("fused", "infrared"))

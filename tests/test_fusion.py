@@ -331,7 +331,7 @@ def test_table_script_quick_trains_every_strategy_and_cli_evaluates_fused_querie
                                       "--threads", "1"])
     fusion_table.main()
     text = doc.read_text()
-    assert "## Multi-modal fusion (seed 000 §4.2)" in text and "--quick" in text
+    assert "## Multi-modal fusion (the survey §4.2)" in text and "--quick" in text
     for label in ("two-stream baseline", "early fusion", "late fusion", "attention fusion"):
         assert f"| {label} |" in text
     assert text.count("| late fusion |") == 2  # average and vote

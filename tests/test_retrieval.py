@@ -331,6 +331,8 @@ def test_extract_index_search_cli(extracted, tiny_synth_root, tiny_ckpt, tmp_pat
                                  "-k", "3", "--gallery-modality", "visible", "--ef-search", "32"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
+    assert lines[0].endswith(": visible (guessed: colour image)")  # the modality decision (stderr) comes first
+    lines = lines[1:]
     assert "-> visible gallery" in lines[0] and lines[1].split()[:5] == ["rank", "score", "identity", "camera",
                                                                         "modality"]
     assert len(lines) == 5 and lines[2].split()[0] == "1" and lines[2].split()[-1] == feats.meta.paths[0]

@@ -130,6 +130,18 @@ def test_search_ranks_the_gallery_and_gives_the_verdict(client, service):
     assert len(both["results"]) == 19 and both["gallery_modality"] == "all"
     assert search(client, service.query_member, modality="thermal").json()["gallery_modality"] == "visible"
 
+    # no modality: guessed from the pixels (the one policy of vireid.data.modality), and said so
+    guessed = search(client, service.query_member, k=3).json()
+    assert guessed["query_modality"] == "visible" and guessed["query_modality_guessed"] is True
+    assert guessed["gallery_modality"] == "infrared" and "warnings" not in guessed
+    grey = io.BytesIO()
+    Image.open(service.query_member).convert("L").convert("RGB").save(grey, "PNG")
+    as_ir = search(client, grey.getvalue(), k=3).json()
+    assert as_ir["query_modality"] == "infrared" and as_ir["gallery_modality"] == "visible"
+    told = search(client, grey.getvalue(), modality="vis", k=3).json()
+    assert told["query_modality"] == "visible" and told["query_modality_guessed"] is False
+    assert "grey-level" in told["warnings"][0]
+
     # an identity that is not in the gallery: no match at the calibrated threshold
     other = search(client, service.query_other, modality="visible", gallery_modality="all").json()
     assert other["verdict"]["match"] is False and other["verdict"]["matches"] == 0

@@ -160,7 +160,8 @@ def test_calibration_is_stored_with_the_model_and_verify_uses_it(trained_run, ti
 
     a, b = _pair(tiny_synth_root, True)
     res = runner.invoke(app, ["verify", "--checkpoint", str(run), str(a), str(b), "--threshold", "-1"])
-    assert res.exit_code == 0 and res.output.startswith("same person: similarity")
+    assert res.exit_code == 0 and res.output.splitlines()[-1].startswith("same person: similarity")
+    assert "image A (" in res.output and "guessed: grey-level image" in res.output  # the modality decision is printed
 
 
 def test_verify_errors_are_one_clear_sentence(trained_run, tiny_synth_root, tmp_path):
@@ -195,9 +196,9 @@ def test_calibrate_command_and_eval_report(trained_run, tmp_path):
     record = torch.load(copy / "best.pt", weights_only=True)["verification"]
     assert record["far_target"] == 0.1 and record["criterion"] == "eer"
     assert record["threshold"] == record["threshold_eer"]
-    assert (copy / "roc.png").stat().st_size > 5000
+    assert (copy / "calibration_roc.png").stat().st_size > 5000  # eval's roc.png is not calibrate's to replace
+    assert not (copy / "roc.png").exists()
 
-    (copy / "roc.png").unlink()
     res = runner.invoke(app, ["eval", str(copy), "--protocol", "sysu-all-single", "--trials", "1", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "verification (cosine similarity" in res.output and "test at the calibrated threshold" in res.output

@@ -151,6 +151,9 @@ class EvalConfig:
     draw: str = "seeded"  # SYSU-MM01 gallery draw: seeded | official
     rand_perm_cam: str | None = None  # official draw file; default: <data.root>/exp/rand_perm_cam.mat
     npu_gallery: str = "per_person"  # NPU-ReID gallery draw: per_person (the paper's 1 or 10 of a person) | per_camera
+    # test-time flip: average each image's embedding with its mirror image's (CAJ, DEEN, fast-reid do so
+    # by default; off keeps the papers' plain evaluation). Used by eval, extract, search, serve, vireid.load
+    flip: bool = False
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``vireid export``, ``vireid quantize`` and ``vireid prune``: lightweight deployment (seed 000 §6)."""
+"""``vireid export``, ``vireid quantize`` and ``vireid prune``: lightweight deployment (the survey §6)."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def eval_fusion_command(
     data_format: Optional[str] = typer.Option(None, "--format", help="Format of --data-root (regdb or synthetic-regdb), if it differs."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
-    """Evaluate fused visible+infrared queries (seed 000 §4.1/§4.2) on a paired dataset's test moments.
+    """Evaluate fused visible+infrared queries (the survey §4.1/§4.2) on a paired dataset's test moments.
 
     Each test identity's registered pairs are split into query and gallery moments; fused entries use
     both images, single ones only one. Results (mean ± std over trials) are printed and written to the

@@ -1,4 +1,4 @@
-"""``vireid pose-cache``: run a pose estimator once over a dataset into a pose-cache file (seed 002)."""
+"""``vireid pose-cache``: run a pose estimator once over a dataset into a pose-cache file (PDFENet)."""
 
 from __future__ import annotations
 

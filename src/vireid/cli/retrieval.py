@@ -37,14 +37,19 @@ def extract_command(
     split_dir: Optional[Path] = typer.Option(None, "--split-dir", help="Folder with the dataset's split files."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass."),
     device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda or cuda:N."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip: average each embedding "
+                                        "with its mirror image's (default: the model's eval.flip); recorded in the folder."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
 ) -> None:
-    """Embed every image of a dataset, manifest or folder and save the features with their metadata."""
+    """Embed every image of a dataset, manifest or folder and save the features with their metadata
+    (and the model's fingerprint, which vireid search and serve check)."""
     from vireid.engine.embedder import load_embedder
     from vireid.retrieval.extract import collect_images, extract_featureset
 
     meta, used = collect_images(images, fmt, modality=modality, split=split, options=_reader_options(trial, split_dir))
     embedder = load_embedder(checkpoint, device=device)
+    if flip is not None:
+        embedder.flip = flip
     info = {"source": str(images.expanduser().absolute()), "format": used, "split": split}
     feats = extract_featureset(embedder, meta, batch_size=batch_size, progress=not as_json, info=info)
     path = feats.save(out)
@@ -99,8 +104,9 @@ def search_command(
     index: Path = typer.Option(..., "--index", "-i", help="Index folder written by vireid index."),
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="The model the index was built with."),
     k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results per query."),
-    modality: Optional[str] = typer.Option(None, "--modality", "-m", help="Query modality, visible or infrared "
-                                           "(default: guessed per image; grey images are infrared)."),
+    modality: Optional[str] = typer.Option(None, "--modality", "-m", help="Query modality: visible or infrared "
+                                           "(also vis, rgb, ir, nir, thermal) or auto (default: guessed per image, "
+                                           "grey images are infrared; the decision is printed)."),
     cross_modality: bool = typer.Option(False, "--cross-modality", "-x", help="Search only the gallery images of the "
                                         "other modality than each query's."),
     gallery_modality: Optional[str] = typer.Option(None, "--gallery-modality", help="Search only this gallery "
@@ -110,9 +116,14 @@ def search_command(
     nprobe: Optional[int] = typer.Option(None, "--nprobe", help="ivfpq: cells visited (overrides the stored value)."),
     ef_search: Optional[int] = typer.Option(None, "--ef-search", help="hnsw: beam width (overrides the stored value)."),
     device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda or cuda:N."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip for the queries (default: "
+                                        "as the index's features were extracted)."),
+    force: bool = typer.Option(False, "--force", help="Search even when the index was built by another model "
+                               "(its recorded fingerprint differs): a warning instead of a refusal."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
-    """Rank the gallery images of an index for query images: path, score, identity and camera."""
+    """Rank the gallery images of an index for query images: path, score, identity and camera.
+    Refuses an index built with another model (see --force)."""
     from vireid.engine.embedder import load_embedder
     from vireid.retrieval.index import GalleryIndex
     from vireid.retrieval.search import format_results, results_json, search_images
@@ -128,6 +139,13 @@ def search_command(
     if ignored:
         raise VireidError(f"{', '.join(ignored)} does not apply to a {gallery.kind} index; drop it")
     embedder = load_embedder(checkpoint, device=device)
+    recorded_flip = gallery.info.get("flip")
+    embedder.flip = flip if flip is not None else (bool(recorded_flip) if recorded_flip is not None else embedder.flip)
+    notes: list[str] = []
     results = search_images(gallery, embedder, queries, modality=modality, k=k, cross_modality=cross_modality,
-                            gallery_modality=gallery_modality, rerank=rerank, rerank_candidates=rerank_candidates)
+                            gallery_modality=gallery_modality, rerank=rerank, rerank_candidates=rerank_candidates,
+                            force=force, notes=notes)
+    for note in notes:  # with --json the decisions are in the output ("modality"); warnings still go to stderr
+        if not as_json or note.startswith("warning"):
+            typer.echo(note, err=True)
     typer.echo(results_json(results) if as_json else format_results(results))

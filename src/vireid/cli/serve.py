@@ -57,8 +57,13 @@ def serve_command(
                                        "request's body (the uploaded image); slower ones get 408."),
     max_connections: int = typer.Option(64, "--max-connections", help="Open connections at most; a new one "
                                         "evicts the longest-stalled client, or gets 503 when none stalls."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip for the queries (default: "
+                                        "as the index's features were extracted)."),
+    force: bool = typer.Option(False, "--force", help="Serve even when the index was built by another model "
+                               "(its recorded fingerprint differs): a warning instead of a refusal."),
 ) -> None:
-    """Serve a web page and JSON API that rank the gallery images of INDEX for an uploaded query image."""
+    """Serve a web page and JSON API that rank the gallery images of INDEX for an uploaded query image.
+    Refuses an index built with another model (see --force)."""
     from vireid.serve.security import LOOPBACK_HOSTS, check_bind_address, is_loopback, resolve_token
 
     token = resolve_token(token)
@@ -80,8 +85,15 @@ def serve_command(
 
         if threads is not None:
             torch.set_num_threads(max(1, threads))
+        from vireid.engine.embedder import check_fingerprint
+
         embedder = load_embedder(checkpoint, device=device)
         gallery = GalleryIndex.load(index)
+        warning = check_fingerprint(gallery.info.get("fingerprint"), embedder, f"index {index}", force=force)
+        if warning:
+            typer.secho(warning, fg=typer.colors.YELLOW, err=True)
+        recorded_flip = gallery.info.get("flip")
+        embedder.flip = flip if flip is not None else (bool(recorded_flip) if recorded_flip is not None else embedder.flip)
         built = gallery.info.get("input_size")
         if built is not None and tuple(built) != tuple(embedder.input_size):
             typer.secho(f"warning: the index was built by {gallery.info.get('model', 'another model')} at input size "
@@ -100,7 +112,7 @@ def serve_command(
         threshold = web.state.threshold
         verdict = "no calibrated threshold (scores only)" if threshold is None else f"match threshold {threshold:.4f}"
         typer.echo(f"vireid search: {gallery.describe()}; model input {embedder.input_size[0]}x{embedder.input_size[1]}, "
-                   f"{verdict}")
+                   f"{verdict}{', test-time flip' if embedder.flip else ''}")
         typer.echo(f"open http://{shown}:{bound}/" + ("?token=<your token>" if token else "") + "  (Ctrl+C stops)")
         from vireid.serve.protocol import uvicorn_config
 

@@ -14,7 +14,7 @@ def synth(
     out: Path = typer.Option(..., "--out", help="Folder to write the dataset into (new or empty)."),
     ids: int = typer.Option(200, "--ids", help="Number of identities."),
     format: str = typer.Option(  # noqa: A002
-        "sysu-mm01", "--format", help="Layout to write: sysu-mm01 (6 cameras), regdb (visible/thermal pair) or npu-reid (8 cameras, seed 003)."
+        "sysu-mm01", "--format", help="Layout to write: sysu-mm01 (6 cameras), regdb (visible/thermal pair) or npu-reid (8 cameras, as in the dual-path Swin paper)."
     ),
     images_per_camera: int = typer.Option(10, "--images-per-camera", help="Images per identity and camera."),
     height: int | None = typer.Option(None, "--height", help="Image height (default 288 sysu-mm01, 128 regdb)."),

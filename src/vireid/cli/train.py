@@ -77,94 +77,145 @@ def train_command(
 
 
 def run_training(cfg, folder: Path, resume: bool = False, evaluate: bool = True) -> dict:
-    """Train (or resume), then plot the curves and evaluate the best checkpoint on the test protocols."""
+    """Train (or resume), then plot the curves and evaluate the best checkpoint on the test protocols.
+
+    Everything printed also goes to ``folder/log.txt``, which starts with the run's summary
+    (:func:`vireid.engine.run_logging.run_summary`). ``data.root`` is stored absolute, so the run
+    can be evaluated from any folder. Ctrl+C stops the run and prints how to resume it.
+    """
+    import os
+
+    from vireid.engine.run_logging import RunLog, run_summary
     from vireid.engine.trainer import Trainer
 
-    trainer = Trainer(cfg, folder, resume=resume)
-    try:
-        summary = trainer.fit()
-        if trainer.dist.is_main:
-            from vireid.viz.curves import plot_training_curves
+    if not resume:
+        cfg.data.root = str(Path(cfg.data.root).expanduser().absolute())
+    main = int(os.environ.get("RANK", "0")) == 0
+    with RunLog(folder, enabled=main):
+        trainer = Trainer(cfg, folder, resume=resume)
+        try:
+            if trainer.dist.is_main:
+                print(run_summary(trainer), flush=True)
+            try:
+                summary = trainer.fit()
+            except KeyboardInterrupt:
+                if trainer.dist.is_main:
+                    last = folder / "last.pt"
+                    state = f"{last} holds the last finished epoch" if last.is_file() else "no epoch finished yet"
+                    print(f"\ninterrupted ({state}); continue with: vireid train --resume {folder}", flush=True)
+                raise
+            if trainer.dist.is_main:
+                from vireid.viz.curves import plot_training_curves
 
-            plot_training_curves(folder)
-            # verification threshold on the held-out identities, stored in best.pt (vireid.engine.calibration)
-            from vireid.engine.calibration import calibrate_after_training
+                plot_training_curves(folder)
+                # verification threshold on the held-out identities, stored in best.pt (vireid.engine.calibration)
+                from vireid.engine.calibration import calibrate_after_training
 
-            summary["verification"] = calibrate_after_training(folder, trainer.data, trainer.device)
-            if evaluate:
-                results = evaluate_checkpoint(folder, progress=cfg.train.progress)
-                summary["test"] = [r.to_dict() for r in results]
-    finally:
-        trainer.close()
+                summary["verification"] = calibrate_after_training(folder, trainer.data, trainer.device)
+                if evaluate:
+                    results = evaluate_checkpoint(folder, progress=cfg.train.progress)
+                    summary["test"] = [r.to_dict() for r in results]
+        finally:
+            trainer.close()
     return summary
 
 
 def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), rerank=None, data_root: str | None = None,
                         draw: str | None = None, trials: int | None = None, rand_perm_cam: str | None = None,
                         device: str = "auto", progress: bool = True, quiet: bool = False,
-                        verification: bool = True, npu_gallery: str | None = None) -> list:
-    """Evaluate a checkpoint (or run folder) on its dataset's test protocols; writes results into the run folder."""
+                        verification: bool = True, data=None, out: Path | None = None, flip: bool | None = None,
+                        npu_gallery: str | None = None) -> list:
+    """Evaluate a checkpoint, run folder or exported model on its test protocols or on other data
+    (``data``: a :class:`vireid.engine.eval_data.DataChoice`); where the results go is described in
+    :mod:`vireid.engine.run_eval` (the run folder for its own data, ``out`` when given)."""
+    from vireid.engine.eval_data import DataChoice
+
+    choice = data or DataChoice()
+    if data_root is not None:
+        choice.data_root = data_root
     if Path(checkpoint).suffix.lower() == ".onnx":  # an exported model (vireid.export.evaluate)
         from vireid.export.evaluate import evaluate_exported
 
-        return evaluate_exported(checkpoint, protocols=protocols, rerank=rerank, data_root=data_root, draw=draw,
-                                 trials=trials, rand_perm_cam=rand_perm_cam, device=device, progress=progress, quiet=quiet,
-                                 npu_gallery=npu_gallery)
-    from vireid.data.build import prepare_dataset
-    from vireid.engine.checkpoint import atomic_write_text
-    from vireid.engine.evaluate import apply_eval_overrides, evaluate_model
-    from vireid.engine.trainer import load_model_from_checkpoint, resolve_device
-    from vireid.evaluation.protocols import format_results_table
+        return evaluate_exported(checkpoint, protocols=protocols, rerank=rerank, draw=draw, trials=trials,
+                                 rand_perm_cam=rand_perm_cam, device=device, progress=progress, quiet=quiet,
+                                 choice=choice, out=out, flip=flip, npu_gallery=npu_gallery)
+    from vireid.engine.run_eval import evaluate_run
 
-    dev = resolve_device(device)
-    model, cfg, ckpt = load_model_from_checkpoint(checkpoint, dev)
-    apply_eval_overrides(cfg, data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam,
-                         npu_gallery=npu_gallery)
-    dataset = prepare_dataset(cfg.data, progress=progress)
-    pool: dict = {}
-    results = evaluate_model(model, dataset, cfg, dev, protocols=protocols, rerank=rerank, progress=progress,
-                             method=cfg.name, features_out=pool)
-    table = format_results_table(results)
-    if not quiet:
-        print(table)
-    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
-    atomic_write_text(run_dir / "test_results.json", json.dumps([r.to_dict() for r in results], indent=2))
-    atomic_write_text(run_dir / "test_results.md", table + "\n")
-    if verification:  # verification ROC/EER/TAR@FAR and roc.png (vireid.engine.calibration)
-        from vireid.engine.calibration import report_verification
+    return evaluate_run(Path(checkpoint), protocols=protocols, rerank=rerank, choice=choice, draw=draw, trials=trials,
+                        rand_perm_cam=rand_perm_cam, device=device, progress=progress, quiet=quiet,
+                        verification=verification, out=out, flip=flip, npu_gallery=npu_gallery)
 
-        report_verification(checkpoint, model, cfg, ckpt, dataset, pool["features"], pool["records"], dev,
-                            progress=progress, quiet=quiet)
-    return results
+
+#: the data options shared by eval, calibrate, visualize and report (vireid.engine.eval_data)
+DATA_HELP = ("Evaluate other data: FORMAT:ROOT, e.g. csv:mine/manifest.csv or sysu-mm01:/data/SYSU-MM01 "
+             "(default: the run's own test data).")
+IMAGES_HELP = "Evaluate other data: a CSV manifest or dataset folder, its format detected (or --format)."
+FORMAT_HELP = "Format of --images: csv, folder, sysu-mm01, regdb, llcm or npu-reid (default: detected)."
+QUERY_HELP = "Modality of the queries (visible or infrared; vis, rgb, ir, nir, thermal also work)."
+GALLERY_HELP = "Modality of the gallery (default: the other one)."
+DATA_ROOT_HELP = "The run's own dataset folder, if it moved since training."
+
+
+def data_choice(data: Optional[str], images: Optional[str], fmt: Optional[str], query: Optional[str],
+                gallery: Optional[str], data_root: Optional[str]):
+    """The checked :class:`~vireid.engine.eval_data.DataChoice` of a command's data options."""
+    from vireid.engine.eval_data import DataChoice, check_choice
+
+    return check_choice(DataChoice(data=data, images=images, fmt=fmt, query=query, gallery=gallery,
+                                   data_root=data_root))
 
 
 @app.command("eval")
 @plugin_options
 def eval_command(
-    checkpoints: list[Path] = typer.Argument(..., help="Run folder(s) (their best.pt) or checkpoint file(s). Several, e.g. the 10 RegDB splits, are also pooled into one mean ± std."),
+    checkpoints: list[Path] = typer.Argument(..., help="Run folder(s) (their best.pt), checkpoint file(s) or exported models. Several runs that are trials of one config (e.g. RegDB's 10 splits) are also pooled into one mean ± std; other models get one row each."),
     protocol: Optional[list[str]] = typer.Option(None, "--protocol", "-p", help="Protocol(s), e.g. sysu-all-single; default: the dataset's standard ones."),
     rerank: bool = typer.Option(False, "--rerank", help="Also report k-reciprocal re-ranking (Zhong et al. 2017)."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder, if it moved since training."),
+    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP),
+    images: Optional[str] = typer.Option(None, "--images", help=IMAGES_HELP),
+    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+    query: Optional[str] = typer.Option(None, "--query", help=QUERY_HELP + " Default for data without a fixed query: infrared."),
+    gallery: Optional[str] = typer.Option(None, "--gallery", help=GALLERY_HELP),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for test_results.json/.md, verification.json and roc.png (default: the run folder for its own data; nothing saved for other data)."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip: average each embedding with its mirror image's (default: the run's eval.flip)."),
     draw: Optional[str] = typer.Option(None, "--draw", help="SYSU-MM01 gallery draw: official (rand_perm_cam.mat) or seeded."),
     trials: Optional[int] = typer.Option(None, "--trials", help="Number of gallery-draw trials (default 10)."),
     rand_perm_cam: Optional[str] = typer.Option(None, "--rand-perm-cam", help="Official SYSU-MM01 rand_perm_cam.mat (default: <dataset>/exp/rand_perm_cam.mat)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     npu_gallery: Optional[str] = typer.Option(None, "--npu-gallery", help="NPU-ReID gallery draw: per_person (the paper's 1 or 10 images of a person; default) or per_camera."),
 ) -> None:
-    """Evaluate trained models under the official protocols (mean ± std over trials, and over models)."""
+    """Evaluate trained models under the official protocols, or on your own data (--data/--images)."""
+    from vireid.engine.run_eval import poolable
     from vireid.evaluation.protocols import aggregate_results, format_results_table
 
-    per_model = [
-        evaluate_checkpoint(ckpt, protocols=tuple(protocol or ()), rerank=[False, True] if rerank else [False],
-                            data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam, device=device,
-                            npu_gallery=npu_gallery)
-        for ckpt in checkpoints
-    ]
+    choice = data_choice(data, images, fmt, query, gallery, data_root)
+    if out is not None and len(checkpoints) > 1:
+        raise VireidError("--out holds the results of one model; evaluate several models one at a time with --out, "
+                          "or drop --out")
+    per_model = []
+    for ckpt in checkpoints:
+        if not ckpt.exists():
+            raise VireidError(f"model {ckpt} does not exist; pass a run folder, a .pt checkpoint or an exported model")
+        per_model.append(evaluate_checkpoint(
+            ckpt, protocols=tuple(protocol or ()), rerank=[False, True] if rerank else [False], draw=draw,
+            trials=trials, rand_perm_cam=rand_perm_cam, device=device, data=choice, out=out, flip=flip,
+            npu_gallery=npu_gallery))
     if len(per_model) > 1:
-        groups: dict[tuple, list] = {}
-        for results in per_model:
-            for r in results:
-                groups.setdefault((r.name, bool(r.settings.get("rerank"))), []).append(r)
-        pooled = [aggregate_results(group) for group in groups.values()]
-        print(f"\nmean ± std over {len(per_model)} models (their trials pooled):")
-        print(format_results_table(pooled))
+        pool, why = poolable(list(checkpoints))
+        if pool:
+            groups: dict[tuple, list] = {}
+            for results in per_model:
+                for r in results:
+                    groups.setdefault((r.name, bool(r.settings.get("rerank"))), []).append(r)
+            pooled = [aggregate_results(group) for group in groups.values()]
+            print(f"\nmean ± std over {len(per_model)} models ({why}; their trials pooled):")
+            print(format_results_table(pooled))
+        else:
+            rows = []
+            for path, results in zip(checkpoints, per_model):
+                for r in results:
+                    r.settings["method"] = str(path)
+                    rows.append(r)
+            print(f"\none row per model (not pooled: {why}):")
+            print(format_results_table(rows))

@@ -2,7 +2,9 @@
 
 Every sub-command reads a run folder (or a checkpoint file) and writes one PNG (default: a file
 named after the picture in the run folder). Ranked lists, heatmaps and t-SNE use the test split of
-the dataset the run was trained on (``--data-root`` if it moved); queries are drawn with ``--seed``.
+the dataset the run was trained on (``--data-root`` if it moved), or other data named by
+``--data FORMAT:ROOT`` / ``--images MANIFEST|ROOT`` with ``--query``/``--gallery`` modalities
+(:mod:`vireid.engine.eval_data`); queries are drawn with ``--seed``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ app.add_typer(visualize_app, name="visualize")
 
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
 _DATA_ROOT = typer.Option(None, "--data-root", help="Dataset folder, if it moved since training.")
+_DATA = typer.Option(None, "--data", help="Other data: FORMAT:ROOT, e.g. csv:mine/manifest.csv (default: the run's test data).")
+_IMAGES = typer.Option(None, "--images", help="Other data: a CSV manifest or dataset folder, its format detected (or --format).")
+_FORMAT = typer.Option(None, "--format", help="Format of --images (default: detected).")
+_QUERY = typer.Option(None, "--query", help="Modality of the queries (visible or infrared) for other data.")
+_GALLERY = typer.Option(None, "--gallery", help="Modality of the gallery (default: the other one).")
+
+
+def _choice(data, images, fmt, query, gallery, data_root):
+    from vireid.cli.train import data_choice
+
+    return data_choice(data, images, fmt, query, gallery, data_root)
 _SEED = typer.Option(0, "--seed", help="Seed of the random choice of queries / identities.")
 
 
@@ -50,12 +63,18 @@ def ranked_command(
     seed: int = _SEED,
     device: str = _DEVICE,
     data_root: Optional[str] = _DATA_ROOT,
+    data: Optional[str] = _DATA,
+    images: Optional[str] = _IMAGES,
+    fmt: Optional[str] = _FORMAT,
+    query: Optional[str] = _QUERY,
+    gallery: Optional[str] = _GALLERY,
 ) -> None:
     """Query and its top-k gallery images with cosine scores; green = same identity, red = wrong."""
     from vireid.viz.data import load_run
     from vireid.viz.ranking import ranked_lists_for_run
 
-    loaded = load_run(run, device=device, data_root=data_root, progress=True)
+    choice = _choice(data, images, fmt, query, gallery, data_root)
+    loaded = load_run(run, device=device, progress=True, choice=choice)
     path = _out(out, run, "ranked.png")
     ranked_lists_for_run(loaded, path, num_queries=num_queries, k=top_k, seed=seed, direction=direction)
     _done(path)
@@ -68,11 +87,26 @@ def cmc_command(
     protocol: Optional[list[str]] = typer.Option(None, "--protocol", "-p", help="Only these protocols (e.g. sysu-all-single)."),
     rerank: Optional[bool] = typer.Option(None, "--rerank/--no-rerank", help="Only re-ranked / only plain curves (default: both)."),
     max_rank: int = typer.Option(20, "--max-rank", help="Last rank on the x axis."),
+    data: Optional[str] = _DATA,
+    images: Optional[str] = _IMAGES,
+    fmt: Optional[str] = _FORMAT,
+    query: Optional[str] = _QUERY,
+    gallery: Optional[str] = _GALLERY,
+    device: str = _DEVICE,
 ) -> None:
-    """CMC curves of one or several runs on one plot (from test_results.json)."""
+    """CMC curves of one or several runs on one plot: from their test_results.json (or the --out folder
+    of vireid eval), or evaluated now on other data (--data/--images)."""
     from vireid.viz.cmc import cmc_curves_from_runs, plot_cmc
 
-    curves = cmc_curves_from_runs(runs, protocols=tuple(protocol or ()), rerank=rerank)
+    choice = _choice(data, images, fmt, query, gallery, None)
+    results = None
+    if not choice.own:
+        from vireid.cli.train import evaluate_checkpoint
+
+        results = [[r.to_dict() for r in evaluate_checkpoint(
+            run, protocols=tuple(protocol or ()), rerank=[False, True] if rerank else [False], device=device,
+            progress=True, quiet=True, verification=False, data=choice)] for run in runs]
+    curves = cmc_curves_from_runs(runs, protocols=tuple(protocol or ()), rerank=rerank, results=results)
     path = _out(out, runs[0], "cmc.png")
     plot_cmc(curves, path, max_rank=max_rank)
     _done(path)
@@ -91,6 +125,9 @@ def cam_command(
     seed: int = _SEED,
     device: str = _DEVICE,
     data_root: Optional[str] = _DATA_ROOT,
+    data: Optional[str] = _DATA,
+    images: Optional[str] = _IMAGES,
+    fmt: Optional[str] = _FORMAT,
 ) -> None:
     """Grad-CAM heatmaps over visible and infrared person images."""
     path = _out(out, run, "cam.png")
@@ -121,7 +158,7 @@ def cam_command(
         from vireid.viz.cam import cams_for_run
         from vireid.viz.data import load_run
 
-        loaded = load_run(run, device=device, data_root=data_root, progress=True)
+        loaded = load_run(run, device=device, progress=True, choice=_choice(data, images, fmt, None, None, data_root))
         cams_for_run(loaded, path, num_ids=num_ids, seed=seed, target=target or "similarity", layer=layer)
     _done(path)
 
@@ -137,12 +174,15 @@ def tsne_command(
     seed: int = _SEED,
     device: str = _DEVICE,
     data_root: Optional[str] = _DATA_ROOT,
+    data: Optional[str] = _DATA,
+    images: Optional[str] = _IMAGES,
+    fmt: Optional[str] = _FORMAT,
 ) -> None:
     """2-D t-SNE of test embeddings: colour = identity, circle = visible, triangle = infrared."""
     from vireid.viz.data import load_run
     from vireid.viz.embedding import embedding_for_run
 
-    loaded = load_run(run, device=device, data_root=data_root, progress=True)
+    loaded = load_run(run, device=device, progress=True, choice=_choice(data, images, fmt, None, None, data_root))
     path = _out(out, run, "tsne.png")
     embedding_for_run(loaded, path, num_ids=num_ids, per_modality=per_modality, seed=seed, perplexity=perplexity)
     _done(path)

@@ -55,12 +55,25 @@ def check_data_options(data_cfg: DataConfig) -> None:
     _reader_and_options(data_cfg)
 
 
-def prepare_dataset(data_cfg: DataConfig, progress: bool = True):
-    """The dataset reader for ``data_cfg``; synthetic data is generated first if absent."""
+def prepare_dataset(data_cfg: DataConfig, progress: bool = True, generate: bool = True):
+    """The dataset reader for ``data_cfg``; synthetic data is generated first if absent.
+
+    ``generate=False`` (evaluation, pictures, calibration: :mod:`vireid.engine.eval_data`) never
+    generates: a missing synthetic dataset is one sentence instead.
+    """
+    from pathlib import Path
+
     from vireid.data.datasets import build_dataset
+    from vireid.errors import DatasetError
 
     fmt, options = _reader_and_options(data_cfg)
-    if data_cfg.format in _SYNTHETIC_LAYOUTS:
+    if data_cfg.format in _SYNTHETIC_LAYOUTS and not generate:
+        if not Path(data_cfg.root).expanduser().is_dir():
+            raise DatasetError(
+                f"the run's synthetic dataset {data_cfg.root} does not exist and evaluation never generates data; "
+                "pass --data-root with the folder it was trained on, or --data FORMAT:ROOT to evaluate other data"
+            )
+    elif data_cfg.format in _SYNTHETIC_LAYOUTS:
         from vireid.data.synth import generate_dataset
 
         s = data_cfg.synth

@@ -1,6 +1,6 @@
 """Registered multi-modal pairs: one visible and one infrared image of the same person at the same moment.
 
-Seed 000 (§4.1, §4.2) describes models that take several modalities of one person *at once*, each
+The survey (§4.1, §4.2) describes models that take several modalities of one person *at once*, each
 through its own branch, and fuse them. That needs data where the modalities are registered: RegDB's
 co-located visible/thermal cameras (each visible image has a thermal twin taken at the same instant,
 same file counter), or the synthetic generator's RegDB layout, which renders both images of one
@@ -155,7 +155,7 @@ def pair_slots(modalities: torch.Tensor | None, batch: int) -> torch.Tensor:
 
 @TRANSFORM_STEPS.register("paired_pad_crop_flip")
 class PairedPadCropFlip(RandomPadCropFlip):
-    """Pad + random crop + horizontal flip with one draw per registered pair (seed 000 §4.2 early fusion).
+    """Pad + random crop + horizontal flip with one draw per registered pair (the survey §4.2 early fusion).
 
     Same geometry as :class:`~vireid.data.transforms.RandomPadCropFlip` (crop offset uniform in
     ``0..2*pad`` per axis, mirror with probability ``flip``), but the k-th visible and the k-th infrared

@@ -1,4 +1,4 @@
-"""Body joints per image for pose-guided methods (seed 002, PDFENet §3.2): sources, the pose cache,
+"""Body joints per image for pose-guided methods (PDFENet §3.2): sources, the pose cache,
 and the MediaPipe -> MPII joint mapping.
 
 Every joint array here is float32 ``[..., 16, 3]`` = ``(x, y, visible)`` in the MPII order of
@@ -359,7 +359,7 @@ class MediaPipePoseEstimator(PoseEstimator):
     release); BlazePose's person detector misses most of them as they are. Each image is therefore
     letterboxed first: resized to ``target_height`` pixels high (aspect kept) and centred on a square
     mid-grey canvas with a margin of ``pad_fraction`` of that height on each side. On the 60 SYSU-MM01
-    images of ``shared/data/real-mini`` this raised the detection rate from 18/60 (as is) to 51/60
+    images of ``tests/data/shared/real-mini`` this raised the detection rate from 18/60 (as is) to 51/60
     (``min_detection_confidence`` 0.3), infrared included. Landmarks are mapped back to the original pixels.
     """
 

@@ -2,7 +2,7 @@
 
 Every cross-modality metric loss (batch-hard / WRT / hetero-center triplets) needs, in each batch,
 several identities that each have images of *both* modalities. AGW (Ye et al., TPAMI 2021) and
-CAJ (Ye et al., ICCV 2021) sample P identities and K images per identity and modality; seed 001
+CAJ (Ye et al., ICCV 2021) sample P identities and K images per identity and modality; DFW+SLN
 uses P=6, K=6 on SYSU-MM01 and P=8, K=4 on RegDB, AGW uses P=8, K=4.
 
 The plan of an epoch is a pure function of ``(seed, epoch)`` and of the data, computed with

@@ -6,7 +6,7 @@ Grid file (YAML)::
     # optional: the config the rows start from (a path, relative to this file or the working
     # folder, or a shipped config name); `vireid ablate --config` takes precedence
     config: dfw_sln_synth
-    title: Seed 001 ablation (Table 1)         # optional, heads the tables
+    title: DFW+SLN ablation (Table 1)         # optional, heads the tables
     overrides: [train.epochs=10]               # optional, applied to every row
     rows:
       - name: baseline                         # run-folder name: letters, digits, . _ + -
@@ -151,6 +151,9 @@ def row_folder_name(row: AblationRow, seed: int | None = None) -> str:
 
 def _comparable(tree: dict) -> dict:
     tree = json.loads(json.dumps(tree, default=str))
+    data = tree.get("data")
+    if isinstance(data, dict) and isinstance(data.get("root"), str):  # training stores data.root absolute
+        data["root"] = str(Path(data["root"]).expanduser().absolute())
     for dotted in RUNTIME_KEYS:
         *parents, key = dotted.split(".")
         node = tree

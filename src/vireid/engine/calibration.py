@@ -54,9 +54,10 @@ def run_folder(path: str | Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def calibration_records(dataset: Any, ckpt: dict, split: str = "val") -> list[ImageRecord]:
+def calibration_records(dataset: Any, ckpt: dict, split: str = "val", check_overlap: bool = True) -> list[ImageRecord]:
     """The images to calibrate on: the validation identities (which must not be training identities
-    of the checkpoint) or, with ``split="test"``, the test pool (optimistic for test reporting)."""
+    of the checkpoint, unless ``check_overlap`` is off: other data than the run's, whose identity
+    numbers mean other people) or, with ``split="test"``, the test pool (optimistic for test reporting)."""
     if split not in SPLITS:
         raise VireidError(f"calibration split {split!r} is unknown; use val or test")
     if split == "test":
@@ -72,6 +73,8 @@ def calibration_records(dataset: Any, ckpt: dict, split: str = "val") -> list[Im
             f"dataset {dataset.root} has no validation identities to calibrate the threshold on; use a split with "
             "held-out identities (e.g. SYSU-MM01 with data.options.train_includes_val=false) or pass --split test"
         )
+    if not check_overlap:
+        return records
     train_ids = set((ckpt.get("train_ids") or {}).keys()) or {int(r.orig_pid) for r in getattr(dataset, "train", [])}
     overlap = {int(r.orig_pid) for r in records} & {int(i) for i in train_ids}
     if overlap:
@@ -99,6 +102,37 @@ def pair_scores(features: torch.Tensor | np.ndarray, records: list[ImageRecord],
             "needs identities seen in both modalities and at least two identities"
         )
     return scores
+
+
+#: images per modality used for the same-modality thresholds at most (a seeded sample beyond)
+SAME_MODALITY_MAX_IMAGES = 4000
+
+
+def same_modality_pair_scores(features: torch.Tensor | np.ndarray, records: list[ImageRecord], modality: str, *,
+                              max_impostors: int | None = DEFAULT_MAX_IMPOSTORS, seed: int = 0) -> PairScores | None:
+    """Scores of the pairs of two different images of ``modality`` (each unordered pair once):
+    genuine when they show the same identity. None when there are no genuine or no impostor pairs.
+    Beyond :data:`SAME_MODALITY_MAX_IMAGES` images a seeded sample is used."""
+    rows = np.flatnonzero(np.asarray([r.modality for r in records]) == modality)
+    rng = np.random.default_rng(seed)
+    if len(rows) > SAME_MODALITY_MAX_IMAGES:
+        rows = np.sort(rng.choice(rows, SAME_MODALITY_MAX_IMAGES, replace=False))
+    if len(rows) < 2:
+        return None
+    feats = torch.as_tensor(np.asarray(features))[torch.as_tensor(rows)].float()
+    feats = torch.nn.functional.normalize(feats, dim=1)
+    pids = torch.as_tensor(np.asarray([records[i].orig_pid for i in rows]))
+    sims = (feats @ feats.T).numpy()
+    upper = np.triu_indices(len(rows), k=1)
+    same = (pids[:, None] == pids[None, :]).numpy()[upper]
+    scores = sims[upper]
+    genuine, impostor = scores[same], scores[~same]
+    total = int(impostor.size)
+    if max_impostors is not None and impostor.size > max_impostors:
+        impostor = rng.choice(impostor, int(max_impostors), replace=False)
+    if genuine.size == 0 or impostor.size == 0:
+        return None
+    return PairScores(genuine.astype(np.float32), impostor.astype(np.float32), total)
 
 
 def embed_records(model: torch.nn.Module, records: list[ImageRecord], cfg: Any, device: torch.device | str,
@@ -140,36 +174,84 @@ def calibrate_model(model: torch.nn.Module, cfg: Any, ckpt: dict, dataset: Any, 
     scores = pair_scores(feats, records, max_impostors=max_impostors, seed=seed)
     record = summarize_verification(scores, far, criterion=criterion, split=split)
     record["num_identities"] = len({r.orig_pid for r in records})
+    # same-modality thresholds (visible x visible, infrared x infrared), used by `vireid verify` when both
+    # images have one modality: their scores run higher than cross-modality ones, so the cross-modality
+    # threshold would accept too many impostors there
+    same: dict = {}
+    for modality in (VISIBLE, INFRARED):
+        pairs = same_modality_pair_scores(feats, records, modality, max_impostors=max_impostors, seed=seed)
+        if pairs is not None:
+            sub = summarize_verification(pairs, far, criterion=criterion, split=split)
+            same[modality] = {k: sub[k] for k in ("threshold", "criterion", "eer", "threshold_eer", "threshold_far",
+                                                  "far_target", "tar_at_far", "num_genuine", "num_impostor")
+                              if k in sub}
+    if same:
+        record["same_modality"] = same
     return record
 
 
 def calibrate(checkpoint: str | Path, *, split: str = "val", far: float = DEFAULT_FAR, criterion: str = "far",
               max_impostors: int | None = DEFAULT_MAX_IMPOSTORS, seed: int = 0, device: str = "auto",
-              data_root: str | None = None, progress: bool = True, write: bool = True) -> dict:
-    """Calibrate a checkpoint (or run folder: its best.pt) and store the record in it.
+              data_root: str | None = None, progress: bool = True, write: bool = True, choice: Any = None,
+              out: str | Path | None = None) -> dict:
+    """Calibrate a checkpoint (or run folder: its best.pt).
 
-    Also writes ``verification.json`` and ``roc.png`` (the calibration split's ROC) into the run folder.
+    ``choice`` (a :class:`vireid.engine.eval_data.DataChoice`) picks the data: the run's own
+    validation identities by default, or e.g. the user's manifest. With ``write`` and no ``out``
+    the record is stored in the checkpoint (what ``vireid verify``, export and the web service use)
+    and ``calibration.json`` / ``calibration_roc.png`` go into the run folder (never over the
+    ``verification.json`` / ``roc.png`` of ``vireid eval``). With ``out`` those two files (and the
+    full record, which ``vireid verify --calibration`` reads) go to that folder instead and the
+    checkpoint is left as it was.
     """
     from vireid.data.build import prepare_dataset
+    from vireid.engine.eval_data import DataChoice, select_data
     from vireid.engine.trainer import load_model_from_checkpoint, resolve_device
 
+    choice = choice or DataChoice()
+    if data_root is not None:
+        choice.data_root = data_root
     path = checkpoint_file(checkpoint)
     dev = resolve_device(device)
     model, cfg, ckpt = load_model_from_checkpoint(path, dev)
-    if data_root is not None:
-        cfg.data.root = data_root
-    dataset = prepare_dataset(cfg.data, progress=progress)
+    cfg = select_data(cfg, choice, run_folder(checkpoint))
+    dataset = prepare_dataset(cfg.data, progress=progress, generate=False)
+    records = calibration_records(dataset, ckpt, split, check_overlap=choice.own)
     record = calibrate_model(model, cfg, ckpt, dataset, dev, split=split, far=far, criterion=criterion,
-                             max_impostors=max_impostors, seed=seed, progress=progress)
+                             max_impostors=max_impostors, seed=seed, progress=progress, records=records)
+    if not choice.own:
+        record["data"] = f"{cfg.data.format}:{cfg.data.root}"
     if write:
-        store_verification(path, record)
-        folder = run_folder(checkpoint)
-        atomic_write_text(folder / "verification.json", json.dumps({"calibration": _brief(record)}, indent=2))
+        folder = Path(out) if out is not None else run_folder(checkpoint)
+        folder.mkdir(parents=True, exist_ok=True)
+        if out is None:
+            store_verification(path, record)
+            atomic_write_text(folder / "calibration.json", json.dumps({"calibration": _brief(record)}, indent=2))
+        else:
+            atomic_write_text(folder / "calibration.json", json.dumps({"calibration": record}, indent=2))
         from vireid.viz.roc import plot_roc
 
-        plot_roc({f"{split} (calibration)": record["roc"]}, folder / "roc.png",
+        plot_roc({f"{split} (calibration)": record["roc"]}, folder / CALIBRATION_ROC,
                  points={f"{split}: threshold {record['threshold']:.3f}": _point(record["operating_point"])},
-                 title=f"{folder.name}: verification ROC (infrared vs visible)")
+                 title=f"{run_folder(checkpoint).name}: verification ROC (infrared vs visible)")
+    return record
+
+
+#: the ROC picture ``vireid calibrate`` writes (``vireid eval`` writes ``roc.png``)
+CALIBRATION_ROC = "calibration_roc.png"
+
+
+def read_calibration(path: str | Path) -> dict:
+    """The calibration record of a ``calibration.json`` written by ``vireid calibrate --out``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "calibration.json"
+    try:
+        record = json.loads(path.read_text()).get("calibration")
+    except (OSError, ValueError, AttributeError):
+        record = None
+    if not isinstance(record, dict) or "threshold" not in record:
+        raise VireidError(f"{path} holds no calibration; pass the calibration.json written by vireid calibrate --out")
     return record
 
 
@@ -212,22 +294,22 @@ def _brief(record: dict) -> dict:
 
 def report_verification(checkpoint: str | Path, model: torch.nn.Module, cfg: Any, ckpt: dict, dataset: Any,
                         test_features: torch.Tensor, test_records: list[ImageRecord], device: torch.device | str, *,
-                        progress: bool = False, quiet: bool = False) -> dict:
+                        progress: bool = False, quiet: bool = False, folder: str | Path | None | bool = True) -> dict:
     """Verification figures of an evaluation: the stored (or, when missing, a fresh validation)
     calibration, the test identities' own ROC, and the calibrated threshold applied to the test pairs.
 
-    Writes ``verification.json`` and ``roc.png`` into the run folder and returns the report.
+    Writes ``verification.json`` and ``roc.png`` into ``folder`` (``True``: the run folder; ``None``:
+    nowhere) and returns the report. Nothing is written into the checkpoint: a threshold computed
+    here because the model carries none is reported, not stored (``vireid calibrate`` stores one).
     """
-    folder = run_folder(checkpoint)
+    if folder is True:
+        folder = run_folder(checkpoint)
     calib = ckpt.get("verification")
     note = None
     if calib is None:
         try:
             calib = calibrate_model(model, cfg, ckpt, dataset, device, progress=progress)
-            try:
-                store_verification(checkpoint, calib)
-            except OSError as err:
-                note = f"calibration not stored ({err})"
+            note = "threshold computed for this report only; store one with vireid calibrate"
         except VireidError as err:
             note = f"no calibrated threshold: {err}"
     far = float(calib["far_target"]) if calib else DEFAULT_FAR
@@ -250,13 +332,17 @@ def report_verification(checkpoint: str | Path, model: torch.nn.Module, cfg: Any
         points["test at that threshold"] = (far_at, tar)
     if note:
         report["note"] = note
-    atomic_write_text(folder / "verification.json", json.dumps(report, indent=2))
-    from vireid.viz.roc import plot_roc
-
-    plot_roc(curves, folder / "roc.png", points=points, title=f"{folder.name}: verification ROC (infrared vs visible)")
     if not quiet:
         print(format_verification(report))
-        print(f"ROC curves: {folder / 'roc.png'}")
+    if folder is not None and folder is not False:
+        folder = Path(folder)
+        atomic_write_text(folder / "verification.json", json.dumps(report, indent=2))
+        from vireid.viz.roc import plot_roc
+
+        name = run_folder(checkpoint).name
+        plot_roc(curves, folder / "roc.png", points=points, title=f"{name}: verification ROC (infrared vs visible)")
+        if not quiet:
+            print(f"ROC curves: {folder / 'roc.png'}")
     return report
 
 
@@ -287,6 +373,8 @@ __all__ = [
     "embed_records",
     "format_verification",
     "pair_scores",
+    "read_calibration",
     "report_verification",
+    "same_modality_pair_scores",
     "store_verification",
 ]

@@ -29,7 +29,13 @@ def register_embedder_format(suffix: str, loader: Callable[..., "Embedder"]) -> 
 
 
 def modality_codes(modalities: Sequence[str | int] | str | int, count: int) -> np.ndarray:
-    """int64 codes (0 visible, 1 infrared) for ``count`` images from names, codes or one shared value."""
+    """int64 codes (0 visible, 1 infrared) for ``count`` images from names, codes or one shared value.
+
+    Names accept every spelling of :mod:`vireid.data.modality` (``vis``, ``rgb``, ``ir``, ``nir``,
+    ``thermal``, ...); ``auto`` is resolved by the callers that see the pixels (:meth:`Embedder.embed`).
+    """
+    from vireid.data.modality import parse
+
     if isinstance(modalities, (str, int, np.integer)):
         modalities = [modalities] * count
     codes = []
@@ -39,17 +45,54 @@ def modality_codes(modalities: Sequence[str | int] | str | int, count: int) -> n
                 raise ConfigError(f"modality code {m} is unknown; use 0 (visible) or 1 (infrared)")
             codes.append(int(m))
         else:
-            name = str(m).lower()
-            if name in ("thermal", "ir", "nir"):
-                name = "infrared"
-            if name in ("rgb", "color", "colour"):
-                name = "visible"
-            if name not in MODALITY_CODE:
-                raise ConfigError(f"modality {m!r} is unknown; use 'visible' or 'infrared'")
-            codes.append(MODALITY_CODE[name])
+            codes.append(MODALITY_CODE[parse(m, allow_auto=False)])
     if len(codes) != count:
         raise ConfigError(f"got {len(codes)} modalities for {count} images; give one per image or a single one for all")
     return np.asarray(codes, dtype=np.int64)
+
+
+def model_fingerprint(state_dict: dict) -> str:
+    """A short fingerprint of a model's weights: SHA-256 over every tensor's name, dtype, shape and
+    bytes (sorted by name), ``"sha256:"`` + 16 hex digits. Feature and index folders record it, so
+    that ``vireid search`` / ``serve`` notice a different model (:func:`check_fingerprint`)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        value = state_dict[name]
+        if not isinstance(value, torch.Tensor):
+            continue
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """The fingerprint of a model file that records none (its bytes' SHA-256)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def check_fingerprint(recorded: str | None, embedder: "Embedder", what: str, force: bool = False) -> str | None:
+    """Compare the model fingerprint a feature/index folder recorded with ``embedder``'s.
+
+    Returns None when they match (or the folder records none); a different model raises one
+    sentence, or with ``force`` returns it as a warning to print.
+    """
+    mine = getattr(embedder, "fingerprint", None)
+    if not recorded or not mine or recorded == mine:
+        return None
+    message = (f"{what} was built with another model (fingerprint {recorded}) than {embedder.source} ({mine}); "
+               "its scores would compare embeddings of two different models")
+    if force:
+        return f"warning: {message} (going on because of --force)"
+    raise ConfigError(f"{message}; use the checkpoint it was built with, rebuild it with this one, or pass --force")
 
 
 class Embedder:
@@ -58,19 +101,27 @@ class Embedder:
     Subclasses implement :meth:`_embed_batch` on a normalised float batch; the base class does the
     decoding, resizing, batching and normalisation. Attributes: ``input_size`` (H, W), ``dim``,
     ``config`` (the training :class:`~vireid.config.Config` or None), ``verification`` (the
-    calibrated threshold dict stored with the model, or None), ``source`` (the file it came from).
+    calibrated threshold dict stored with the model, or None), ``source`` (the file it came from),
+    ``fingerprint`` (:func:`model_fingerprint` of its weights, or None), ``flip`` (test-time flip:
+    each embedding is the mean of the image's and its mirror's; default ``eval.flip`` of the config).
     """
+
+    fingerprint: str | None = None
 
     mean = (0.485, 0.456, 0.406)
     std = (0.229, 0.224, 0.225)
 
     def __init__(self, input_size: tuple[int, int], dim: int, *, config: Any = None,
-                 verification: dict | None = None, source: str | Path | None = None) -> None:
+                 verification: dict | None = None, source: str | Path | None = None,
+                 flip: bool | None = None) -> None:
         self.input_size = (int(input_size[0]), int(input_size[1]))
         # the training config's resize filter (data.resample; lanczos for AGW/CAJ imports), else bilinear
         data = getattr(config, "data", None) if config is not None and not isinstance(config, dict) else (config or {}).get("data")
         resample = getattr(data, "resample", None) if not isinstance(data, dict) else data.get("resample")
         self.resample = str(resample or "bilinear")
+        if flip is None:
+            flip = bool(getattr(getattr(config, "eval", None), "flip", False))
+        self.flip = bool(flip)
         self.dim = int(dim)
         self.config = config
         self.verification = verification
@@ -121,7 +172,10 @@ class Embedder:
         out = np.zeros((len(pixels), self.dim), dtype=np.float32)
         for start in range(0, len(pixels), batch_size):
             end = start + batch_size
-            feats = self._embed_batch(self.preprocess(pixels[start:end]), codes[start:end]).float()
+            batch = self.preprocess(pixels[start:end])
+            feats = self._embed_batch(batch, codes[start:end]).float()
+            if self.flip:  # test-time flip: mean of the image's and its mirror's raw embedding
+                feats = (feats + self._embed_batch(torch.flip(batch, dims=[3]), codes[start:end]).float()) / 2
             out[start:end] = torch.nn.functional.normalize(feats, dim=1).cpu().numpy()
         return out
 
@@ -152,23 +206,81 @@ class Embedder:
             out[start:start + len(chunk)] = self.embed_pixels(pixels, codes[start:start + len(chunk)], batch_size)
         return out
 
+    def embed(self, images: Any, modality: Any = "auto", flip: bool | None = None,
+              batch_size: int = 64) -> np.ndarray:
+        """L2-normalised embeddings ``[N, D]`` of ``images``: one or a list of paths, PIL images or
+        ``HxWx3``/``HxW`` uint8 numpy arrays, any size.
+
+        ``modality``: ``"auto"`` guesses each image (grey-level -> infrared, see
+        :mod:`vireid.data.modality`), or one spelling for all (``"visible"``, ``"ir"``, ...), or one
+        per image. The modalities used are kept in :attr:`last_modalities`, and warnings (e.g. a
+        grey image given as visible) in :attr:`last_warnings` (also issued with :mod:`warnings`).
+        ``flip`` overrides :attr:`flip` for this call.
+        """
+        import warnings as _warnings
+
+        from vireid.data.modality import resolve_modalities
+
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        arrays, names = [], []
+        for i, item in enumerate(items):
+            array, name = _as_array(item, i)
+            arrays.append(array)
+            names.append(name)
+        mods, notes, _ = resolve_modalities(arrays, modality, names)
+        self.last_modalities, self.last_warnings = mods, notes
+        for note in notes:
+            _warnings.warn(note, stacklevel=2)
+        saved = self.flip
+        if flip is not None:
+            self.flip = bool(flip)
+        try:
+            return self.embed_arrays(arrays, mods, batch_size)
+        finally:
+            self.flip = saved
+
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Cosine similarities between rows of two embedding sets (both L2-normalised)."""
         return np.asarray(a, dtype=np.float32) @ np.asarray(b, dtype=np.float32).T
+
+
+def _as_array(item: Any, i: int) -> tuple[np.ndarray, str]:
+    """(HxWx3 uint8 array, a name for messages) of a path, PIL image or numpy array."""
+    if isinstance(item, (str, Path)):
+        from vireid.data.images import decode_image
+
+        return decode_image(item), str(item)
+    if isinstance(item, np.ndarray):
+        arr = item
+        if arr.ndim == 2:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+            raise ConfigError(f"image {i + 1} is a {arr.dtype} array of shape {arr.shape}; give HxWx3 (or HxW) uint8 pixels")
+        if arr.shape[2] == 1:
+            arr = np.repeat(arr, 3, axis=2)
+        return np.ascontiguousarray(arr[:, :, :3]), f"image {i + 1}"
+    if hasattr(item, "convert") and hasattr(item, "size"):  # a PIL image
+        from vireid.data.images import pil_to_rgb_array
+
+        return pil_to_rgb_array(item), f"image {i + 1}"
+    raise ConfigError(f"image {i + 1} is a {type(item).__name__}; give a file path, a PIL image or a uint8 numpy array")
 
 
 class TorchEmbedder(Embedder):
     """A vireid PyTorch model (from a checkpoint) as an :class:`Embedder`; runs on ``device``."""
 
     def __init__(self, model: torch.nn.Module, config: Any, *, device: str | torch.device = "cpu",
-                 verification: dict | None = None, source: str | Path | None = None) -> None:
+                 verification: dict | None = None, source: str | Path | None = None,
+                 flip: bool | None = None) -> None:
         self.model = model.eval()
         self.device = torch.device(device)
         height, width = int(config.data.height), int(config.data.width)
         with torch.no_grad():
             probe = model(torch.zeros(1, 3, height, width, device=self.device),
                           torch.zeros(1, dtype=torch.long, device=self.device))
-        super().__init__((height, width), probe.shape[-1], config=config, verification=verification, source=source)
+        super().__init__((height, width), probe.shape[-1], config=config, verification=verification, source=source,
+                         flip=flip)
+        self.fingerprint = model_fingerprint(model.state_dict())
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "TorchEmbedder":

@@ -77,6 +77,10 @@ def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str],
         elif name.startswith("npu"):
             options.update(trials=trials, gallery=npu_gallery)
         if name == "given":
+            from vireid.engine.eval_data import same_modality
+
+            if same_modality(dataset):  # one modality on both sides: a query never matches its own image
+                options["cam_rule"] = "same-camera"
             nq = len(dataset.query)
             res = run_protocol(name, features[:nq], list(dataset.query), gallery_features=features[nq:],
                                gallery_records=list(dataset.gallery), **options)
@@ -146,7 +150,7 @@ def evaluate_model(model: nn.Module, dataset, cfg: Config, device: torch.device 
 
     def features_of(pool: list, cache) -> torch.Tensor:
         return extract_features(model, cache, modality_codes(pool), device, cfg.eval.batch_size, progress=progress,
-                                joints=joints_for_records(pool, cfg.data))
+                                joints=joints_for_records(pool, cfg.data), flip=bool(cfg.eval.flip))
 
     return evaluate_pool(features_of, dataset, cfg, protocols=protocols, rerank=rerank, progress=progress,
                          method=method, features_out=features_out)

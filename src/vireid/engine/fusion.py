@@ -1,4 +1,4 @@
-"""Fused-query evaluation of a trained model on registered visible/infrared pairs (seed 000 §4.1/§4.2).
+"""Fused-query evaluation of a trained model on registered visible/infrared pairs (the survey §4.1/§4.2).
 
 :func:`extract_fusion_features` embeds every test image alone (the model's evaluation forward) and
 every registered pair as one set (``model.embed_sets``, :class:`~vireid.modeling.methods.fusion.FusionReID`).

@@ -70,3 +70,92 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+class _Tee:
+    """A text stream that writes to ``stream`` and to an open log file (both flushed per write)."""
+
+    def __init__(self, stream: Any, log: Any) -> None:
+        self._stream = stream
+        self._log = log
+
+    def write(self, text: str) -> int:
+        self._stream.write(text)
+        try:
+            self._log.write(text)
+            self._log.flush()
+        except (OSError, ValueError):  # a full disk or a closed log never stops the run
+            pass
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, encoding, fileno, ... of the real stream
+        return getattr(self._stream, name)
+
+
+class RunLog:
+    """Copies everything printed (stdout and stderr) into ``RUN/log.txt`` while active (appending,
+    so a resumed run continues the same file). Used by ``vireid train`` on the main process."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True) -> None:
+        self.path = Path(run_dir) / "log.txt"
+        self.enabled = enabled
+        self._fh = None
+        self._saved: tuple = ()
+
+    def __enter__(self) -> "RunLog":
+        import sys
+
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")
+            self._fh.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
+            self._saved = (sys.stdout, sys.stderr)
+            sys.stdout = _Tee(sys.stdout, self._fh)
+            sys.stderr = _Tee(sys.stderr, self._fh)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import sys
+
+        if self._fh is not None:
+            sys.stdout, sys.stderr = self._saved
+            self._fh.close()
+            self._fh = None
+
+
+def run_summary(trainer: Any) -> str:
+    """The lines a run starts with: output folder, device and precision, dataset sizes per split and
+    modality, model and parameter count."""
+    import torch
+
+    cfg = trainer.cfg
+    dev = trainer.device
+    if dev.type == "cuda":
+        device = f"{dev} ({torch.cuda.get_device_name(dev)})"
+    else:
+        device = f"{dev} ({torch.get_num_threads()} threads)"
+    precision = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}.get(trainer.amp_dtype, "fp32")
+    params = sum(p.numel() for p in trainer.core_model.parameters())
+    trainable = sum(p.numel() for p in trainer.core_model.parameters() if p.requires_grad)
+    lines = [
+        f"run folder: {Path(trainer.run_dir).absolute()} (log: log.txt)",
+        f"device: {device}; precision: {precision}; world size {trainer.dist.world_size}",
+        f"data: {cfg.data.format} at {cfg.data.root}, images {cfg.data.height}x{cfg.data.width}",
+    ]
+    data = trainer.data
+    dataset = data.dataset
+    splits = [("train", data.train_records), ("val", data.val_records or list(getattr(dataset, "val", []) or [])),
+              ("test", list(getattr(dataset, "test", []) or []))]
+    for name, records in splits:
+        vis = sum(1 for r in records if r.modality == "visible")
+        ir = len(records) - vis
+        ids = len({r.orig_pid for r in records})
+        lines.append(f"  {name:<5} {ids:>6} identities  {vis:>7} visible + {ir:>7} infrared images")
+    backbone = (cfg.model.params or {}).get("backbone", "")
+    lines.append(f"model: {cfg.model.method}{' / ' + backbone if backbone else ''}, {params / 1e6:.2f} M parameters "
+                 f"({trainable / 1e6:.2f} M trained), {data.num_classes} training identities; "
+                 f"{cfg.train.epochs} epochs")
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Transfer of a trained model to a new scene (survey, seed 000, §6: "migrating the pre-trained model
+"""Transfer of a trained model to a new scene (survey, §6: "migrating the pre-trained model
 from the source domain to the target domain and fine-tuning it to adapt to the features of the new
 environment").
 

@@ -1,4 +1,4 @@
-"""Retrieval with fused multi-modal queries (seed 000 §3 matching, §4.1/§4.2 fusion).
+"""Retrieval with fused multi-modal queries (the survey §3 matching, §4.1/§4.2 fusion).
 
 The test identities' registered pairs (one visible + one infrared image of one moment) are split,
 per trial and per identity, into query moments and gallery moments (alternate moments of a random
@@ -15,7 +15,7 @@ CMC, no camera rule -- one co-located camera pair as in RegDB) compare like with
 
 **Fusion level.** ``fusion="embedding"`` ranks by the distance between query and gallery embeddings
 (fused embeddings come from the model, see :func:`vireid.engine.fusion.extract_fusion_features`).
-``fusion="average"`` / ``"vote"`` is decision-level late fusion (seed 000: "weighted average or voting
+``fusion="average"`` / ``"vote"`` is decision-level late fusion (the survey: "weighted average or voting
 mechanism"): every modality of the query is compared with the gallery entry (with the same modality
 of a fused gallery entry, with its only image otherwise), giving one distance matrix per query
 modality, and those are fused by :meth:`~vireid.modeling.modules.fusion.LateFusion.fuse_scores`

@@ -174,12 +174,15 @@ def aggregate_results(results: Sequence[ProtocolResult]) -> ProtocolResult:
 def format_results_table(results: Sequence[ProtocolResult]) -> str:
     """Markdown table: one row per result, mean ± std (percent) of each metric.
 
-    A ``method`` column is added when any result names one in ``settings["method"]``, and a
-    ``re-rank`` column when any result was re-ranked.
+    A ``method`` column is added when any result names one in ``settings["method"]``, a
+    ``re-rank`` column when any result was re-ranked, and a ``flip`` column when any used
+    test-time flip.
     """
     with_method = any(r.settings.get("method") for r in results)
     with_rerank = any(r.settings.get("rerank") for r in results)
+    with_flip = any(r.settings.get("flip") for r in results)
     head = (["method"] if with_method else []) + ["protocol"] + (["re-rank"] if with_rerank else [])
+    head += ["flip"] if with_flip else []
     head += ["draw", "trials", "Rank-1", "Rank-5", "Rank-10", "Rank-20", "mAP", "mINP"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
@@ -187,6 +190,8 @@ def format_results_table(results: Sequence[ProtocolResult]) -> str:
         cells.append(r.name)
         if with_rerank:
             cells.append("yes" if r.settings.get("rerank") else "no")
+        if with_flip:
+            cells.append("yes" if r.settings.get("flip") else "no")
         cells += [str(r.settings.get("draw", "-")), str(len(r.trials))]
         cells += [f"{r.mean[k]:.2f} ± {r.std[k]:.2f}" for k in METRIC_KEYS]
         lines.append("| " + " | ".join(cells) + " |")

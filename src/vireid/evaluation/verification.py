@@ -1,6 +1,6 @@
 """Verification by a similarity threshold: pair scores, ROC curve, equal error rate, TAR at a FAR.
 
-The survey (seed 000, §3.1) describes the last step of cross-modality re-identification as
+The survey (the survey, §3.1) describes the last step of cross-modality re-identification as
 matching: "the similarity is calculated; if the similarity exceeds the set threshold, it is
 determined as the same pedestrian". This module chooses that threshold from data.
 

@@ -1,4 +1,4 @@
-"""Lightweight deployment (seed 000 §6): ONNX export, structured channel pruning, int8 quantization.
+"""Lightweight deployment (the survey §6): ONNX export, structured channel pruning, int8 quantization.
 
 - :mod:`vireid.export.onnx` — export a checkpoint's embedding model to ONNX (dynamic batch, both
   inputs of two-stream models, checked against PyTorch with onnxruntime) and

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vireid.engine.checkpoint import atomic_write_text
 from vireid.errors import VireidError
 
 
@@ -72,30 +73,38 @@ def verification_at_threshold(verification: dict | None, features: torch.Tensor,
 def evaluate_exported(model_path: str | Path, *, protocols: tuple[str, ...] = (), rerank=None,
                       data_root: str | None = None, draw: str | None = None, trials: int | None = None,
                       rand_perm_cam: str | None = None, device: str = "auto", progress: bool = True,
-                      quiet: bool = False, npu_gallery: str | None = None, **_: Any) -> list:
+                      quiet: bool = False, choice: Any = None, out: str | Path | None = None,
+                      flip: bool | None = None, npu_gallery: str | None = None, **_: Any) -> list:
     """``vireid eval`` for an exported model file (``.onnx``): same arguments as
-    :func:`vireid.cli.train.evaluate_checkpoint`, results next to the file."""
-    from vireid.data.build import prepare_dataset
-    from vireid.engine.checkpoint import atomic_write_text
+    :func:`vireid.cli.train.evaluate_checkpoint`. Results go to ``out`` when given, else beside the
+    file as ``<model>.test_results.json``/``.md`` (its own data only; see :mod:`vireid.engine.run_eval`)."""
     from vireid.engine.embedder import load_embedder
+    from vireid.engine.eval_data import DataChoice, load_eval_dataset, select_data
     from vireid.engine.evaluate import apply_eval_overrides
+    from vireid.engine.run_eval import label_results, output_folder
     from vireid.engine.trainer import resolve_device
     from vireid.evaluation.protocols import format_results_table
 
+    choice = choice or DataChoice(data_root=data_root)
     model_path = Path(model_path)
     embedder = load_embedder(model_path, device=resolve_device(device))
     cfg = embedder.config
     if cfg is None:
         raise VireidError(f"{model_path} carries no training config, so its dataset and protocols are unknown; "
                           "re-export it with vireid export")
-    apply_eval_overrides(cfg, data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam,
-                         npu_gallery=npu_gallery)
-    dataset = prepare_dataset(cfg.data, progress=progress)
+    # a relative data.root is looked up beside the run folder the model was exported from, then here
+    cfg = select_data(cfg, choice, model_path.parent)
+    apply_eval_overrides(cfg, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam, npu_gallery=npu_gallery)
+    if flip is not None:
+        embedder.flip = bool(flip)
+    cfg.eval.flip = bool(embedder.flip)
+    dataset = load_eval_dataset(cfg, choice, progress=progress)
     pool: dict = {}
     precision = getattr(embedder, "precision", "")
     label = f"{cfg.name} ({model_path.suffix.lstrip('.')}{' ' + precision if precision else ''})"
     results = evaluate_embedder(embedder, dataset, cfg, protocols=protocols, rerank=rerank, progress=progress,
                                 method=label, features_out=pool)
+    label_results(results, cfg, choice)
     table = format_results_table(results)
     verification = verification_at_threshold(embedder.verification, pool["features"], pool["records"])
     if not quiet:
@@ -106,9 +115,12 @@ def evaluate_exported(model_path: str | Path, *, protocols: tuple[str, ...] = ()
     payload: dict = {"model": str(model_path), "results": [r.to_dict() for r in results]}
     if verification:
         payload["verification"] = verification
-    stem = model_path.with_suffix("")
-    atomic_write_text(stem.with_name(stem.name + ".test_results.json"), json.dumps(payload, indent=2))
-    atomic_write_text(stem.with_name(stem.name + ".test_results.md"), table + "\n")
+    folder = output_folder(model_path.parent, choice, out, quiet=quiet)
+    if folder is not None:
+        stem = model_path.with_suffix("").name
+        name = "test_results" if out is not None else stem + ".test_results"
+        atomic_write_text(folder / f"{name}.json", json.dumps(payload, indent=2))
+        atomic_write_text(folder / f"{name}.md", table + "\n")
     return results
 
 

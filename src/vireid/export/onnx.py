@@ -140,6 +140,10 @@ def build_metadata(cfg: Any, ckpt: dict, input_size: tuple[int, int], embed_dim:
     }
     if source is not None:
         meta["source"] = str(source)
+    if isinstance(ckpt.get("model"), dict):  # the weights' fingerprint, shared with the checkpoint's embedder
+        from vireid.engine.embedder import model_fingerprint
+
+        meta["fingerprint"] = model_fingerprint(ckpt["model"])
     if ckpt.get("verification"):
         meta["verification"] = json.dumps(ckpt["verification"])
     if ckpt.get("pruning"):
@@ -245,6 +249,12 @@ class OnnxEmbedder(Embedder):
         verification = json.loads(meta["verification"]) if meta.get("verification") else None
         height, width = json.loads(meta["input_size"])
         super().__init__((height, width), int(meta["embed_dim"]), config=config, verification=verification, source=path)
+        # the exported weights' fingerprint (an int8 model is a different model); files without one: their bytes
+        from vireid.engine.embedder import file_fingerprint
+
+        recorded = meta.get("fingerprint")
+        self.fingerprint = (recorded + ("" if self.precision == "fp32" else f"+{self.precision}")) if recorded \
+            else file_fingerprint(path)
 
     def _embed_batch(self, images: torch.Tensor, modalities: torch.Tensor) -> torch.Tensor:
         out = run_session(self.session, images.detach().cpu().numpy(), modalities.detach().cpu().numpy())

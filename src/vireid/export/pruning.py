@@ -1,6 +1,6 @@
 """Structured channel pruning: remove whole inner channels of residual blocks for real.
 
-Seed 000 §6 names network pruning, next to depthwise-separable (MobileNet-class) backbones, as
+The survey §6 names network pruning, next to depthwise-separable (MobileNet-class) backbones, as
 the way to fit cross-modality re-identification onto embedded devices. Unstructured (masked)
 pruning leaves dense tensors of the same size and saves nothing on a CPU; this module removes
 channels, so convolution weights shrink and the forward pass does fewer FLOPs.

@@ -112,6 +112,8 @@ def collect_images(source: str | Path, fmt: str | None = None, *, modality: str 
         # rows of a manifest without a split column form one set; reading them as "val" skips the
         # training-only rule that every identity has both modalities
         options.setdefault("default_split", "val")
+    if "allow_lone_split" in dataset_options(fmt):
+        options.setdefault("allow_lone_split", True)  # a gallery-only manifest is a gallery to index
     dataset = build_dataset(fmt, source, **options)
     chosen = [records for name, records in dataset.splits() if split in ("all", name)]
     if split in ("query", "gallery") and getattr(dataset, split) is None:
@@ -138,7 +140,8 @@ def extract_featureset(embedder, images: Metadata, *, batch_size: int = 64, prog
     """Embed every image of ``images`` with ``embedder`` (a :class:`vireid.engine.embedder.Embedder`).
 
     Returns the features with the same metadata rows; ``info`` records the model (source, dim,
-    input size), the time, and whatever the caller adds.
+    input size, weights' fingerprint -- :func:`vireid.engine.embedder.model_fingerprint` -- and
+    whether test-time flip was on), the time, and whatever the caller adds.
     """
     paths = [str(images.image_path(i)) for i in range(len(images))]
     feats = embedder.embed_paths(paths, list(images.modalities), batch_size=batch_size, progress=progress)
@@ -148,6 +151,8 @@ def extract_featureset(embedder, images: Metadata, *, batch_size: int = 64, prog
         "input_size": list(embedder.input_size),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "normalized": True,
+        "fingerprint": getattr(embedder, "fingerprint", None),
+        "flip": bool(getattr(embedder, "flip", False)),
     }
     record.update(info or {})
     return FeatureSet(feats, images, record)

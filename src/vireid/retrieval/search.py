@@ -25,56 +25,74 @@ OTHER_MODALITY = {VISIBLE: INFRARED, INFRARED: VISIBLE}
 
 
 def guess_modality(path: str | Path, tolerance: int = 8) -> str:
-    """``"infrared"`` when the image's three channels are (nearly) equal, else ``"visible"``.
+    """``"infrared"`` when the image's three channels are (nearly) equal, else ``"visible"``
+    (:func:`vireid.data.modality.is_grey`, the policy shared by every entry point).
 
     Near-infrared and thermal cameras give grey images (SYSU-MM01, LLCM, RegDB all store them so);
     ``tolerance`` allows for JPEG chroma noise. Decoding problems raise DatasetError naming the file.
     """
     from vireid.data.images import decode_image
+    from vireid.data.modality import is_grey
 
-    img = decode_image(path, size=(128, 64)).astype(np.int16)
-    spread = np.abs(img - img.mean(axis=2, keepdims=True).astype(np.int16)).max(axis=2)
-    return INFRARED if float(np.percentile(spread, 99)) <= tolerance else VISIBLE
+    return INFRARED if is_grey(decode_image(path, size=(128, 64)), tolerance) else VISIBLE
 
 
-def check_compatible(index: GalleryIndex, embedder) -> None:
-    """Raise VireidError when the model's embeddings cannot be searched in ``index``."""
+def check_compatible(index: GalleryIndex, embedder, force: bool = False) -> list[str]:
+    """Raise VireidError when the model's embeddings cannot be searched in ``index``: another
+    embedding size, or another model's weights (the fingerprint recorded by ``vireid extract``;
+    ``force`` turns that refusal into a returned warning)."""
+    from vireid.engine.embedder import check_fingerprint
+
+    notes = []
+    warning = check_fingerprint(index.info.get("fingerprint"), embedder, "the index", force=force)
+    if warning:
+        notes.append(warning)
     if int(embedder.dim) != index.dim:
         built = index.info.get("model") or "another model"
         raise VireidError(
             f"the model gives {embedder.dim}-dim embeddings but the index holds {index.dim}-dim features (built with "
             f"{built}); search with the checkpoint the index was built from or rebuild the index"
         )
+    return notes
 
 
-def query_modalities(paths: Sequence[str | Path], modality: str | None) -> list[str]:
-    """One modality per query: ``modality`` for all, or guessed from each image."""
-    if modality is not None:
-        parsed = parse_modality(modality)
-        if parsed is None:
-            raise VireidError(f"modality {modality!r} is unknown; use visible or infrared")
-        return [parsed] * len(paths)
-    return [guess_modality(p) for p in paths]
+def query_modalities(paths: Sequence[str | Path], modality: str | None,
+                     notes: list[str] | None = None) -> list[str]:
+    """One modality per query: ``modality`` for all (any spelling), or guessed from each image
+    (``None``/``"auto"``). ``notes`` receives the decisions and warnings (:mod:`vireid.data.modality`)."""
+    from vireid.data.images import decode_image
+    from vireid.data.modality import describe, resolve_modalities
+
+    images = [decode_image(p, size=(128, 64)) for p in paths]
+    names = [Path(p).name for p in paths]
+    mods, warnings, guessed = resolve_modalities(images, modality, names)
+    if notes is not None:
+        notes.extend(f"query {line}" for line, g in zip(describe(mods, guessed, names), guessed) if g)
+        notes.extend(f"warning: {w}" for w in warnings)
+    return mods
 
 
 def search_images(index: GalleryIndex, embedder, paths: Sequence[str | Path], *, modality: str | None = None,
                   k: int = 10, cross_modality: bool = False, gallery_modality: str | None = None,
-                  rerank: bool = False, rerank_candidates: int = 100, batch_size: int = 64) -> list[dict[str, Any]]:
+                  rerank: bool = False, rerank_candidates: int = 100, batch_size: int = 64, force: bool = False,
+                  notes: list[str] | None = None) -> list[dict[str, Any]]:
     """Search the gallery for each query image; one result dict per query.
 
     Each dict: ``query`` (path), ``modality`` (of the query), ``searched`` (gallery modality or
     ``"all"``), ``results``: list of ``{rank, index, path, image, score, pid, camid, modality}``
     (``path`` as stored in the index, ``image`` absolute, ``pid`` / ``camid`` ``None`` when unknown).
     ``cross_modality`` searches only the modality other than each query's; ``gallery_modality``
-    names one gallery modality for all queries (the two are exclusive).
+    names one gallery modality for all queries (the two are exclusive). ``force`` searches an index
+    built by another model (with a warning); ``notes`` receives the modality decisions and warnings.
     """
     if not paths:
         raise VireidError("no query images given; pass one or more image files")
     if cross_modality and gallery_modality:
         raise VireidError("--cross-modality and --gallery-modality exclude each other; pass only one")
-    check_compatible(index, embedder)
+    notes = notes if notes is not None else []
+    notes.extend(check_compatible(index, embedder, force=force))
     paths = [Path(p).expanduser().absolute() for p in paths]
-    mods = query_modalities(paths, modality)
+    mods = query_modalities(paths, modality, notes)
     if gallery_modality is not None:
         target = parse_modality(gallery_modality)
         if target is None:

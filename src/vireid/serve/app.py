@@ -6,7 +6,8 @@ Routes (all answer errors as ``{"error": "<one sentence>"}`` with a 4xx status):
   gallery modalities, see the ranked gallery with scores and the match verdict).
 * ``GET /api/health`` - model and gallery summary, limits.
 * ``POST /api/search`` - multipart form: ``file`` (the query image, JPEG/PNG/BMP/WebP),
-  ``modality`` (``visible`` or ``infrared``, default ``visible``), ``gallery_modality``
+  ``modality`` (``auto`` (default: grey-level images are infrared, :mod:`vireid.data.modality`),
+  ``visible`` or ``infrared``, any spelling of that module), ``gallery_modality``
   (``opposite`` (default), ``visible``, ``infrared`` or ``all``), ``k`` (1..``max_k``, default 10).
   Answers the ranked results with cosine scores and, when the model carries a calibrated
   verification threshold, a match flag per result and a verdict for the best one.
@@ -41,6 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vireid.data.datasets.base import MODALITY_ALIASES as _MODALITY_ALIASES  # the one spelling table
 from vireid.serve.gallery import ServedGallery
 from vireid.serve.security import TOKEN_COOKIE, bearer_token, resolve_token, tokens_match
 from vireid.serve.uploads import ALLOWED_FORMATS, ServeLimits, UploadError, decode_upload, format_bytes
@@ -49,8 +51,6 @@ log = logging.getLogger("vireid.serve")
 
 #: Form fields accepted by ``POST /api/search``.
 SEARCH_FIELDS = ("file", "modality", "gallery_modality", "k")
-_MODALITY_ALIASES = {"visible": "visible", "rgb": "visible", "color": "visible", "colour": "visible",
-                     "infrared": "infrared", "ir": "infrared", "nir": "infrared", "thermal": "infrared"}
 _GALLERY_CHOICES = ("opposite", "visible", "infrared", "all")
 
 _BASE_HEADERS = [
@@ -318,19 +318,25 @@ def create_app(embedder: Any, index: Any, *, token: str | None = None, limits: S
         data, media_type = await anyio.to_thread.run_sync(gallery.read_image, int(item))
         return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
-    def run_search(data: bytes, modality: str, gallery_modality: str | None, k: int) -> dict:
-        """Decode, embed and search (in a worker thread)."""
+    def run_search(data: bytes, modality: str, wanted: str, k: int) -> dict:
+        """Decode, resolve the query modality (auto: guessed), embed and search (in a worker thread)."""
+        from vireid.data.modality import resolve_modalities
+
         t0 = time.perf_counter()
         image = decode_upload(data, limits, size=embedder.input_size, resample=embedder.resample)
+        (modality,), warnings, (guessed,) = resolve_modalities([image], modality, ["the query image"])
+        gallery_modality = {"opposite": "infrared" if modality == "visible" else "visible",
+                            "all": None}.get(wanted, wanted)
         with model_lock:
             feats = np.asarray(embedder.embed_arrays([image], [modality]), dtype=np.float32)
             scores, ids = gallery.search(feats, k, gallery_modality)
         elapsed = 1000 * (time.perf_counter() - t0)
-        return {"scores": scores, "ids": ids, "elapsed_ms": elapsed}
+        return {"scores": scores, "ids": ids, "elapsed_ms": elapsed, "modality": modality, "guessed": guessed,
+                "gallery_modality": gallery_modality, "warnings": warnings}
 
     @app.post("/api/search", openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "format": "binary"}, "modality": {"type": "string", "enum": ["visible", "infrared"]},
+            "file": {"type": "string", "format": "binary"}, "modality": {"type": "string", "enum": ["auto", "visible", "infrared"]},
             "gallery_modality": {"type": "string", "enum": list(_GALLERY_CHOICES)},
             "k": {"type": "integer", "minimum": 1, "maximum": limits.max_k}}}}}}})
     async def search(request: Request) -> JSONResponse:
@@ -347,20 +353,20 @@ def create_app(embedder: Any, index: Any, *, token: str | None = None, limits: S
             data = await upload.read(limits.max_upload_bytes + 1)
         finally:
             await form.close()
-        query_modality = fields["modality"]
-        wanted = fields["gallery_modality"]
-        gallery_modality = {"opposite": "infrared" if query_modality == "visible" else "visible",
-                            "all": None}.get(wanted, wanted)
         # only decoding and inference count as pending: a slow upload holds no search slot
         if pending["n"] >= limits.max_pending:
             raise UploadError(503, f"the server is busy with {pending['n']} searches; retry in a moment")
         pending["n"] += 1
         try:
-            out = await anyio.to_thread.run_sync(run_search, data, query_modality, gallery_modality, fields["k"],
-                                                 limiter=limiter)
+            out = await anyio.to_thread.run_sync(run_search, data, fields["modality"], fields["gallery_modality"],
+                                                 fields["k"], limiter=limiter)
         finally:
             pending["n"] -= 1
-        return JSONResponse(_search_answer(out, gallery, threshold, query_modality, gallery_modality, fields["k"]))
+        answer = _search_answer(out, gallery, threshold, out["modality"], out["gallery_modality"], fields["k"])
+        answer["query_modality_guessed"] = bool(out["guessed"])
+        if out["warnings"]:
+            answer["warnings"] = out["warnings"]
+        return JSONResponse(answer)
 
     return app
 
@@ -399,9 +405,10 @@ def _search_fields(form, limits: ServeLimits) -> dict:
             raise UploadError(400, f"the field {name!r} must be a text value, not a file")
         return str(value).strip().lower()
 
-    modality = _MODALITY_ALIASES.get(text("modality", "visible"))
+    modality = text("modality", "auto")
+    modality = "auto" if modality in ("auto", "") else _MODALITY_ALIASES.get(modality)
     if modality is None:
-        raise UploadError(400, f"modality {text('modality', '')[:40]!r} is unknown; use 'visible' or 'infrared'")
+        raise UploadError(400, f"modality {text('modality', '')[:40]!r} is unknown; use 'auto', 'visible' or 'infrared'")
     gallery_modality = text("gallery_modality", "opposite")
     gallery_modality = {"any": "all", "both": "all", "other": "opposite"}.get(gallery_modality, gallery_modality)
     gallery_modality = _MODALITY_ALIASES.get(gallery_modality, gallery_modality)

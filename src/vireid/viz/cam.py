@@ -1,4 +1,4 @@
-"""Class-activation heatmaps over person images, visible and infrared (seed 001 Fig. 1), with the
+"""Class-activation heatmaps over person images, visible and infrared (DFW+SLN Fig. 1), with the
 grad-cam library (``pytorch_grad_cam``).
 
 A re-identification model has no class scores at test time: its evaluation forward takes
@@ -19,7 +19,7 @@ spatial mean of the target's gradient, ``w_k = mean_ij d y / d A_k(i, j)``, and 
 Target layer: the **last feature stage of the backbone** -- the output of the final stage of the
 :class:`~vireid.modeling.backbones.two_stream.TwoStreamBackbone` (``backbone.shared_stages[-1]``,
 or the modality's own last stage when nothing is shared), i.e. the feature map that pooling turns
-into the embedding; for seed 001's SLN, whose last stage is N parallel copies, each copy is a
+into the embedding; for the DFW+SLN paper's SLN, whose last stage is N parallel copies, each copy is a
 target layer and the maps are averaged. It is the deepest map that still has a spatial layout (with last stride 1 it
 is 1/16 of the input, 18 x 9 at 288 x 144), the usual choice for Grad-CAM and the layer whose
 responses the papers' heatmaps show. A method can name another one with a
@@ -112,7 +112,7 @@ def _last_spatial_module(model: nn.Module, images: torch.Tensor, modalities: tor
 def target_layers(model: nn.Module, modality: int, layer: str | nn.Module | None = None) -> list[nn.Module] | None:
     """The layer(s) explained for images of ``modality`` (see the module docstring); None = find by a forward pass.
 
-    A last stage made of parallel copies whose outputs are stacked (seed 001's SLN: ``branches``,
+    A last stage made of parallel copies whose outputs are stacked (the DFW+SLN paper's SLN: ``branches``,
     ``[N, B, C, h, w]``) gives one layer per copy; grad-cam averages their maps.
     """
     if isinstance(layer, nn.Module):

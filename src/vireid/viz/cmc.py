@@ -44,16 +44,17 @@ def read_test_results(run_dir: str | Path) -> list[dict]:
 
 
 def cmc_curves_from_runs(run_dirs: Sequence[str | Path], protocols: Sequence[str] = (),
-                         rerank: bool | None = None) -> list[CMCCurve]:
+                         rerank: bool | None = None, results: Sequence[Sequence[dict]] | None = None) -> list[CMCCurve]:
     """Curves of every protocol result of ``run_dirs`` (filtered by ``protocols`` names and ``rerank``).
 
-    Labels are ``"<run> · <protocol>"`` plus ``" + re-rank"``; the run name is left out when only one
-    run is plotted.
+    Labels are ``"<run> · <protocol>"`` plus ``" + re-rank"`` (and ``" + flip"`` for test-time
+    flip); the run name is left out when only one run is plotted. ``results`` (one list of result
+    dicts per run, e.g. just evaluated on other data) replaces the runs' ``test_results.json``.
     """
     curves: list[CMCCurve] = []
-    for run_dir in run_dirs:
+    for i, run_dir in enumerate(run_dirs):
         run_dir = Path(run_dir)
-        for entry in read_test_results(run_dir):
+        for entry in (results[i] if results is not None else read_test_results(run_dir)):
             settings = entry.get("settings", {}) or {}
             rr = bool(settings.get("rerank", False))
             if protocols and entry["name"] not in protocols:
@@ -61,7 +62,7 @@ def cmc_curves_from_runs(run_dirs: Sequence[str | Path], protocols: Sequence[str
             if rerank is not None and rr != rerank:
                 continue
             name = run_dir.name if run_dir.is_dir() else run_dir.parent.name
-            label = entry["name"] + (" + re-rank" if rr else "")
+            label = entry["name"] + (" + re-rank" if rr else "") + (" + flip" if settings.get("flip") else "")
             if len(run_dirs) > 1:
                 label = f"{name} · {label}"
             mean = entry.get("mean", {}) or {}

@@ -91,7 +91,7 @@ class LoadedRun:
         if joints is not None:
             extra["joints"] = joints
         feats = extract_features(self.model, cache, self.modalities[rows], self.device, self.cfg.eval.batch_size,
-                                 progress=self.progress, **extra)
+                                 progress=self.progress, flip=bool(getattr(self.cfg.eval, "flip", False)), **extra)
         return torch.nn.functional.normalize(feats.float(), dim=1)
 
     def query_gallery(self, direction: str = "i2v") -> tuple[np.ndarray, np.ndarray]:
@@ -151,12 +151,15 @@ def _pool(dataset) -> list[ImageRecord]:
 
 
 def load_run(run: str | Path, device: str | torch.device = "auto", data_root: str | None = None,
-             progress: bool = False) -> LoadedRun:
-    """Load a run (folder or checkpoint) and read its dataset; features are computed on first use."""
-    from vireid.data.build import prepare_dataset
+             progress: bool = False, choice: Any = None) -> LoadedRun:
+    """Load a run (folder or checkpoint) and read its dataset, or the data ``choice`` names
+    (:mod:`vireid.engine.eval_data`; never generated); features are computed on first use."""
+    from vireid.engine.eval_data import DataChoice, load_eval_dataset, select_data
 
     model, cfg, ckpt, dev, run_dir = load_run_model(run, device)
+    choice = choice or DataChoice()
     if data_root is not None:
-        cfg.data.root = data_root
-    dataset = prepare_dataset(cfg.data, progress=progress)
+        choice.data_root = data_root
+    cfg = select_data(cfg, choice, run_dir)
+    dataset = load_eval_dataset(cfg, choice, progress=progress)
     return LoadedRun(model, cfg, ckpt, dataset, dev, run_dir, progress=progress)

@@ -1,5 +1,5 @@
 """2-D map of the embedding space: t-SNE (scikit-learn) of test features, colour = identity,
-marker = modality (circle visible, triangle infrared), as seed 002 Fig. 3.
+marker = modality (circle visible, triangle infrared), as PDFENet Fig. 3.
 
 A well-trained cross-modality model puts the circles and triangles of one colour in one cluster;
 a model that still separates the modalities shows two clouds per colour. t-SNE runs on the

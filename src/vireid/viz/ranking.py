@@ -1,5 +1,5 @@
 """Ranked lists: each query next to its top-k gallery images, with scores, correct matches framed
-green and wrong ones red (seed 001 Fig. 6, seed 002 Fig. 4).
+green and wrong ones red (DFW+SLN Fig. 6, PDFENet Fig. 4).
 
 The ranking itself is one :func:`torch.topk` over the whole query x gallery score matrix (excluded
 entries set to ``-inf`` first); only the ``Q x (k + 1)`` shown images are decoded.

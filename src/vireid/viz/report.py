@@ -163,10 +163,15 @@ def _png_figure(key: str, title: str, draw: Callable[[io.BytesIO], Any], caption
 
 def gather_report(run_dir: str | Path, *, pictures: bool = True, device: str = "auto", data_root: str | None = None,
                   num_queries: int = 6, num_ids: int = 10, cam_ids: int = 4, seed: int = 0,
-                  progress: bool = False) -> ReportData:
+                  progress: bool = False, choice: Any = None, results_dir: str | Path | None = None) -> ReportData:
     """Collect the report's content (see the module docstring); the model is loaded only when
-    pictures are drawn. Nothing is evaluated here: missing results are listed as missing."""
+    pictures are drawn. Nothing is evaluated here: missing results are listed as missing.
+
+    ``results_dir`` (default: the run folder) holds the ``test_results.json``, ``verification.json``
+    and ``roc.png`` to show, e.g. the ``--out`` folder of ``vireid eval``; ``choice``
+    (:class:`vireid.engine.eval_data.DataChoice`) is the data the pictures are drawn on."""
     run_dir = Path(run_dir)
+    results_dir = Path(results_dir) if results_dir is not None else run_dir
     if not run_dir.is_dir():
         raise VireidError(f"run folder {run_dir} does not exist; pass the folder written by `vireid train`")
     data = ReportData(run_dir=run_dir, environment=environment_info())
@@ -184,12 +189,12 @@ def gather_report(run_dir: str | Path, *, pictures: bool = True, device: str = "
                             f"continue an interrupted run with <code>vireid train --resume {esc(run_dir)}</code>)")
 
     # model + dataset, loaded once for all pictures
-    results_path = run_dir / "test_results.json"
+    results_path = results_dir / "test_results.json"
     run = None
     if has_ckpt and pictures:
         from vireid.viz.data import load_run
 
-        run = load_run(run_dir, device=device, data_root=data_root, progress=progress)
+        run = load_run(run_dir, device=device, data_root=data_root, progress=progress, choice=choice)
         data.checkpoint = _checkpoint_facts(run.ckpt)
         data.config = run.cfg.to_dict()
     elif has_ckpt:
@@ -222,8 +227,8 @@ def gather_report(run_dir: str | Path, *, pictures: bool = True, device: str = "
                             f"<code>vireid report {esc(run_dir)} --evaluate always</code> or "
                             f"<code>vireid eval {esc(run_dir)} --rerank</code>")
 
-    if (run_dir / "verification.json").is_file():
-        data.verification = _read_json(run_dir / "verification.json")
+    if (results_dir / "verification.json").is_file():
+        data.verification = _read_json(results_dir / "verification.json")
 
     # pictures
     from vireid.viz.curves import plot_training_curves
@@ -244,9 +249,9 @@ def gather_report(run_dir: str | Path, *, pictures: bool = True, device: str = "
         if curves:
             data.figures.append(_png_figure("cmc", "CMC curves", lambda b: plot_cmc(curves, b),
                                             "Mean CMC over the gallery-draw trials of each protocol."))
-    if (run_dir / "roc.png").is_file():
-        data.figures.append(Figure("roc", "ROC curve (verification)", (run_dir / "roc.png").read_bytes(),
-                                   "Written by the verification calibration (roc.png of the run folder)."))
+    if (results_dir / "roc.png").is_file():
+        data.figures.append(Figure("roc", "ROC curve (verification)", (results_dir / "roc.png").read_bytes(),
+                                   "Written by vireid eval (roc.png beside the test results)."))
     if pictures and run is not None:
         _model_pictures(data, run, num_queries=num_queries, num_ids=num_ids, cam_ids=cam_ids, seed=seed)
     elif not pictures:

@@ -4,7 +4,7 @@
 :class:`~vireid.data.datasets.base.VIReIDDataset` whose ``train`` / ``val`` / ``test`` (and,
 for user data, ``query`` / ``gallery``) are lists of
 :class:`~vireid.data.records.ImageRecord`. Formats: ``sysu-mm01``, ``regdb``, ``llcm``,
-``npu-reid`` (seed 003), ``folder`` and ``csv`` (users' own data, see :mod:`vireid.data.datasets.folder`).
+``npu-reid`` (dual-path Swin), ``folder`` and ``csv`` (users' own data, see :mod:`vireid.data.datasets.folder`).
 """
 
 from __future__ import annotations

@@ -24,6 +24,16 @@ columns are ignored). ``path`` is relative to the CSV's folder or absolute; ``id
 ``camera`` follow the number rule above; ``modality`` accepts the same spellings as the folder
 names; ``split`` is one of the split names above (rows without a ``split`` column all go to
 ``default_split``, ``train`` unless told otherwise). Errors name the CSV file and line.
+
+**What each use needs** (both layouts):
+
+* training: ``train`` images, every training identity with visible *and* infrared images;
+* evaluation with a fixed query and gallery: ``query`` *and* ``gallery`` images (a lone one is an
+  error, unless ``allow_lone_split``); without them (e.g. no ``split`` column) ``vireid eval``
+  takes the images of one modality as queries and the other as gallery (``--query``/``--gallery``);
+* ``vireid extract`` / ``index`` / ``search``: any images -- no ``split`` column (rows are read as
+  one set), a gallery-only manifest (``allow_lone_split``, set by extract), identities and cameras
+  may be any numbers.
 """
 
 from __future__ import annotations
@@ -55,6 +65,8 @@ class _GivenSplitsDataset(VIReIDDataset):
 
     protocol_family = "given"
 
+    allow_lone_split = False
+
     def _assemble(self, by_split: dict[str, list[ImageRecord]], source: Path) -> None:
         if not any(by_split.values()):
             raise DatasetError(
@@ -64,7 +76,17 @@ class _GivenSplitsDataset(VIReIDDataset):
         has_query, has_gallery = bool(by_split.get("query")), bool(by_split.get("gallery"))
         if has_query != has_gallery:
             present, absent = ("query", "gallery") if has_query else ("gallery", "query")
-            raise DatasetError(f"{source} has {present} images but no {absent} images; add the {absent} split")
+            if not self.allow_lone_split:
+                raise DatasetError(
+                    f"{source} has {present} images but no {absent} images; evaluation ranks queries against a "
+                    f"gallery, so add the {absent} split, or leave the split out and choose queries and gallery by "
+                    f"modality (vireid eval --query infrared --gallery visible); vireid extract reads a lone "
+                    f"{present} split as it is"
+                )
+            self.val = by_split.get("val", [])
+            self._finish(by_split.get("train", []))
+            setattr(self, present, by_split[present])  # a lone split (extract/index only): listed, not evaluated
+            return
         self.val = by_split.get("val", [])
         if has_query:
             self.query = by_split["query"]
@@ -79,8 +101,9 @@ class FolderDataset(_GivenSplitsDataset):
 
     name = "folder"
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, allow_lone_split: bool = False) -> None:
         super().__init__(root)
+        self.allow_lone_split = allow_lone_split
         require_dir(self.root, "dataset folder", "pass the folder that holds train/, query/ and gallery/")
         by_split: dict[str, list[ImageRecord]] = {}
         for split_dir in list_subdirs(self.root):
@@ -141,7 +164,7 @@ class CSVDataset(_GivenSplitsDataset):
     name = "csv"
     REQUIRED = ("path", "identity", "camera", "modality")
 
-    def __init__(self, root: str | Path, default_split: str = "train") -> None:
+    def __init__(self, root: str | Path, default_split: str = "train", allow_lone_split: bool = False) -> None:
         path = Path(root).expanduser().absolute()
         if path.is_dir():
             path = path / "manifest.csv"
@@ -154,6 +177,7 @@ class CSVDataset(_GivenSplitsDataset):
         if default_split not in SPLITS:
             raise ConfigError(f"default_split must be one of {', '.join(SPLITS)}, got {default_split!r}")
         super().__init__(path.parent)
+        self.allow_lone_split = allow_lone_split
         self.manifest = path
         by_split: dict[str, list[ImageRecord]] = defaultdict(list)
         for split, record in self._read(default_split):

@@ -22,7 +22,7 @@ name. Present idx files always take precedence over the mat file.
 Cameras: visible 1, thermal 2 (one co-located camera pair). ``test`` is every test image of the
 trial; the protocol builds visible->thermal and thermal->visible from it.
 
-**Pairs** (``paired=True``, seed 000 §4.1 multi-modal input): RegDB's cameras are co-located and
+**Pairs** (``paired=True``, the survey §4.1 multi-modal input): RegDB's cameras are co-located and
 fire together, so each visible image has a thermal twin of the same moment (same file counter,
 ``..._v_<n>_<id>.bmp`` / ``..._t_<n>_<id>.bmp``). The reader then also sets ``train_pairs`` and
 ``test_pairs``: ``int64 [P, 2]`` rows ``(visible index, thermal index)`` into ``train`` / ``test``

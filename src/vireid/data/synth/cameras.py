@@ -57,7 +57,7 @@ SYSU_CAMERAS: dict[int, CameraSpec] = {
                   blur=0.008, background_heat=0.26, person_gain=1.0, front_probability=0.45),
 }
 
-#: NPU-ReID (seed 003): 8 cameras installed alternately visible/thermal, 1-4 indoor, 5-8 outdoor, each
+#: NPU-ReID (dual-path Swin): 8 cameras installed alternately visible/thermal, 1-4 indoor, 5-8 outdoor, each
 #: with its own view (no two cameras share a place, unlike SYSU-MM01's co-located pairs).
 NPU_CAMERAS: dict[int, CameraSpec] = {
     1: CameraSpec(1, VISIBLE, True, "indoor-corridor", gains=(1.05, 1.0, 0.9), brightness=1.0, contrast=0.95,

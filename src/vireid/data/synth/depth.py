@@ -1,4 +1,4 @@
-"""Depth images of a synthetic moment (seed 000 §4.1: "visible, infrared; depth if present").
+"""Depth images of a synthetic moment (the survey §4.1: "visible, infrared; depth if present").
 
 A depth camera co-located with the RegDB visible/thermal pair sees the same moment: the person's
 part-label map of that pose (:func:`~vireid.data.synth.render.draw_part_labels`, the very map the

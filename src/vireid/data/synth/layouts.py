@@ -4,7 +4,7 @@ dataset readers (not a synthetic-only reader) load the synthetic data.
 SYSU-MM01: ``cam1..cam6/<pid:04d>/<k:04d>.jpg`` and ``exp/{train,val,test,available}_id.txt``
 (one line of comma-separated identity numbers, as in the official release).
 
-NPU-ReID (seed 003; vireid's layout, see :mod:`vireid.data.datasets.npu_reid`): the SYSU-MM01 shape with
+NPU-ReID (dual-path Swin; vireid's layout, see :mod:`vireid.data.datasets.npu_reid`): the SYSU-MM01 shape with
 ``cam1..cam8`` (odd visible, even thermal; thermal JPEGs are single-channel) and the same split files.
 
 RegDB: ``Visible/<pid>/<gender>_<view>_v_<counter:05d>_<pid>.bmp``, ``Thermal/<pid>/..._t_...bmp``

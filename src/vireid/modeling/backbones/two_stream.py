@@ -10,14 +10,14 @@ stem, stages 1..4 = feature stages; see :mod:`.timm_stages`) are modality-specif
 ==================  ===============================================================
 0                    one shared network for both modalities
 1                    stem only (AGW's two-stream baseline)
-2                    stem + stage 1 (layer0 + layer1 of seed 001, the DFW/SLN baseline;
+2                    stem + stage 1 (layer0 + layer1 of DFW+SLN, the DFW/SLN baseline;
                      HcTri's best split)
-3                    stem + stages 1..2 (seed 003's choice "F3": the first two Swin
+3                    stem + stages 1..2 (the dual-path Swin paper's choice "F3": the first two Swin
                      stages specific, the last two shared)
 5                    nothing shared (two separate networks)
 ==================  ===============================================================
 
-Seed 003 (dual-path Swin) ablates sharing "from stage 1, 2, 3 or 4" and a fully specific
+Dual-path Swin (dual-path Swin) ablates sharing "from stage 1, 2, 3 or 4" and a fully specific
 network, named F1..F5; its network is an input stem + four stages and shared learning starts
 at stage k in Fk. In this numbering Fk is ``specific_stages = k`` (stem + stages 1..k-1
 specific; F1 = stem only, F5 = nothing shared). If F1 is read as "shared from the very first

@@ -23,6 +23,6 @@ __all__ = [
     "WeightedRegularizedTripletLoss",
     "pairwise_euclidean",
 ]
-from vireid.modeling.losses import overlap, partwise  # noqa: E402,F401  (seed 001: "overlap_penalty", "partwise")
-from vireid.modeling.losses import multi_masking  # noqa: E402,F401  (seed 003: "multi_masking_triplet")
-from vireid.modeling.losses import cmce  # noqa: E402,F401  (seed 002: "cmce", "center_contrast")
+from vireid.modeling.losses import overlap, partwise  # noqa: E402,F401  (DFW+SLN: "overlap_penalty", "partwise")
+from vireid.modeling.losses import multi_masking  # noqa: E402,F401  (dual-path Swin: "multi_masking_triplet")
+from vireid.modeling.losses import cmce  # noqa: E402,F401  (PDFENet: "cmce", "center_contrast")

@@ -6,7 +6,7 @@ c_{y_i}||²``, so its scale does not depend on the batch size (the config's weig
 Bag of tricks' 0.0005, multiplies this). The centres are an ``nn.Parameter`` updated by the
 optimiser through this gradient (``∂L/∂c_j = −1/B Σ_{y_i=j} (x_i − c_j)``), not by Wen et al.'s
 separate α-rule; give them their own learning rate in the optimiser if a recipe asks
-(Bag of tricks: SGD, lr 0.5). Used by seed 002 (PDFENet) as its baseline's metric loss.
+(Bag of tricks: SGD, lr 0.5). Used by PDFENet as its baseline's metric loss.
 """
 
 from __future__ import annotations

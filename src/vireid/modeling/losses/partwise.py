@@ -1,6 +1,6 @@
 """A loss applied to each part (sub-network) of a stacked output and averaged.
 
-Methods with several parallel heads (seed 001's SLN sub-networks; part-based models) output
+Methods with several parallel heads (the DFW+SLN paper's SLN sub-networks; part-based models) output
 ``[N_parts, B, ...]`` tensors (``part_logits``, ``part_features``). Each part needs its own loss
 on its own rows: stacking the parts into ``N·B`` rows would be right for a cross entropy but
 wrong for a batch-hard triplet, whose positives and negatives would then mix parts. ``partwise``

@@ -56,7 +56,7 @@ class BaselineReID(nn.Module):
     Args:
         num_classes: number of training identities (classifier outputs).
         backbone: timm model name (see :class:`TwoStreamBackbone`).
-        specific_stages: leading stages copied per modality (1 = stem only, AGW; 2 = seed 001).
+        specific_stages: leading stages copied per modality (1 = stem only, AGW; 2 = DFW+SLN).
         last_stride: 1 (AGW, Bag of tricks) or 2; ignored for Swin.
         pretrained: None, True/"timm" (needs the hub) or a local weights file.
         pooling: "gem", "gem_agw" (AGW's exact GeM formula), "avg" or "max" (use "avg" for Swin).

@@ -1,4 +1,4 @@
-"""Dual-path Swin transformer of seed 003 (§4.1, Fig. 3, appendix A.3 / Table 8).
+"""Dual-path Swin transformer of dual-path Swin (§4.1, Fig. 3, appendix A.3 / Table 8).
 
 An input stem and four Swin stages (timm ``swin_tiny_patch4_window7_224``); the stages before
 the split are modality-specific (one copy per modality), the rest shared; global average pooling,
@@ -24,9 +24,9 @@ from vireid.modeling.registries import METHODS
 
 @METHODS.register("dual_path_swin")
 class DualPathSwin(BaselineReID):
-    """Seed 003's dual-path Swin: ``specific_stages`` leading stages per modality, the rest shared.
+    """The dual-path Swin paper's dual-path Swin: ``specific_stages`` leading stages per modality, the rest shared.
 
-    Args: as :class:`BaselineReID` (the others pass through ``baseline_params``), with seed 003's
+    Args: as :class:`BaselineReID` (the others pass through ``baseline_params``), with the dual-path Swin paper's
     defaults for those listed here (swin_tiny, F3 split, avg pooling, 224 x 224, no non-local).
     """
 

@@ -1,6 +1,6 @@
-"""Multi-modal fusion re-id (seed 000 §4.1 feature fusion strategies, §4.2 model building steps 1-4).
+"""Multi-modal fusion re-id (the survey §4.1 feature fusion strategies, §4.2 model building steps 1-4).
 
-Seed 000 §4.2 builds a multi-modal model in four steps: (1) an input layer per modality whose data go
+The survey §4.2 builds a multi-modal model in four steps: (1) an input layer per modality whose data go
 "into their respective independent sub-network branches", (2) a feature extractor per modality (a
 CNN for images), (3) a modality fusion layer -- early, late or attention fusion (§4.1) -- and (4) a
 fully connected output layer with a softmax over identities. :class:`FusionReID` is that model for
@@ -97,7 +97,7 @@ def gather_members(values: torch.Tensor, members: torch.Tensor) -> tuple[torch.T
 
 @METHODS.register("fusion")
 class FusionReID(nn.Module):
-    """Per-modality branches + a fusion layer + BNNeck + identity classifier (seed 000 §4.1/§4.2).
+    """Per-modality branches + a fusion layer + BNNeck + identity classifier (the survey §4.1/§4.2).
 
     Args:
         num_classes: training identities.

@@ -1,4 +1,4 @@
-"""Adaptive detail mask generation (ADMG), seed 002 (Cui et al., "Pure Detail Feature Extraction
+"""Adaptive detail mask generation (ADMG), PDFENet (Cui et al., "Pure Detail Feature Extraction
 Network for Visible-Infrared Re-Identification", 2023), §3.2, eqs. 1-5; and the joint heatmaps it
 reads.
 

@@ -1,6 +1,6 @@
-"""Modality fusion layers (seed 000 §4.1 "Feature Fusion Strategies", §4.2 step 3 "modality fusion layer").
+"""Modality fusion layers (the survey §4.1 "Feature Fusion Strategies", §4.2 step 3 "modality fusion layer").
 
-Seed 000 names three ways to combine several modalities of one person:
+The survey names three ways to combine several modalities of one person:
 
 * **early fusion** -- "multi-modal features (such as the concatenation of RGB and infrared features)
   are directly concatenated" at the start of feature extraction "and provided for subsequent
@@ -53,7 +53,7 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> to
 
 @MODULES.register("early_fusion")
 class EarlyFusion(nn.Module):
-    """Channel concatenation of registered per-modality maps, then a learned 1x1 mixing (seed 000 §4.1).
+    """Channel concatenation of registered per-modality maps, then a learned 1x1 mixing (the survey §4.1).
 
     ``z_s = W * concat_m(mask_{s,m} x_{s,m}) * M / sum_m mask_{s,m}``, with ``x_{s,m}`` ``[C, H, W]``
     (images or shallow feature maps of modality ``m``, pixel-aligned), ``W`` a 1x1 convolution from
@@ -96,7 +96,7 @@ LATE_MODES = ("average", "vote")
 
 @MODULES.register("late_fusion")
 class LateFusion(nn.Module):
-    """Decision-level fusion of single-modality results by weighted average or voting (seed 000 §4.1).
+    """Decision-level fusion of single-modality results by weighted average or voting (the survey §4.1).
 
     Per set, the weights of the present modalities are renormalised:
     ``w~_{s,m} = w_m mask_{s,m} / sum_k w_k mask_{s,k}`` (``weights`` fixed, default uniform).
@@ -181,7 +181,7 @@ ATTENTION_GRANULARITIES = ("modality", "channel")
 
 @MODULES.register("attention_fusion")
 class AttentionFusion(nn.Module):
-    """Learned, input-dependent modality weights (seed 000 §4.1 "attention fusion").
+    """Learned, input-dependent modality weights (the survey §4.1 "attention fusion").
 
     For set ``s`` with present embeddings ``e_{s,m}`` ``[D]`` and their mean ``e-_s`` (the context)::
 

@@ -1,4 +1,4 @@
-"""Inter-detail interaction (IDI), seed 002 (PDFENet) §3.3, eqs. 6-8.
+"""Inter-detail interaction (IDI), PDFENet §3.3, eqs. 6-8.
 
 The pooled detail features ``f_d = [f_top; f_mid; f_low]`` (``[B, 3, C]``) attend to each other:
 

@@ -1,4 +1,4 @@
-"""Segmented learning network (SLN) of seed 001 (§3.3, Fig. 2a): the last backbone stage as N
+"""Segmented learning network (SLN) of DFW+SLN (§3.3, Fig. 2a): the last backbone stage as N
 parallel sub-networks.
 
 Each sub-network is a full copy of the stage it replaces (layer4 of a ResNet), all starting from
