@@ -36,6 +36,7 @@ def extract_command(
     split_dir: Optional[Path] = typer.Option(None, "--split-dir", help="Folder with the dataset's split files."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass."),
     device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda or cuda:N."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto, none, bf16 or fp16 (default: the model's train.amp)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
 ) -> None:
     """Embed every image of a dataset, manifest or folder and save the features with their metadata."""
@@ -43,7 +44,7 @@ def extract_command(
     from vireid.retrieval.extract import collect_images, extract_featureset
 
     meta, used = collect_images(images, fmt, modality=modality, split=split, options=_reader_options(trial, split_dir))
-    embedder = load_embedder(checkpoint, device=device)
+    embedder = load_embedder(checkpoint, device=device, amp=amp)
     info = {"source": str(images.expanduser().absolute()), "format": used, "split": split}
     feats = extract_featureset(embedder, meta, batch_size=batch_size, progress=not as_json, info=info)
     path = feats.save(out)
@@ -108,6 +109,7 @@ def search_command(
     nprobe: Optional[int] = typer.Option(None, "--nprobe", help="ivfpq: cells visited (overrides the stored value)."),
     ef_search: Optional[int] = typer.Option(None, "--ef-search", help="hnsw: beam width (overrides the stored value)."),
     device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda or cuda:N."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto, none, bf16 or fp16 (default: the model's train.amp)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Rank the gallery images of an index for query images: path, score, identity and camera."""
@@ -125,7 +127,7 @@ def search_command(
                if v is not None and key not in gallery.params]
     if ignored:
         raise VireidError(f"{', '.join(ignored)} does not apply to a {gallery.kind} index; drop it")
-    embedder = load_embedder(checkpoint, device=device)
+    embedder = load_embedder(checkpoint, device=device, amp=amp)
     results = search_images(gallery, embedder, queries, modality=modality, k=k, cross_modality=cross_modality,
                             gallery_modality=gallery_modality, rerank=rerank, rerank_candidates=rerank_candidates)
     typer.echo(results_json(results) if as_json else format_results(results))

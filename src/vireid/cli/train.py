@@ -98,8 +98,10 @@ def run_training(cfg, folder: Path, resume: bool = False, evaluate: bool = True)
 def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), rerank=None, data_root: str | None = None,
                         draw: str | None = None, trials: int | None = None, rand_perm_cam: str | None = None,
                         device: str = "auto", progress: bool = True, quiet: bool = False,
-                        verification: bool = True) -> list:
-    """Evaluate a checkpoint (or run folder) on its dataset's test protocols; writes results into the run folder."""
+                        verification: bool = True, amp: str | None = None) -> list:
+    """Evaluate a checkpoint (or run folder) on its dataset's test protocols; writes results into the run folder.
+
+    ``amp`` overrides the checkpoint's ``train.amp`` for the feature pass (vireid.engine.precision)."""
     if Path(checkpoint).suffix.lower() == ".onnx":  # an exported model (vireid.export.evaluate)
         from vireid.export.evaluate import evaluate_exported
 
@@ -114,6 +116,8 @@ def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), re
     dev = resolve_device(device)
     model, cfg, ckpt = load_model_from_checkpoint(checkpoint, dev)
     apply_eval_overrides(cfg, data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam)
+    if amp is not None:
+        cfg.train.amp = amp
     dataset = prepare_dataset(cfg.data, progress=progress)
     pool: dict = {}
     results = evaluate_model(model, dataset, cfg, dev, protocols=protocols, rerank=rerank, progress=progress,
@@ -142,13 +146,15 @@ def eval_command(
     trials: Optional[int] = typer.Option(None, "--trials", help="Number of gallery-draw trials (default 10)."),
     rand_perm_cam: Optional[str] = typer.Option(None, "--rand-perm-cam", help="Official SYSU-MM01 rand_perm_cam.mat (default: <dataset>/exp/rand_perm_cam.mat)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto, none, bf16 or fp16 (default: the model's train.amp)."),
 ) -> None:
     """Evaluate trained models under the official protocols (mean ± std over trials, and over models)."""
     from vireid.evaluation.protocols import aggregate_results, format_results_table
 
     per_model = [
         evaluate_checkpoint(ckpt, protocols=tuple(protocol or ()), rerank=[False, True] if rerank else [False],
-                            data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam, device=device)
+                            data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam, device=device,
+                            amp=amp)
         for ckpt in checkpoints
     ]
     if len(per_model) > 1:
