@@ -125,6 +125,8 @@ def test_ranking_and_reranking_on_cuda_match_cpu():
 
 
 def test_prefetch_loader_augments_on_the_gpu_like_the_cpu(tiny_synth_root):
+    """pad/crop/flip, random erasing, channel exchange and grayscale run on the GPU batch, with the CPU
+    generator deciding, so the GPU batches equal the CPU ones."""
     from vireid.data.cache import ImageCache
     from vireid.data.datasets import build_dataset
     from vireid.data.loader import TrainLoader
@@ -139,7 +141,7 @@ def test_prefetch_loader_augments_on_the_gpu_like_the_cpu(tiny_synth_root):
 
     def batches(device):
         sampler = CrossModalityIdentitySampler(labels, mods, num_ids=4, num_per_modality=2, seed=0, epoch_length=5)
-        transform = build_train_transform(64, 32, pad=4, flip=0.5, random_erasing=0.5)
+        transform = build_train_transform(64, 32, pad=4, flip=0.5, random_erasing=0.5, channel_aug=True, grayscale=0.5)
         loader = TrainLoader(cache, labels, mods, sampler, transform, device=device, seed=0)
         assert loader.prefetch == (2 if device == "cuda" else 0)  # the background thread feeds the GPU
         return list(loader)
