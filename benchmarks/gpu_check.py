@@ -17,7 +17,7 @@ folder and the nvidia-smi samples into OUT.
 Targets on one H100 (issue 13): >= 4,000 train images/s with the GPU > 90 % busy, extraction
 >= 15,000 images/s, re-ranking at N = 20,000 in < 2 s.
 
-``--dry-run`` runs every step on the CPU at toy sizes (ResNet-10-T, 64x32, a few steps, N = 600,
+A GPU run also writes its table into docs/benchmarks.md ("GPU check"). ``--dry-run`` runs every step on the CPU at toy sizes (ResNet-10-T, 64x32, a few steps, N = 600,
 no compilation, no nvidia-smi), so the kit itself is tested without a GPU.
 
     python benchmarks/gpu_check.py OUT [--dry-run] [--steps 200] [--batch-ids 8]
@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import vireid  # noqa: E402,F401  (torchvision guard)
-from _report import machine_description, peak_rss_gb  # noqa: E402
+from _report import machine_description, peak_rss_gb, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = {"train_images_per_s": 4000.0, "gpu_busy": 0.90, "extract_images_per_s": 15000.0, "rerank_s": 2.0}
@@ -257,6 +257,9 @@ def main() -> None:
     text = table(res, args.dry_run)
     (out / "gpu_check.md").write_text(text)
     print("\n" + text)
+    if not args.dry_run:  # a GPU run also refreshes its section of docs/benchmarks.md (copy it back)
+        body = "\n".join(line for line in text.splitlines() if not line.startswith("Machine:"))  # write_section adds it
+        write_section("gpu_check", "GPU check (CUDA path, one GPU)", body, "bash benchmarks/gpu_check.sh OUT")
 
 
 if __name__ == "__main__":
