@@ -11,7 +11,7 @@ import torch
 import vireid.engine.precision as precision_module
 from conftest import REPO
 from vireid.config import load_config
-from vireid.engine.precision import announce_precision, cpu_bf16_flags, resolve_precision
+from vireid.engine.precision import announce_precision, cpu_bf16_flags, inference_amp, resolve_precision
 from vireid.errors import ConfigError
 
 # /proc/cpuinfo excerpts (flags lines shortened) of the three kinds of x86 CPU
@@ -55,6 +55,15 @@ def test_explicit_settings_and_errors_on_cpu():
         resolve_precision("fp8", "cpu")
     with pytest.raises(ConfigError, match=r"'train.amp' must be one of auto, none, bf16, fp16"):
         load_config(None, ["train.amp=fp8"])
+
+
+def test_gpu_recipes_evaluate_on_a_cpu_in_the_cpus_own_precision():
+    """A checkpoint trained with amp bf16/fp16 (GPU recipes) is evaluated on a CPU with ``auto``:
+    no fp16 error, no slow bf16 without bf16 units; explicit settings and auto/none are kept."""
+    assert inference_amp("fp16", "cpu") == "auto" and inference_amp("bf16", "cpu") == "auto"
+    assert inference_amp("none", "cpu") == "none" and inference_amp("auto", "cpu") == "auto"
+    assert resolve_precision(inference_amp("fp16", "cpu"), "cpu", cpuinfo=ZEN3).name == "fp32"
+    assert resolve_precision(inference_amp("bf16", "cpu"), "cpu", cpuinfo=SAPPHIRE_RAPIDS).name == "bf16"
 
 
 def test_bf16_autocast_really_runs_in_bf16_on_cpu():
@@ -129,3 +138,7 @@ def test_bf16_inference_matches_fp32_features_and_map(tiny_trained_run):
     a, b = e32.embed_pixels(images, codes[:8]), e16.embed_pixels(images, codes[:8])
     assert (a * b).sum(axis=1).min() >= 0.999
     assert load_embedder(tiny_trained_run).precision == resolve_precision(cfg.train.amp, "cpu")
+    from vireid.engine.embedder import TorchEmbedder
+
+    cfg.train.amp = "fp16"  # a GPU run's checkpoint, embedded on this CPU
+    assert TorchEmbedder(model, cfg).precision == resolve_precision("auto", "cpu")

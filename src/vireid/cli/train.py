@@ -116,12 +116,10 @@ def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), re
     dev = resolve_device(device)
     model, cfg, ckpt = load_model_from_checkpoint(checkpoint, dev)
     apply_eval_overrides(cfg, data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam)
-    if amp is not None:
-        cfg.train.amp = amp
     dataset = prepare_dataset(cfg.data, progress=progress)
     pool: dict = {}
     results = evaluate_model(model, dataset, cfg, dev, protocols=protocols, rerank=rerank, progress=progress,
-                             method=cfg.name, features_out=pool)
+                             method=cfg.name, features_out=pool, amp=amp)
     table = format_results_table(results)
     if not quiet:
         print(table)

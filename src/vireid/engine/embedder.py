@@ -153,19 +153,20 @@ class Embedder:
 class TorchEmbedder(Embedder):
     """A vireid PyTorch model (from a checkpoint) as an :class:`Embedder`; runs on ``device``.
 
-    ``amp`` (``auto``, ``none``, ``bf16``, ``fp16``; default: the training config's ``train.amp``)
-    picks the autocast precision and memory format, resolved on ``device`` as for training
+    ``amp`` (``auto``, ``none``, ``bf16``, ``fp16``; default: the training config's ``train.amp`` where
+    it runs well on ``device``, :func:`vireid.engine.precision.inference_amp`) picks the autocast
+    precision and memory format, resolved on ``device`` as for training
     (:func:`vireid.engine.precision.resolve_precision`); embeddings are returned in float32.
     """
 
     def __init__(self, model: torch.nn.Module, config: Any, *, device: str | torch.device = "cpu",
                  verification: dict | None = None, source: str | Path | None = None, amp: str | None = None) -> None:
-        from vireid.engine.precision import announce_precision, resolve_precision
+        from vireid.engine.precision import announce_precision, inference_amp, resolve_precision
 
         self.model = model.eval()
         self.device = torch.device(device)
         train_cfg = getattr(config, "train", None)
-        self.precision = resolve_precision(amp or getattr(train_cfg, "amp", "none"), self.device,
+        self.precision = resolve_precision(amp or inference_amp(getattr(train_cfg, "amp", "none"), self.device), self.device,
                                            bool(getattr(train_cfg, "channels_last", False)))
         announce_precision(self.precision)
         self.precision.prepare_model(self.model)

@@ -141,6 +141,21 @@ def resolve_precision(amp: str, device: torch.device | str, channels_last: bool 
                      channels_last=bool(channels_last) or dtype is not None, reason=reason)
 
 
+def inference_amp(stored: str, device: torch.device | str) -> str:
+    """The ``train.amp`` an evaluation of a checkpoint trained with ``stored`` uses when none is given.
+
+    The stored setting where it runs well on ``device``; otherwise ``auto``. So a bf16/fp16 GPU recipe
+    evaluated on a CPU uses the CPU's own choice (bf16 with bf16 units, fp32 without) instead of
+    failing (fp16) or running the slow reference kernels (bf16 without units).
+    """
+    device_type = torch.device(device).type
+    if stored in ("auto", "none"):
+        return stored
+    if device_type == "cuda":
+        return stored if stored == "fp16" or torch.cuda.is_bf16_supported() else "auto"
+    return "auto"
+
+
 def announce_precision(precision: Precision, enabled: bool = True) -> None:
     """Print :meth:`Precision.describe` once per process (a second trainer or evaluation stays quiet)."""
     key = (precision.name, precision.device_type, precision.channels_last)
@@ -150,4 +165,4 @@ def announce_precision(precision: Precision, enabled: bool = True) -> None:
 
 
 __all__ = ["AMP_CHOICES", "BF16_CPU_FLAGS", "Precision", "announce_precision", "cpu_bf16_flags",
-           "cpu_has_bf16_units", "resolve_precision"]
+           "cpu_has_bf16_units", "inference_amp", "resolve_precision"]
