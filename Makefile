@@ -4,10 +4,16 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-# CPU-only machines pin torch/torchvision to the local CPU wheel; set CONSTRAINTS= to install
-# against whatever torch you already have (e.g. a CUDA build).
-CONSTRAINTS ?= constraints.txt
-PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
+# How torch is pinned (README "Set-up"): `auto` asks scripts/select_constraints.py, which picks
+# constraints.txt where the local torch+cpu wheel is in pip's configuration, constraints-cpu.txt
+# (+ PyTorch's CPU index on Linux x86_64) on other CPU-only machines, and no pin where nvidia-smi
+# lists a GPU (PyPI's CUDA build). CONSTRAINTS=<file> pins with that file; CONSTRAINTS= pins nothing.
+CONSTRAINTS ?= auto
+ifeq ($(CONSTRAINTS),auto)
+PIP_C = $(shell $(PYTHON) scripts/select_constraints.py --explain)
+else
+PIP_C = $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
+endif
 STAMP := $(VENV)/.installed
 # pipelines keep the exit status of their first failing command (pip's, below)
 SHELL := /bin/bash
@@ -24,7 +30,7 @@ export PYTHONUNBUFFERED := 1
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | $(PIP_FILTER)
 	$(BIN)/python -m pip install --quiet $(PIP_C) -e '.[test,all]' 2>&1 | $(PIP_FILTER)

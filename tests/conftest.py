@@ -88,3 +88,50 @@ def tiny_trained_run(tiny_synth_root, tmp_path_factory) -> Path:
     folder = out / "run"
     run_training(cfg, folder, evaluate=False)
     return folder
+
+
+def _register_tiny_cnn() -> None:
+    """``test_tiny_cnn``: a two-convolution model with the trainer's interface (dict of ``logits`` /
+    ``features`` in training mode, the embedding in evaluation mode). It is cheap in bf16 on CPUs
+    without bf16 units too, where a ResNet step takes seconds; it records the dtype its convolutions
+    computed in (``seen_dtypes``), so a test can tell autocast actually ran."""
+    import torch
+    from torch import nn
+
+    from vireid.modeling import METHODS
+
+    if "test_tiny_cnn" in METHODS.names():
+        return
+
+    @METHODS.register("test_tiny_cnn")
+    class TinyCNN(nn.Module):
+        def __init__(self, num_classes: int, width: int = 8) -> None:
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            )
+            self.modality = nn.Embedding(2, 2 * width)
+            self.neck = nn.BatchNorm1d(2 * width)
+            self.classifier = nn.Linear(2 * width, num_classes, bias=False)
+            self.embed_dim = 2 * width
+            self.seen_dtypes: set = set()
+            self.seen_channels_last = False
+
+        def forward(self, images, modalities, **extras):
+            maps = self.body(images)
+            self.seen_dtypes.add(maps.dtype)
+            self.seen_channels_last = maps.is_contiguous(memory_format=torch.channels_last)
+            features = maps.float().mean(dim=(2, 3)) + self.modality(modalities)
+            bn = self.neck(features)
+            if not self.training:
+                return bn
+            return {"features": features, "bn_features": bn, "logits": self.classifier(bn)}
+
+
+def tiny_cnn(cfg):
+    """``cfg`` (from :func:`tiny_overrides`) with its model replaced by ``test_tiny_cnn``."""
+    _register_tiny_cnn()
+    cfg.model.method = "test_tiny_cnn"
+    cfg.model.params = {}
+    return cfg

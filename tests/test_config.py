@@ -35,7 +35,7 @@ def test_unknown_key_is_named():
 def test_wrong_type_and_choice():
     with pytest.raises(ConfigError, match=r"'train.epochs' expects an integer"):
         load_config(None, ["train.epochs=2.5"])
-    with pytest.raises(ConfigError, match=r"'train.amp' must be one of none, bf16, fp16"):
+    with pytest.raises(ConfigError, match=r"'train.amp' must be one of auto, none, bf16, fp16"):
         load_config(None, ["train.amp=fp8"])
     with pytest.raises(ConfigError, match=r"'train.channels_last' expects true or false"):
         load_config(None, ["train.channels_last=3"])

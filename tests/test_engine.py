@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO, tiny_overrides
+from conftest import REPO, tiny_cnn, tiny_overrides
 from vireid.config import load_config
 from vireid.engine.checkpoint import atomic_torch_save, load_checkpoint
 from vireid.engine.trainer import Trainer, TrainingDiverged, lr_factor
@@ -26,6 +26,20 @@ CONFIG = REPO / "configs" / "baseline_synth.yaml"
 
 def make_cfg(root: Path, out: Path, **extra):
     return load_config(CONFIG, tiny_overrides(root, out, **extra))
+
+
+def precision_cfg(root: Path, out: Path, amp: str, **extra):
+    """The tiny config in ``train.amp`` = ``amp``; bf16 runs use the two-convolution ``test_tiny_cnn``
+    (conftest), since a ResNet step in bf16 takes seconds on CPUs without bf16 units."""
+    cfg = make_cfg(root, out, **extra, **{"train.amp": amp})
+    return tiny_cnn(cfg) if amp == "bf16" else cfg
+
+
+def assert_ran_in(trainer, amp: str) -> None:
+    """The forward passes of ``trainer`` really ran in ``amp`` (bf16: autocast and channels_last)."""
+    if amp == "bf16":
+        assert trainer.precision.dtype == torch.bfloat16
+        assert trainer.core_model.seen_dtypes == {torch.bfloat16} and trainer.core_model.seen_channels_last
 
 
 def final_weights(run_dir: Path) -> dict:
@@ -100,15 +114,18 @@ def test_tiny_model_learns_and_leaves_a_run_folder(tiny_synth_root, tmp_path):
     assert "| 4 |" in row  # 2 models x 2 trials
 
 
-def test_resume_after_crash_gives_the_same_weights(tiny_synth_root, tmp_path):
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_resume_after_crash_gives_the_same_weights(tiny_synth_root, tmp_path, amp):
+    """Determinism and exact resume, in fp32 and in bf16 autocast."""
     extra = {"train.epochs": 3, "sampler.epoch_length": 4}
     straight = tmp_path / "straight"
-    t = Trainer(make_cfg(tiny_synth_root, tmp_path, **extra), straight)
+    t = Trainer(precision_cfg(tiny_synth_root, tmp_path, amp, **extra), straight)
     t.fit()
+    assert_ran_in(t, amp)
     t.close()
 
     crashed = tmp_path / "crashed"
-    t = Trainer(make_cfg(tiny_synth_root, tmp_path, **extra), crashed)
+    t = Trainer(precision_cfg(tiny_synth_root, tmp_path, amp, **extra), crashed)
     calls = {"n": 0}
     original = t._compute_losses
 
@@ -126,6 +143,7 @@ def test_resume_after_crash_gives_the_same_weights(tiny_synth_root, tmp_path):
 
     resumed = Trainer(load_config(crashed / "config.yaml"), crashed, resume=True)
     resumed.fit()
+    assert_ran_in(resumed, amp)
     resumed.close()
     a, b = final_weights(straight), final_weights(crashed)
     assert a.keys() == b.keys()
@@ -148,13 +166,15 @@ class NanAfterSteps(nn.Module):
         return inputs.sum() * 0.0 + value
 
 
-def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_synth_root, tmp_path):
-    cfg = make_cfg(tiny_synth_root, tmp_path, **{"train.epochs": 3, "sampler.epoch_length": 4})
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_synth_root, tmp_path, amp):
+    cfg = precision_cfg(tiny_synth_root, tmp_path, amp, **{"train.epochs": 3, "sampler.epoch_length": 4})
     cfg.losses["nan_probe"] = {"type": "test_nan_after", "input": "logits", "params": {"steps": 6}}
     run_dir = tmp_path / "nan"
     trainer = Trainer(cfg, run_dir)
     with pytest.raises(TrainingDiverged, match=r"the loss became nan at epoch 2, step 7 .*last.pt keeps the last good epoch"):
         trainer.fit()
+    assert_ran_in(trainer, amp)
     trainer.close()
     ckpt = load_checkpoint(run_dir / "last.pt")
     assert ckpt["state"]["epoch"] == 1

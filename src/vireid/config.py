@@ -128,8 +128,10 @@ class SchedConfig:
 class TrainConfig:
     epochs: int = 60
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "none"  # none | bf16 | fp16 (CUDA only)
-    channels_last: bool = False
+    # auto: bf16 on CPUs with bf16 matrix units (AMX/AVX512-BF16) and on bf16 GPUs, fp16 on older
+    # GPUs, fp32 elsewhere (vireid.engine.precision) | none (fp32) | bf16 | fp16 (CUDA only)
+    amp: str = "auto"
+    channels_last: bool = False  # forces NHWC in fp32 too (autocast always runs channels_last)
     compile: bool = False
     eval_every: int = 1  # validation every N epochs (0: never)
     select_best: str = "val"  # val | last
@@ -445,7 +447,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 _CHOICES = {
     "optim.name": ("sgd", "adam", "adamw"),
     "sched.name": ("multistep", "cosine", "constant"),
-    "train.amp": ("none", "bf16", "fp16"),
+    "train.amp": ("auto", "none", "bf16", "fp16"),
     "train.select_best": ("val", "last"),
     "eval.metric": ("euclidean", "cosine"),
     "eval.draw": ("seeded", "official"),

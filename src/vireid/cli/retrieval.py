@@ -39,6 +39,7 @@ def extract_command(
     device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda or cuda:N."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip: average each embedding "
                                         "with its mirror image's (default: the model's eval.flip); recorded in the folder."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto, none, bf16 or fp16 (default: the model's train.amp)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
 ) -> None:
     """Embed every image of a dataset, manifest or folder and save the features with their metadata
@@ -47,7 +48,7 @@ def extract_command(
     from vireid.retrieval.extract import collect_images, extract_featureset
 
     meta, used = collect_images(images, fmt, modality=modality, split=split, options=_reader_options(trial, split_dir))
-    embedder = load_embedder(checkpoint, device=device)
+    embedder = load_embedder(checkpoint, device=device, amp=amp)
     if flip is not None:
         embedder.flip = flip
     info = {"source": str(images.expanduser().absolute()), "format": used, "split": split}
@@ -120,6 +121,7 @@ def search_command(
                                         "as the index's features were extracted)."),
     force: bool = typer.Option(False, "--force", help="Search even when the index was built by another model "
                                "(its recorded fingerprint differs): a warning instead of a refusal."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto, none, bf16 or fp16 (default: the model's train.amp)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Rank the gallery images of an index for query images: path, score, identity and camera.
@@ -138,7 +140,7 @@ def search_command(
                if v is not None and key not in gallery.params]
     if ignored:
         raise VireidError(f"{', '.join(ignored)} does not apply to a {gallery.kind} index; drop it")
-    embedder = load_embedder(checkpoint, device=device)
+    embedder = load_embedder(checkpoint, device=device, amp=amp)
     recorded_flip = gallery.info.get("flip")
     embedder.flip = flip if flip is not None else (bool(recorded_flip) if recorded_flip is not None else embedder.flip)
     notes: list[str] = []

@@ -43,6 +43,7 @@ def serve_command(
     token: Optional[str] = typer.Option(None, "--token", help="Access token required on every request "
                                         "(default: $VIREID_TOKEN); clients send 'Authorization: Bearer <token>'."),
     device: str = typer.Option("cpu", "--device", help="Torch device for the model, e.g. cpu or cuda."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto, none, bf16 or fp16 (default: the model's train.amp)."),
     gallery_root: Optional[Path] = typer.Option(None, "--gallery-root", help="Only folder gallery images are served "
                                                 "from (default: the index's image root)."),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest query image accepted, in MiB."),
@@ -87,7 +88,7 @@ def serve_command(
             torch.set_num_threads(max(1, threads))
         from vireid.engine.embedder import check_fingerprint
 
-        embedder = load_embedder(checkpoint, device=device)
+        embedder = load_embedder(checkpoint, device=device, amp=amp)
         gallery = GalleryIndex.load(index)
         warning = check_fingerprint(gallery.info.get("fingerprint"), embedder, f"index {index}", force=force)
         if warning:

@@ -124,10 +124,11 @@ def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), re
                         draw: str | None = None, trials: int | None = None, rand_perm_cam: str | None = None,
                         device: str = "auto", progress: bool = True, quiet: bool = False,
                         verification: bool = True, data=None, out: Path | None = None, flip: bool | None = None,
-                        npu_gallery: str | None = None) -> list:
+                        npu_gallery: str | None = None, amp: str | None = None) -> list:
     """Evaluate a checkpoint, run folder or exported model on its test protocols or on other data
     (``data``: a :class:`vireid.engine.eval_data.DataChoice`); where the results go is described in
-    :mod:`vireid.engine.run_eval` (the run folder for its own data, ``out`` when given)."""
+    :mod:`vireid.engine.run_eval` (the run folder for its own data, ``out`` when given). ``amp``
+    overrides the checkpoint's ``train.amp`` for the feature pass (vireid.engine.precision)."""
     from vireid.engine.eval_data import DataChoice
 
     choice = data or DataChoice()
@@ -143,7 +144,7 @@ def evaluate_checkpoint(checkpoint: Path, *, protocols: tuple[str, ...] = (), re
 
     return evaluate_run(Path(checkpoint), protocols=protocols, rerank=rerank, choice=choice, draw=draw, trials=trials,
                         rand_perm_cam=rand_perm_cam, device=device, progress=progress, quiet=quiet,
-                        verification=verification, out=out, flip=flip, npu_gallery=npu_gallery)
+                        verification=verification, out=out, flip=flip, npu_gallery=npu_gallery, amp=amp)
 
 
 #: the data options shared by eval, calibrate, visualize and report (vireid.engine.eval_data)
@@ -184,6 +185,7 @@ def eval_command(
     rand_perm_cam: Optional[str] = typer.Option(None, "--rand-perm-cam", help="Official SYSU-MM01 rand_perm_cam.mat (default: <dataset>/exp/rand_perm_cam.mat)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     npu_gallery: Optional[str] = typer.Option(None, "--npu-gallery", help="NPU-ReID gallery draw: per_person (the paper's 1 or 10 images of a person; default) or per_camera."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto, none, bf16 or fp16 (default: the model's train.amp)."),
 ) -> None:
     """Evaluate trained models under the official protocols, or on your own data (--data/--images)."""
     from vireid.engine.run_eval import poolable
@@ -200,7 +202,7 @@ def eval_command(
         per_model.append(evaluate_checkpoint(
             ckpt, protocols=tuple(protocol or ()), rerank=[False, True] if rerank else [False], draw=draw,
             trials=trials, rand_perm_cam=rand_perm_cam, device=device, data=choice, out=out, flip=flip,
-            npu_gallery=npu_gallery))
+            npu_gallery=npu_gallery, amp=amp))
     if len(per_model) > 1:
         pool, why = poolable(list(checkpoints))
         if pool:

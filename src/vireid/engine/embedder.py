@@ -267,34 +267,51 @@ def _as_array(item: Any, i: int) -> tuple[np.ndarray, str]:
 
 
 class TorchEmbedder(Embedder):
-    """A vireid PyTorch model (from a checkpoint) as an :class:`Embedder`; runs on ``device``."""
+    """A vireid PyTorch model (from a checkpoint) as an :class:`Embedder`; runs on ``device``.
+
+    ``amp`` (``auto``, ``none``, ``bf16``, ``fp16``; default: the training config's ``train.amp`` where
+    it runs well on ``device``, :func:`vireid.engine.precision.inference_amp`) picks the autocast
+    precision and memory format, resolved on ``device`` as for training
+    (:func:`vireid.engine.precision.resolve_precision`); embeddings are returned in float32.
+    """
 
     def __init__(self, model: torch.nn.Module, config: Any, *, device: str | torch.device = "cpu",
                  verification: dict | None = None, source: str | Path | None = None,
-                 flip: bool | None = None) -> None:
+                 flip: bool | None = None, amp: str | None = None) -> None:
+        from vireid.engine.precision import announce_precision, inference_amp, resolve_precision
+
         self.model = model.eval()
         self.device = torch.device(device)
+        train_cfg = getattr(config, "train", None)
+        self.precision = resolve_precision(amp or inference_amp(getattr(train_cfg, "amp", "none"), self.device), self.device,
+                                           bool(getattr(train_cfg, "channels_last", False)))
+        announce_precision(self.precision)
+        self.precision.prepare_model(self.model)
         height, width = int(config.data.height), int(config.data.width)
         with torch.no_grad():
-            probe = model(torch.zeros(1, 3, height, width, device=self.device),
-                          torch.zeros(1, dtype=torch.long, device=self.device))
+            probe = self._embed_batch(torch.zeros(1, 3, height, width), torch.zeros(1, dtype=torch.long))
         super().__init__((height, width), probe.shape[-1], config=config, verification=verification, source=source,
                          flip=flip)
         self.fingerprint = model_fingerprint(model.state_dict())
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "TorchEmbedder":
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", amp: str | None = None) -> "TorchEmbedder":
         from vireid.engine.trainer import load_model_from_checkpoint
 
         model, cfg, ckpt = load_model_from_checkpoint(path, device)
-        return cls(model, cfg, device=device, verification=ckpt.get("verification"), source=path)
+        return cls(model, cfg, device=device, verification=ckpt.get("verification"), source=path, amp=amp)
 
     def _embed_batch(self, images: torch.Tensor, modalities: torch.Tensor) -> torch.Tensor:
-        return self.model(images.to(self.device), modalities.to(self.device))
+        images = self.precision.prepare_input(images.to(self.device))
+        with self.precision.autocast():
+            return self.model(images, modalities.to(self.device)).float()
 
 
-def load_embedder(path: str | Path, device: str | torch.device = "cpu") -> Embedder:
-    """An :class:`Embedder` for a run folder, a ``.pt`` checkpoint, or a registered format (e.g. ``.onnx``)."""
+def load_embedder(path: str | Path, device: str | torch.device = "cpu", amp: str | None = None) -> Embedder:
+    """An :class:`Embedder` for a run folder, a ``.pt`` checkpoint, or a registered format (e.g. ``.onnx``).
+
+    ``amp`` overrides a PyTorch checkpoint's ``train.amp`` (:class:`TorchEmbedder`); exported models
+    run in their own precision."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"model {path} does not exist; give a run folder, a .pt checkpoint or an exported model")
@@ -309,6 +326,6 @@ def load_embedder(path: str | Path, device: str | torch.device = "cpu") -> Embed
         if suffix in _FORMATS:
             return _FORMATS[suffix](path, device=device)
     if path.is_dir() or suffix in (".pt", ".pth", ".ckpt"):
-        return TorchEmbedder.from_checkpoint(path, device)
+        return TorchEmbedder.from_checkpoint(path, device, amp=amp)
     raise ConfigError(f"cannot load a model from {path}: expected a run folder, a .pt checkpoint or one of "
                       f"{', '.join(sorted(_FORMATS)) or 'no registered formats'}")

@@ -6,6 +6,7 @@ computed once for a whole evaluation pool; the protocol runners then only index 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,8 +19,11 @@ from vireid.data.records import INFRARED, VISIBLE, ImageRecord
 @torch.no_grad()
 def extract_features(model: nn.Module, cache, modalities: np.ndarray, device: torch.device | str = "cpu",
                      batch_size: int = 128, progress: bool = False, flip: bool = False,
-                     joints: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+                     joints: np.ndarray | torch.Tensor | None = None, precision=None) -> torch.Tensor:
     """Embeddings [N, D] (float32, CPU) of every image of ``cache`` in order.
+
+    ``precision`` (a :class:`~vireid.engine.precision.Precision`, None: fp32) runs the model under
+    its autocast and memory format, as training did; the features are returned in float32.
 
     ``joints`` ([N, J, 3], pixel coordinates of the cached images) are passed to pose-guided models
     as ``model(images, modalities, joints=...)``.
@@ -32,6 +36,9 @@ def extract_features(model: nn.Module, cache, modalities: np.ndarray, device: to
 
     was_training = model.training
     model.eval()
+    if precision is not None:
+        precision.prepare_model(model)
+    autocast = precision.autocast if precision is not None else contextlib.nullcontext
     mods = torch.as_tensor(np.asarray(modalities), dtype=torch.long)
     loader = EvalLoader(cache, batch_size=batch_size, transform=build_eval_transform(), device=device, joints=joints)
     chunks: list[torch.Tensor] = []
@@ -42,7 +49,10 @@ def extract_features(model: nn.Module, cache, modalities: np.ndarray, device: to
         iterator = tqdm(loader, desc="features", leave=False, dynamic_ncols=True, disable=None)
     for images, indices, extras in iterator:
         m = mods[torch.as_tensor(indices, dtype=torch.long)].to(images.device)
-        feats = model(images, m, **extras)
+        if precision is not None:
+            images = precision.prepare_input(images)
+        with autocast():
+            feats = model(images, m, **extras).float()
         if flip:
             if "joints" in extras:
                 from vireid.data.transforms import move_joints
@@ -50,7 +60,8 @@ def extract_features(model: nn.Module, cache, modalities: np.ndarray, device: to
                 n = images.shape[0]
                 extras = {**extras, "joints": move_joints(extras["joints"], torch.zeros(n, 2), torch.ones(n, dtype=torch.bool),
                                                            images.shape[3], images.shape[2])}
-            feats = (feats + model(torch.flip(images, dims=[3]), m, **extras)) / 2
+            with autocast():
+                feats = (feats + model(torch.flip(images, dims=[3]), m, **extras).float()) / 2
         chunks.append(feats.float().cpu())
     model.train(was_training)
     if not chunks:
@@ -65,17 +76,18 @@ def _modality_codes(records: Sequence[ImageRecord]) -> np.ndarray:
 
 
 def validation_metrics(model: nn.Module, data, device: torch.device, batch_size: int = 128,
-                       metric: str = "euclidean") -> dict:
+                       metric: str = "euclidean", precision=None) -> dict:
     """Infrared -> visible retrieval over the held-out validation identities (all their images).
 
     Used only to choose the best epoch; the test identities are never looked at during training.
+    ``precision``: the training run's (:func:`extract_features`).
     """
     from vireid.evaluation import evaluate_ranking
     from vireid.evaluation.distance import pairwise_distance
 
     records = data.val_records
     feats = extract_features(model, data.val_cache, _modality_codes(records), device, batch_size,
-                             joints=getattr(data, "val_joints", None))
+                             joints=getattr(data, "val_joints", None), precision=precision)
     mods = np.asarray([r.modality for r in records])
     pids = np.asarray([r.orig_pid for r in records])
     cams = np.asarray([r.camid for r in records])

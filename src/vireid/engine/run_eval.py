@@ -102,7 +102,8 @@ def write_results(folder: Path, results: list, merge: bool, stem: str = "test_re
 def evaluate_run(checkpoint: Path, *, protocols: tuple[str, ...] = (), rerank=None, choice: DataChoice | None = None,
                  draw: str | None = None, trials: int | None = None, rand_perm_cam: str | None = None,
                  device: str = "auto", progress: bool = True, quiet: bool = False, verification: bool = True,
-                 out: str | Path | None = None, flip: bool | None = None, npu_gallery: str | None = None) -> list:
+                 out: str | Path | None = None, flip: bool | None = None, npu_gallery: str | None = None,
+                 amp: str | None = None) -> list:
     """Evaluate a PyTorch checkpoint (or run folder); see the module docstring for the files."""
     from vireid.engine.evaluate import apply_eval_overrides, evaluate_model
     from vireid.engine.trainer import load_model_from_checkpoint, resolve_device
@@ -122,7 +123,7 @@ def evaluate_run(checkpoint: Path, *, protocols: tuple[str, ...] = (), rerank=No
         print(f"evaluating {cfg.data.root}: {dataset.description}")
     pool: dict = {}
     results = evaluate_model(model, dataset, cfg, dev, protocols=protocols, rerank=rerank, progress=progress,
-                             method=cfg.name, features_out=pool)
+                             method=cfg.name, features_out=pool, amp=amp)
     label_results(results, cfg, choice)
     if not quiet:
         print(format_results_table(results))

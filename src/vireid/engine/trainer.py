@@ -12,7 +12,7 @@ A method plugs in without edits here through four things:
 * optional batch-level augmentation steps chosen in the ``augment`` section.
 
 Per epoch: sampler plan -> batches from the decoded-image cache -> forward -> weighted losses ->
-backward (AMP on CUDA) -> clip -> step -> scheduler (per iteration) -> checkpoint (atomic) ->
+backward (mixed precision per ``train.amp``, vireid.engine.precision) -> clip -> step -> scheduler (per iteration) -> checkpoint (atomic) ->
 validation on held-out identities (never the test set) -> best checkpoint.
 """
 
@@ -41,6 +41,7 @@ from vireid.engine.checkpoint import (
 )
 from vireid.engine.run_folder import RunLock, check_fresh_run_folder, repair_best_checkpoint, trim_metrics
 from vireid.engine.distributed import DistInfo, barrier, cleanup, init_distributed
+from vireid.engine.precision import announce_precision, resolve_precision
 from vireid.engine.run_logging import MetricsLogger
 from vireid.errors import ConfigError, VireidError
 
@@ -190,6 +191,8 @@ class Trainer:
         self.device = resolve_device(cfg.train.device, self.dist)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        self.precision = resolve_precision(cfg.train.amp, self.device, cfg.train.channels_last)
+        announce_precision(self.precision, enabled=self.dist.is_main)
         seed_everything(cfg.seed + self.dist.rank)
         self._lock = None
         if self.dist.is_main:
@@ -232,8 +235,7 @@ class Trainer:
         self.frozen_modules = freeze_stages(model, cfg.train.freeze_stages)
         self.embed_dim = int(getattr(model, "embed_dim", 0))
         model.to(self.device)
-        if cfg.train.channels_last:
-            model.to(memory_format=torch.channels_last)
+        self.precision.prepare_model(model)
         self.model = model
         self.loss_terms = cfg.loss_terms()
         self.losses = build_losses(cfg, self.data.num_classes, self.embed_dim).to(self.device)
@@ -249,9 +251,8 @@ class Trainer:
         steps = max(len(self.data.train_loader), 1)
         self.steps_per_epoch = steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda i: lr_factor(cfg, i / steps))
-        amp = cfg.train.amp if self.device.type == "cuda" else "none"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+        self.amp_dtype = self.precision.dtype
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.grad_scaler)
         self.state = TrainState()
         self.logger = MetricsLogger(self.run_dir, enabled=self.dist.is_main)
         if resume:
@@ -340,10 +341,8 @@ class Trainer:
         images_seen = 0
         t0 = time.perf_counter()
         for batch in loader:
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                images = batch.images
-                if cfg.train.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
+            with self.precision.autocast():
+                images = self.precision.prepare_input(batch.images)
                 outputs = self.forward_model(images, batch.modalities, **batch.extras)
                 if not isinstance(outputs, dict):
                     raise VireidError(f"method {cfg.model.method!r} returned {type(outputs).__name__} in training mode; it must return a dict of outputs")
@@ -400,7 +399,8 @@ class Trainer:
 
         if self.data.val_cache is None:
             return None
-        return validation_metrics(self.core_model, self.data, self.device, self.cfg.eval.batch_size, self.cfg.eval.metric)
+        return validation_metrics(self.core_model, self.data, self.device, self.cfg.eval.batch_size, self.cfg.eval.metric,
+                                  precision=self.precision)
 
     def fit(self) -> dict:
         cfg = self.cfg

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,13 +91,11 @@ def pairwise_distance(
 
 @functools.lru_cache(maxsize=1)
 def _cpu_has_bf16_units() -> bool:
-    """True when the CPU multiplies bf16 in hardware (AMX-BF16 or AVX512-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    words = set(flags.split())
-    return bool(words & {"amx_bf16", "avx512_bf16"})
+    """True when the CPU multiplies bf16 in hardware (AMX-BF16 or AVX512-BF16; one detection with
+    training's ``train.amp=auto``, :func:`vireid.engine.precision.cpu_bf16_flags`)."""
+    from vireid.engine.precision import cpu_bf16_flags
+
+    return bool(cpu_bf16_flags())
 
 
 def bf16_matmul_is_fast(device: torch.device | str = "cpu") -> bool:

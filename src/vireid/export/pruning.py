@@ -522,8 +522,7 @@ def _fine_tuner_class():
             apply_pruning_spec(model, pruned["pruning"])
             model.load_state_dict(pruned["model"])
             model.to(self.device)
-            if self.cfg.train.channels_last:
-                model.to(memory_format=torch.channels_last)
+            self.precision.prepare_model(model)
             self.model = self.forward_model = model
             if getattr(self.cfg.train, "freeze_stages", 0):  # frozen stages of the pruned model, not the discarded one
                 from vireid.engine.transfer import freeze_stages

@@ -1,0 +1,144 @@
+"""Mixed precision (vireid.engine.precision): the CPU bf16 detection, what ``train.amp`` resolves to,
+the one start-up line, and bf16 inference against fp32 on a trained model."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import vireid.engine.precision as precision_module
+from conftest import REPO
+from vireid.config import load_config
+from vireid.engine.precision import announce_precision, cpu_bf16_flags, inference_amp, resolve_precision
+from vireid.errors import ConfigError
+
+# /proc/cpuinfo excerpts (flags lines shortened) of the three kinds of x86 CPU
+SAPPHIRE_RAPIDS = ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+                   "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n\n"
+                   "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n")
+ZEN4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
+ZEN3 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n"
+# a model name that mentions a flag is not a flag
+TRICKY = "model name\t: amx_bf16 marketing name\nflags\t\t: fpu sse2 avx2\n"
+
+
+def test_bf16_units_are_read_from_the_cpu_flags():
+    assert cpu_bf16_flags(SAPPHIRE_RAPIDS) == ("amx_bf16", "avx512_bf16")
+    assert cpu_bf16_flags(ZEN4) == ("avx512_bf16",)
+    assert cpu_bf16_flags(ZEN3) == ()
+    assert cpu_bf16_flags(TRICKY) == ()
+    assert cpu_bf16_flags("") == ()
+
+
+@pytest.mark.parametrize("cpuinfo, name", [(SAPPHIRE_RAPIDS, "bf16"), (ZEN4, "bf16"), (ZEN3, "fp32")])
+def test_auto_picks_bf16_only_where_the_cpu_has_bf16_units(cpuinfo, name):
+    p = resolve_precision("auto", "cpu", cpuinfo=cpuinfo)
+    assert p.name == name
+    assert p.dtype == (torch.bfloat16 if name == "bf16" else None)
+    assert p.channels_last == (name == "bf16")  # NHWC with autocast; fp32 keeps NCHW unless asked
+    assert not p.grad_scaler
+    assert ("has bf16 matrix units" in p.reason) == (name == "bf16")
+
+
+def test_explicit_settings_and_errors_on_cpu():
+    forced = resolve_precision("bf16", "cpu", cpuinfo=ZEN3)
+    assert forced.dtype == torch.bfloat16 and "much slower" in forced.reason
+    assert resolve_precision("bf16", "cpu", cpuinfo=SAPPHIRE_RAPIDS).reason == "train.amp=bf16"
+    fp32 = resolve_precision("none", "cpu", cpuinfo=SAPPHIRE_RAPIDS)
+    assert fp32.dtype is None and not fp32.channels_last
+    assert resolve_precision("none", "cpu", channels_last=True).channels_last
+    with pytest.raises(ConfigError, match="fp16, which needs a CUDA device; on CPU use auto, bf16 or none"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ConfigError, match=r"'train.amp' must be one of auto, none, bf16, fp16, got 'fp8'"):
+        resolve_precision("fp8", "cpu")
+    with pytest.raises(ConfigError, match=r"'train.amp' must be one of auto, none, bf16, fp16"):
+        load_config(None, ["train.amp=fp8"])
+
+
+def test_gpu_recipes_evaluate_on_a_cpu_in_the_cpus_own_precision():
+    """A checkpoint trained with amp bf16/fp16 (GPU recipes) is evaluated on a CPU with ``auto``:
+    no fp16 error, no slow bf16 without bf16 units; explicit settings and auto/none are kept."""
+    assert inference_amp("fp16", "cpu") == "auto" and inference_amp("bf16", "cpu") == "auto"
+    assert inference_amp("none", "cpu") == "none" and inference_amp("auto", "cpu") == "auto"
+    assert resolve_precision(inference_amp("fp16", "cpu"), "cpu", cpuinfo=ZEN3).name == "fp32"
+    assert resolve_precision(inference_amp("bf16", "cpu"), "cpu", cpuinfo=SAPPHIRE_RAPIDS).name == "bf16"
+
+
+def test_bf16_autocast_really_runs_in_bf16_on_cpu():
+    p = resolve_precision("bf16", "cpu", cpuinfo=ZEN3)
+    conv = p.prepare_model(torch.nn.Conv2d(3, 4, 3))
+    x = p.prepare_input(torch.randn(2, 3, 8, 8))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    with p.autocast():
+        y = conv(x)
+    assert y.dtype == torch.bfloat16 and conv.weight.dtype == torch.float32
+
+
+def test_auto_is_the_default_and_the_choice_is_printed_once(capsys, monkeypatch):
+    assert load_config(None, []).train.amp == "auto"
+    assert load_config(REPO / "configs" / "baseline_synth.yaml").train.amp == "auto"
+    monkeypatch.setattr(precision_module, "_announced", set())
+    p = resolve_precision("auto", "cpu", cpuinfo=SAPPHIRE_RAPIDS)
+    announce_precision(p)
+    announce_precision(resolve_precision("auto", "cpu", cpuinfo=SAPPHIRE_RAPIDS))
+    out = capsys.readouterr().out
+    assert out.count("precision:") == 1
+    assert "precision: bf16 autocast + channels_last on cpu (auto: the CPU has bf16 matrix units (amx_bf16, avx512_bf16))" in out
+    announce_precision(resolve_precision("auto", "cpu", cpuinfo=ZEN3), enabled=False)  # other ranks stay quiet
+    assert capsys.readouterr().out == ""
+
+
+def test_trainer_prints_its_precision_at_start(tiny_synth_root, tmp_path, capsys, monkeypatch):
+    from conftest import tiny_cnn, tiny_overrides
+    from vireid.engine.trainer import Trainer
+
+    monkeypatch.setattr(precision_module, "_announced", set())
+    cfg = tiny_cnn(load_config(REPO / "configs" / "baseline_synth.yaml",
+                               tiny_overrides(tiny_synth_root, tmp_path, **{"train.amp": "bf16", "train.epochs": 1})))
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.close()
+    assert re.search(r"^precision: bf16 autocast \+ channels_last on cpu \(train\.amp=bf16", capsys.readouterr().out, re.M)
+    cfg.train.amp = "fp16"
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        Trainer(cfg, tmp_path / "run-fp16")
+    assert not (tmp_path / "run-fp16").exists()  # refused before any run folder or data work
+
+
+def test_bf16_inference_matches_fp32_features_and_map(tiny_trained_run):
+    """eval/extract/search/serve in bf16: per-image cosine >= 0.999 against fp32, mAP within 0.5 points."""
+    from vireid.data.build import build_image_cache, modality_codes, prepare_dataset
+    from vireid.engine.embedder import load_embedder
+    from vireid.engine.evaluate import evaluate_features
+    from vireid.engine.inference import extract_features
+    from vireid.engine.trainer import load_model_from_checkpoint
+
+    model, cfg, _ = load_model_from_checkpoint(tiny_trained_run)
+    dataset = prepare_dataset(cfg.data, progress=False)
+    pool = list(dataset.test)
+    cache = build_image_cache(pool, cfg.data, progress=False)
+    codes = modality_codes(pool)
+    fp32 = extract_features(model, cache, codes, precision=resolve_precision("none", "cpu"))
+    bf16 = extract_features(model, cache, codes, precision=resolve_precision("bf16", "cpu"))
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
+    cosine = torch.nn.functional.cosine_similarity(fp32, bf16, dim=1)
+    assert cosine.min() >= 0.999, float(cosine.min())
+    assert not torch.equal(fp32, bf16)  # bf16 really ran
+    names = ["sysu-all-single"]
+    m32 = evaluate_features(fp32, dataset, names, trials=2)[0].mean["mAP"]
+    m16 = evaluate_features(bf16, dataset, names, trials=2)[0].mean["mAP"]
+    assert abs(m32 - m16) <= 0.5, (m32, m16)
+
+    # the Embedder (extract, search, serve, verify) takes the same setting, default the run's train.amp
+    images = cache[list(range(8))]
+    e16 = load_embedder(tiny_trained_run, amp="bf16")
+    assert e16.precision.dtype == torch.bfloat16
+    e32 = load_embedder(tiny_trained_run, amp="none")
+    a, b = e32.embed_pixels(images, codes[:8]), e16.embed_pixels(images, codes[:8])
+    assert (a * b).sum(axis=1).min() >= 0.999
+    assert load_embedder(tiny_trained_run).precision == resolve_precision(cfg.train.amp, "cpu")
+    from vireid.engine.embedder import TorchEmbedder
+
+    cfg.train.amp = "fp16"  # a GPU run's checkpoint, embedded on this CPU
+    assert TorchEmbedder(model, cfg).precision == resolve_precision("auto", "cpu")
