@@ -137,6 +137,7 @@ def eval_command(
     checkpoints: list[Path] = typer.Argument(..., help="Run folder(s) (their best.pt) or checkpoint file(s). Several, e.g. the 10 RegDB splits, are also pooled into one mean ± std."),
     protocol: Optional[list[str]] = typer.Option(None, "--protocol", "-p", help="Protocol(s), e.g. sysu-all-single; default: the dataset's standard ones."),
     rerank: bool = typer.Option(False, "--rerank", help="Also report k-reciprocal re-ranking (Zhong et al. 2017)."),
+    rerank_method: Optional[str] = typer.Option(None, "--rerank-method", help="Re-ranking that --rerank reports: k-reciprocal (default) or modality (modality-aware, docs/evaluation.md); implies --rerank."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder, if it moved since training."),
     draw: Optional[str] = typer.Option(None, "--draw", help="SYSU-MM01 gallery draw: official (rand_perm_cam.mat) or seeded."),
     trials: Optional[int] = typer.Option(None, "--trials", help="Number of gallery-draw trials (default 10)."),
@@ -147,7 +148,7 @@ def eval_command(
     from vireid.evaluation.protocols import aggregate_results, format_results_table
 
     per_model = [
-        evaluate_checkpoint(ckpt, protocols=tuple(protocol or ()), rerank=[False, True] if rerank else [False],
+        evaluate_checkpoint(ckpt, protocols=tuple(protocol or ()), rerank=[False, rerank_method or True] if rerank or rerank_method else [False],
                             data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam, device=device)
         for ckpt in checkpoints
     ]

@@ -57,6 +57,7 @@ def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str],
                       metric: str = "euclidean", trials: int = 10, draw: str = "seeded",
                       rand_perm_cam: str | Path | None = None, method: str = "") -> list:
     """Run each protocol on features of ``dataset.test`` (same order); returns ProtocolResults."""
+    from vireid.evaluation.mixed import with_modality_rows
     from vireid.evaluation.protocols import run_protocol
 
     perm_path = None
@@ -80,7 +81,7 @@ def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str],
             res = run_protocol(name, features, dataset.test, **options)
         if method:
             res.settings["method"] = method
-        results.append(res)
+        results.extend(with_modality_rows(res))  # mixed galleries add one row per gallery modality
     return results
 
 
