@@ -73,7 +73,7 @@ class Comparison:
         return (
             f"{self.metric}: {self.name_a} {self.a:.2f} vs {self.name_b} {self.b:.2f}, difference {self.difference:+.2f} "
             f"[{self.ci_low:+.2f}, {self.ci_high:+.2f}] ({100 * self.confidence:.0f}% CI, paired bootstrap over "
-            f"{self.units} {self.unit}{'s' if self.units != 1 else ''}, {self.resamples} resamples), "
+            f"{self.units} {'queries' if self.unit == 'query' else 'trials'}, {self.resamples} resamples), "
             f"p = {self.p_value:.4f} -> {self.verdict}"
         )
 
