@@ -56,8 +56,10 @@ def _draw(pool, modality, cameras, trial):
 
 
 def _loop_reference(feats, pool, queries, gallery, removed, dedup, modality=None):
-    """Per query: drop what the rules remove (and, for a part, the other modality), rank, average."""
-    dist = pairwise_distance(feats[queries], feats[gallery]).numpy()
+    """Per query: drop what the rules remove (and, for a part, the other modality), rank, average.
+    ``feats`` may be a (query side, gallery side) pair."""
+    q_side, g_side = feats if isinstance(feats, tuple) else (feats, feats)
+    dist = pairwise_distance(q_side[queries], g_side[gallery]).numpy()
     aps, r1 = [], []
     for row, q in enumerate(queries):
         keep = [c for c, g in enumerate(gallery) if not removed(pool[q], q, pool[g], g)
@@ -91,6 +93,16 @@ def test_sysu_mixed_matches_the_loop_reference(modality):
         assert figures["mAP"] == pytest.approx(m_ap, abs=1e-6) and figures["rank1"] == pytest.approx(r1, abs=1e-6)
         # the query itself is in the infrared gallery, and the rule removes it
         assert set(queries) & set(gallery)
+    # a (query side, gallery side) feature pair: e.g. corrupted queries against the clean gallery
+    pair = (feats + 0.5 * torch.randn(feats.shape, generator=torch.Generator().manual_seed(4)), feats)
+    result = run_protocol("sysu-all-mixed", pair, pool, trials=1)
+    gallery = _draw(pool, "visible", (1, 2, 4, 5), 0) + _draw(pool, "infrared", (3, 6), 0)
+    m_ap, r1 = _loop_reference(pair, pool, queries, gallery, _sysu_removed, True, modality)
+    figures = result.trials[0] if modality is None else result.settings["by_gallery_modality"][modality]["trials"][0]
+    assert figures["mAP"] == pytest.approx(m_ap, abs=1e-6) and figures["rank1"] == pytest.approx(r1, abs=1e-6)
+    if modality == "visible":  # the standard protocol takes the same pair
+        standard = run_protocol("sysu-all-single", pair, pool, trials=1)
+        assert standard.mean["mAP"] == pytest.approx(figures["mAP"])
 
 
 def test_llcm_and_regdb_mixed_match_the_loop_reference():

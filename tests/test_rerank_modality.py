@@ -59,3 +59,17 @@ def test_settings_and_bad_parameters():
     args, _ = _case(4, 5, 4, 0)
     with pytest.raises(RerankError, match="one modality code"):
         modality_rerank(*args[:3], args[3][:2], args[4])
+
+
+def test_config_eval_rerank_accepts_a_method_and_rejects_unknown_ones():
+    from pathlib import Path
+
+    from vireid.config import load_config
+    from vireid.engine.trainer import validate_config
+
+    config = Path(__file__).resolve().parent.parent / "configs" / "baseline_synth.yaml"
+    cfg = load_config(config, ["eval.rerank=modality"])
+    validate_config(cfg)
+    assert cfg.eval.rerank == "modality"
+    with pytest.raises(RerankError, match="unknown re-ranking 'fancy'"):
+        validate_config(load_config(config, ["eval.rerank=fancy"]))

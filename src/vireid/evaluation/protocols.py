@@ -628,6 +628,8 @@ def given_protocol(
     precision: str = "auto",
 ) -> ProtocolResult:
     """User data with an explicit query and gallery (one trial)."""
+    if isinstance(qf, tuple) or isinstance(gf, tuple):
+        raise ProtocolError("protocol 'given' takes one feature tensor for the query and one for the gallery, not pairs")
     q = _check_features(qf, q_records)
     g = _check_features(gf, g_records).to(q.device)
     if cam_rule not in (None, "sysu", "same-camera"):
