@@ -146,7 +146,10 @@ def eval_command(
 ) -> None:
     """Evaluate trained models under the official protocols (mean ± std over trials, and over models)."""
     from vireid.evaluation.protocols import aggregate_results, format_results_table
+    from vireid.evaluation.rerank_modality import rerank_settings
 
+    if rerank_method:
+        rerank_settings(rerank_method)  # an unknown method fails before any feature is computed
     per_model = [
         evaluate_checkpoint(ckpt, protocols=tuple(protocol or ()), rerank=[False, rerank_method or True] if rerank or rerank_method else [False],
                             data_root=data_root, draw=draw, trials=trials, rand_perm_cam=rand_perm_cam, device=device)

@@ -69,7 +69,6 @@ def robustness_checkpoint(run: str | Path, *, protocol: str | None = None, corru
     report = evaluate_robustness(features_of, cache, pool, name, corruptions=corruptions, severities=severities,
                                  apply=apply, seed=seed, protocol_options=_options(cfg, name, trials, rerank),
                                  progress=progress)
-    report.method = cfg.name
     return report
 
 
