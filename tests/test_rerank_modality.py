@@ -73,3 +73,16 @@ def test_config_eval_rerank_accepts_a_method_and_rejects_unknown_ones():
     assert cfg.eval.rerank == "modality"
     with pytest.raises(RerankError, match="unknown re-ranking 'fancy'"):
         validate_config(load_config(config, ["eval.rerank=fancy"]))
+
+
+def test_fast_matches_loop_with_exact_ties():
+    # Duplicated integer points: exact distance ties, also at the k-th neighbour of each list.
+    rng = np.random.default_rng(5)
+    points = torch.as_tensor(rng.integers(0, 3, (36, 2)), dtype=torch.float32)
+    mods = torch.as_tensor(rng.integers(0, 2, 36))
+    q, g = points[:12], points[12:]
+    args = (pairwise_distance(q, g), pairwise_distance(q, q), pairwise_distance(g, g), mods[:12], mods[12:])
+    for k_intra, k_cross, k2 in [(4, 2, 3), (6, 3, 2), (20, 10, 6)]:
+        fast = modality_rerank(*args, k_intra=k_intra, k_cross=k_cross, k2=k2)
+        loop = modality_rerank_loop(*args, k_intra=k_intra, k_cross=k_cross, k2=k2)
+        np.testing.assert_allclose(fast, loop, atol=1e-5, rtol=0)
