@@ -140,3 +140,23 @@ def test_cross_modality_part_equals_the_standard_protocol_and_rows_expand():
         assert name in PROTOCOLS
     with pytest.raises(ProtocolError, match="no query image"):
         run_protocol("llcm-v2mixed", feats[:0], [])
+
+
+def test_official_draw_takes_the_infrared_cells_of_rand_perm_cam():
+    from test_protocols import RAND_PERM, _official_pool, identity_features
+
+    from vireid.evaluation.mixed import _sysu_infrared_draws
+    from vireid.evaluation.protocols import load_rand_perm_cam
+
+    perms = load_rand_perm_cam(RAND_PERM)
+    pool = _official_pool([6, 10, 17])
+    for trial in (0, 3):
+        drawn = _sysu_infrared_draws(pool, "all", 1, [trial], "official", perms)[0]
+        expected = [f"cam{cam}/{pid:04d}/{k:04d}.jpg" for cam in (3, 6) for pid in (6, 10, 17)
+                    if perms[cam][pid - 1] is not None for k in perms[cam][pid - 1][trial, :1].tolist()]
+        assert [pool[i].path for i in drawn] == expected
+    feats = identity_features(pool, noise=0.3)
+    mixed = run_protocol("sysu-all-mixed", feats, pool, trials=2, draw="official", rand_perm_cam=RAND_PERM)
+    standard = run_protocol("sysu-all-single", feats, pool, trials=2, draw="official", rand_perm_cam=RAND_PERM)
+    assert mixed.settings["draw"] == "official"
+    assert mixed.settings["by_gallery_modality"]["visible"]["mean"] == pytest.approx(standard.mean)
