@@ -13,7 +13,7 @@ from vireid.cli import app
 
 
 def test_eval_robustness_and_compare_from_the_cli(tiny_trained_run, tmp_path):
-    from tests.conftest import copy_run
+    from conftest import copy_run
 
     run = copy_run(tiny_trained_run, tmp_path / "run")
     result = CliRunner().invoke(app, ["eval", str(run), "-p", "sysu-all-mixed", "--rerank-method", "modality",

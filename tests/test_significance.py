@@ -43,7 +43,7 @@ def test_compare_protocol_results_pairs_queries():
     import torch
 
     from vireid.evaluation import run_protocol
-    from tests.test_mixed_gallery import SYSU, _features, _pool
+    from test_mixed_gallery import SYSU, _features, _pool
 
     pool = _pool(SYSU)
     good, noisy = _features(pool), _features(pool) + 3.0 * torch.randn(len(pool), 8, generator=torch.Generator().manual_seed(9))
