@@ -19,7 +19,9 @@ Steps, on all ``N = Nq + Ng`` images (queries and gallery together):
 :func:`k_reciprocal_rerank` runs this in torch on the inputs' device: ``V`` is kept sparse (a few
 hundred non-zeros per row), the neighbour lists come from chunked top-k, the reciprocal tests,
 the expansion rule and the Jaccard sums are batched tensor operations; memory stays bounded by
-the inputs plus chunks. :func:`k_reciprocal_rerank_loop` is the literal per-image numpy version
+the inputs plus chunks. The steps are helpers (``_nearest`` with an optional group mask,
+``_expand_candidate_sets``, ``_weights``, ``_query_expansion``, ``_jaccard_final``) shared with the
+modality-aware variant of :mod:`vireid.evaluation.rerank_modality`. :func:`k_reciprocal_rerank_loop` is the literal per-image numpy version
 the tests and benchmark hold it against.
 """
 
