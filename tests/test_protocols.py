@@ -379,7 +379,8 @@ def test_registry_names_and_run_protocol():
     assert set(PROTOCOLS.names()) == {
         "sysu-all-single", "sysu-all-multi", "sysu-indoor-single", "sysu-indoor-multi",
         "regdb-v2t", "regdb-t2v", "llcm-v2i", "llcm-i2v", "given",
-    } | {f"npu-{d}-{s}-{n}" for d in ("v2t", "t2v") for s in ("all", "indoor", "outdoor") for n in ("single", "multi")}
+    } | {f"npu-{d}-{s}-{n}" for d in ("v2t", "t2v") for s in ("all", "indoor", "outdoor") for n in ("single", "multi")} | {
+        "sysu-all-mixed", "sysu-indoor-mixed", "regdb-t2mixed", "regdb-v2mixed", "llcm-i2mixed", "llcm-v2mixed"}
     pool = uniform_sysu_pool(num_ids=4, per_folder=12)
     feats = identity_features(pool)
     multi = run_protocol("sysu-indoor-multi", feats, pool, trials=2)

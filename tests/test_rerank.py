@@ -127,4 +127,6 @@ def test_bench_rerank_quick_writes_only_the_given_doc(tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = doc.read_text()
     assert "<!-- BEGIN bench_rerank -->" in text and "agree to 1e-5" in text and "peak RSS" in text
+    modality = text.split("<!-- BEGIN bench_rerank_modality -->")[1]
+    assert "`modality_rerank`" in modality and "agree to 1e-5" in modality
     assert (real_doc.read_text() if real_doc.exists() else None) == before

@@ -148,7 +148,7 @@ class EvalConfig:
     protocols: list = field(default_factory=list)  # empty: the dataset family's standard protocols
     batch_size: int = 128
     metric: str = "euclidean"  # euclidean (on L2-normalised features) | cosine
-    rerank: bool = False
+    rerank: bool | str = False  # true / k-reciprocal (Zhong et al.), or modality (modality-aware, docs/evaluation.md)
     trials: int = 10
     draw: str = "seeded"  # SYSU-MM01 gallery draw: seeded | official
     rand_perm_cam: str | None = None  # official draw file; default: <data.root>/exp/rand_perm_cam.mat

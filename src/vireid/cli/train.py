@@ -180,6 +180,7 @@ def eval_command(
     data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for test_results.json/.md, verification.json and roc.png (default: the run folder for its own data; nothing saved for other data)."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip: average each embedding with its mirror image's (default: the run's eval.flip)."),
+    rerank_method: Optional[str] = typer.Option(None, "--rerank-method", help="Re-ranking that --rerank reports: k-reciprocal (default) or modality (modality-aware, docs/evaluation.md); implies --rerank."),
     draw: Optional[str] = typer.Option(None, "--draw", help="SYSU-MM01 gallery draw: official (rand_perm_cam.mat) or seeded."),
     trials: Optional[int] = typer.Option(None, "--trials", help="Number of gallery-draw trials (default 10)."),
     rand_perm_cam: Optional[str] = typer.Option(None, "--rand-perm-cam", help="Official SYSU-MM01 rand_perm_cam.mat (default: <dataset>/exp/rand_perm_cam.mat)."),
@@ -190,7 +191,10 @@ def eval_command(
     """Evaluate trained models under the official protocols, or on your own data (--data/--images)."""
     from vireid.engine.run_eval import poolable
     from vireid.evaluation.protocols import aggregate_results, format_results_table
+    from vireid.evaluation.rerank_modality import rerank_settings
 
+    if rerank_method:
+        rerank_settings(rerank_method)  # an unknown method fails before any feature is computed
     choice = data_choice(data, images, fmt, query, gallery, data_root)
     if out is not None and len(checkpoints) > 1:
         raise VireidError("--out holds the results of one model; evaluate several models one at a time with --out, "
@@ -200,7 +204,7 @@ def eval_command(
         if not ckpt.exists():
             raise VireidError(f"model {ckpt} does not exist; pass a run folder, a .pt checkpoint or an exported model")
         per_model.append(evaluate_checkpoint(
-            ckpt, protocols=tuple(protocol or ()), rerank=[False, True] if rerank else [False], draw=draw,
+            ckpt, protocols=tuple(protocol or ()), rerank=[False, rerank_method or True] if rerank or rerank_method else [False], draw=draw,
             trials=trials, rand_perm_cam=rand_perm_cam, device=device, data=choice, out=out, flip=flip,
             npu_gallery=npu_gallery, amp=amp))
     if len(per_model) > 1:

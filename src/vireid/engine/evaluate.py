@@ -59,6 +59,7 @@ def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str],
                       npu_gallery: str = "per_person") -> list:
     """Run each protocol on features of ``dataset.test`` (same order); returns ProtocolResults.
     ``npu_gallery`` is the NPU-ReID gallery draw (``eval.npu_gallery``: per_person or per_camera)."""
+    from vireid.evaluation.mixed import with_modality_rows
     from vireid.evaluation.protocols import run_protocol
 
     perm_path = None
@@ -88,7 +89,7 @@ def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str],
             res = run_protocol(name, features, dataset.test, **options)
         if method:
             res.settings["method"] = method
-        results.append(res)
+        results.extend(with_modality_rows(res))  # mixed galleries add one row per gallery modality
     return results
 
 

@@ -107,6 +107,10 @@ def validate_config(cfg: Config) -> None:
     from vireid.engine.transfer import check_transfer_options
 
     check_transfer_options(cfg)
+    if cfg.eval.rerank is not False:  # True / "k-reciprocal" / "modality" (vireid.evaluation.rerank_modality)
+        from vireid.evaluation.rerank_modality import rerank_settings
+
+        rerank_settings(cfg.eval.rerank)
 
 
 def _accepts(func: Any, name: str) -> bool:

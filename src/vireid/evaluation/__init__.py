@@ -43,3 +43,7 @@ __all__ = [
 from vireid.evaluation.npu import npu_protocol  # noqa: E402  (registers the NPU-ReID protocols)
 
 __all__ += ["npu_protocol"]
+
+from vireid.evaluation.mixed import with_modality_rows  # noqa: E402  (registers the mixed-gallery protocols)
+
+__all__ += ["with_modality_rows"]

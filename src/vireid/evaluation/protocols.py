@@ -75,7 +75,7 @@ from vireid.evaluation.distance import (
     pairwise_distance,
     prepare_screen,
 )
-from vireid.evaluation.metrics import TrialTable, evaluate_ranking, finish_trials, rank_trials, undecided_comparisons
+from vireid.evaluation.metrics import TrialTable, finish_trials, rank_trials, undecided_comparisons
 from vireid.registry import Registry
 
 #: Keys of every per-trial, mean and std dict (percent).
@@ -114,6 +114,10 @@ class ProtocolResult:
     mean: dict
     std: dict
     cmc: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: Per (query, trial) figures for paired comparisons (:mod:`vireid.evaluation.significance`):
+    #: ``query_index`` [Nq] pool indices and ``num_rel``, ``first``, ``ap``, ``inp`` [Nq, T] arrays.
+    #: Not written by :meth:`to_dict`.
+    per_query: dict | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> str:
         """One line: name, then mean ± std of each metric."""
@@ -122,7 +126,12 @@ class ProtocolResult:
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict."""
-        out = asdict(self)
+        per_query, self.per_query = self.per_query, None
+        try:
+            out = asdict(self)
+        finally:
+            self.per_query = per_query
+        out.pop("per_query", None)
         out["cmc"] = [float(v) for v in np.asarray(self.cmc)]
         return out
 
@@ -189,7 +198,7 @@ def format_results_table(results: Sequence[ProtocolResult]) -> str:
         cells = [str(r.settings.get("method", "")) or "-"] if with_method else []
         cells.append(r.name)
         if with_rerank:
-            cells.append("yes" if r.settings.get("rerank") else "no")
+            cells.append(str(r.settings["rerank"].get("method", "yes")) if r.settings.get("rerank") else "no")
         if with_flip:
             cells.append("yes" if r.settings.get("flip") else "no")
         cells += [str(r.settings.get("draw", "-")), str(len(r.trials))]
@@ -365,7 +374,18 @@ def _llcm_gallery_draws(pool: Sequence[ImageRecord], gallery_modality: str, tria
 # --------------------------------------------------------------------------------------------
 
 
-def _check_features(features: Any, pool: Sequence[ImageRecord]) -> torch.Tensor:
+def _check_features(features: Any, pool: Sequence[ImageRecord]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``[N, D]`` features of the pool, or a pair ``(query_side, gallery_side)`` of them: each image is
+    then a query with its first and a gallery item with its second row (e.g. corrupted queries
+    against a clean gallery, :mod:`vireid.evaluation.robustness`)."""
+    if isinstance(features, tuple):
+        if len(features) != 2:
+            raise ProtocolError(f"a feature pair must be (query_side, gallery_side), got {len(features)} tensors")
+        query_side, gallery_side = (_check_features(f, pool) for f in features)
+        if query_side.shape != gallery_side.shape:
+            raise ProtocolError(f"query-side features {tuple(query_side.shape)} and gallery-side features "
+                                f"{tuple(gallery_side.shape)} differ in shape; compute both with one model")
+        return query_side, gallery_side.to(query_side.device)
     feats = features if isinstance(features, torch.Tensor) else torch.as_tensor(np.asarray(features))
     if feats.dim() != 2 or feats.shape[0] != len(pool):
         raise ProtocolError(
@@ -433,33 +453,34 @@ def _run_trials(
         raise ProtocolError(f"protocol {name}: the pool holds no query image; check the pool's modalities/cameras")
     if any(len(g) == 0 for g in gallery_draws):
         raise ProtocolError(f"protocol {name}: the pool holds no gallery image; check the pool's modalities/cameras")
-    pids, cams, _ = _pool_columns(pool)
-    device = features.device
+    pids, cams, mods = _pool_columns(pool)
+    q_source, g_source = features if isinstance(features, tuple) else (features, features)
+    device = q_source.device
     path, reason = _choose_precision(precision, metric, normalize, rerank, device)
     union = np.unique(np.concatenate(gallery_draws))
     trial_cols = [np.searchsorted(union, g_idx) for g_idx in gallery_draws]
-    q_feat = features[torch.as_tensor(query_idx, device=device)]
-    u_feat = features[torch.as_tensor(union, device=device)]
+    q_feat = q_source[torch.as_tensor(query_idx, device=device)]
+    u_feat = g_source[torch.as_tensor(union, device=device)]
     q_pids, q_cams = pids[query_idx], cams[query_idx]
     table = TrialTable.build(q_pids, pids[union], trial_cols, q_cams, cams[union], cam_rule, device)
     precision_info: dict = {"requested": precision}
     if rerank:
-        from vireid.evaluation.rerank import k_reciprocal_rerank
+        from vireid.evaluation.rerank_modality import rerank_distances, rerank_settings
 
-        params = {**DEFAULT_RERANK, **(rerank_params or {})}
         q_u = pairwise_distance(q_feat, u_feat, metric=metric, normalize=normalize)
         q_q = pairwise_distance(q_feat, q_feat, metric=metric, normalize=normalize)
         u_u = pairwise_distance(u_feat, u_feat, metric=metric, normalize=normalize)
-        metrics_per_trial = []
-        for t, cols_np in enumerate(trial_cols):
+        parts = []
+        for cols_np in trial_cols:
             cols = torch.as_tensor(cols_np, device=device)
             g_g = u_u.index_select(0, cols).index_select(1, cols)
-            dist = k_reciprocal_rerank(q_u.index_select(1, cols), q_q, g_g, **params)
-            g_idx = gallery_draws[t]
-            metrics_per_trial.append(
-                evaluate_ranking(dist, q_pids, pids[g_idx], q_cams, cams[g_idx], cam_rule=cam_rule,
-                                 dedup_cmc=dedup_cmc, max_rank=max_rank)  # fmt: skip
-            )
+            dist = rerank_distances(rerank, q_u.index_select(1, cols), q_q, g_g, mods[query_idx],
+                                    mods[union][cols_np], rerank_params)  # fmt: skip
+            one = TrialTable.build(q_pids, pids[union][cols_np], [np.arange(len(cols_np))], q_cams,
+                                   cams[union][cols_np], cam_rule, device)  # fmt: skip
+            parts.append(rank_trials(torch.as_tensor(dist, device=device), one, dedup_cmc))
+        figures = [np.concatenate([p[i] for p in parts], axis=1) for i in range(4)]
+        metrics_per_trial = finish_trials(*figures, max_rank)
     else:
         figures = None
         if path == "certified":
@@ -471,6 +492,7 @@ def _run_trials(
             q_u = pairwise_distance(q_feat, u_feat, metric=metric, normalize=normalize)
             figures = rank_trials(q_u, table, dedup_cmc)
         metrics_per_trial = finish_trials(*figures, max_rank)
+    per_query = dict(zip(("num_rel", "first", "ap", "inp"), figures), query_index=np.asarray(query_idx))
     precision_info.update(path="bf16-certified" if path == "certified" else "fp32", reason=reason)
     trials, cmcs = [], []
     for t, (g_idx, metrics) in enumerate(zip(gallery_draws, metrics_per_trial)):
@@ -482,11 +504,13 @@ def _run_trials(
         "dedup_cmc": dedup_cmc,
         "metric": metric,
         "normalize": normalize,
-        "rerank": {**DEFAULT_RERANK, **(rerank_params or {})} if rerank else False,
+        "rerank": rerank_settings(rerank, rerank_params) if rerank else False,
         "num_query": int(len(query_idx)),
         "precision": precision_info,
     }
-    return _summarise(name, settings, trials, cmcs)
+    result = _summarise(name, settings, trials, cmcs)
+    result.per_query = per_query
+    return result
 
 
 def sysu_protocol(
@@ -609,6 +633,8 @@ def given_protocol(
     precision: str = "auto",
 ) -> ProtocolResult:
     """User data with an explicit query and gallery (one trial)."""
+    if isinstance(qf, tuple) or isinstance(gf, tuple):
+        raise ProtocolError("protocol 'given' takes one feature tensor for the query and one for the gallery, not pairs")
     q = _check_features(qf, q_records)
     g = _check_features(gf, g_records).to(q.device)
     if cam_rule not in (None, "sysu", "same-camera"):

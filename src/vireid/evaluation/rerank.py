@@ -19,7 +19,9 @@ Steps, on all ``N = Nq + Ng`` images (queries and gallery together):
 :func:`k_reciprocal_rerank` runs this in torch on the inputs' device: ``V`` is kept sparse (a few
 hundred non-zeros per row), the neighbour lists come from chunked top-k, the reciprocal tests,
 the expansion rule and the Jaccard sums are batched tensor operations; memory stays bounded by
-the inputs plus chunks. :func:`k_reciprocal_rerank_loop` is the literal per-image numpy version
+the inputs plus chunks. The steps are helpers (``_nearest`` with an optional group mask,
+``_expand_candidate_sets``, ``_weights``, ``_query_expansion``, ``_jaccard_final``) shared with the
+modality-aware variant of :mod:`vireid.evaluation.rerank_modality`. :func:`k_reciprocal_rerank_loop` is the literal per-image numpy version
 the tests and benchmark hold it against.
 """
 
@@ -117,12 +119,14 @@ class _Original:
         return (d * d) / self.colmax[i]
 
 
-def _nearest(original: _Original, k: int) -> torch.Tensor:
+def _nearest(original: _Original, k: int, group: torch.Tensor | None = None, same: bool = True) -> torch.Tensor:
     """[N, k] first k columns of the stable ascending argsort of every row of O (chunked top-k).
 
     The selected entries are ordered by (value, index); a row whose k-th and (k+1)-th smallest
     values tie takes the lowest indices among the tied ones. The result therefore equals
-    ``argsort(O, kind="stable")[:, :k]``.
+    ``argsort(O, kind="stable")[:, :k]``. With ``group`` ([N] labels, e.g. modalities) the columns
+    of another group (``same=True``) or of the row's own group (``same=False``) rank last (+inf):
+    the first ``count`` slots of a row are then its stable argsort within / across groups.
     """
     n = original.n
     k = min(k, n)
@@ -130,6 +134,9 @@ def _nearest(original: _Original, k: int) -> torch.Tensor:
     step = max(1, _CHUNK_ELEMENTS // n)
     for s in range(0, n, step):
         rows = original.rows(s, min(s + step, n))
+        if group is not None:
+            differs = group[s : s + rows.shape[0], None] != group[None, :]
+            rows.masked_fill_(differs if same else ~differs, float("inf"))
         top = torch.topk(rows, min(k + 1, n), dim=1, largest=False, sorted=True)
         idx = top.indices[:, :k]
         if k < n:
@@ -161,21 +168,29 @@ def _reciprocal(neigh: torch.Tensor) -> torch.Tensor:
 
 def _expanded_sets(neigh: torch.Tensor, k1: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, the k-reciprocal set expanded by Eq. 6, as padded [N, E] indices + validity mask."""
-    n = neigh.shape[0]
     half = int(np.around(k1 / 2.0))
     r1 = neigh[:, : k1 + 1]
     rh = neigh[:, : half + 1]
-    recip = _reciprocal(r1)  # [N, k1+1]
-    half_recip = _reciprocal(rh)  # [N, half+1]
-    two_thirds = torch.tensor(2.0 / 3.0, dtype=torch.float64, device=neigh.device)
+    return _expand_candidate_sets(r1, _reciprocal(r1), rh, _reciprocal(rh))
+
+
+def _expand_candidate_sets(
+    r1: torch.Tensor, recip: torch.Tensor, rh: torch.Tensor, half_recip: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 6 on given sets: row ``i``'s set is ``r1[i][recip[i]]`` (no repeats), candidate ``c``'s
+    half set ``rh[c][half_recip[c]]``; a candidate adds its half set when more than 2/3 of it lies in
+    ``i``'s set. Padded entries must be marked invalid in the masks (any index < N)."""
+    n = r1.shape[0]
+    k_full, k_half = r1.shape[1], rh.shape[1]
+    two_thirds = torch.tensor(2.0 / 3.0, dtype=torch.float64, device=r1.device)
     idx_parts, valid_parts = [], []
-    per_row = (k1 + 1) * (half + 1) * (k1 + 1)
+    per_row = k_full * k_half * k_full
     step = max(1, _CHUNK_ELEMENTS // per_row)
     for s in range(0, n, step):
         sl = slice(s, min(s + step, n))
-        cand = r1[sl]  # [B, k1+1] candidates c
-        cand_set = rh[cand]  # [B, k1+1, half+1] members of each candidate's half set
-        cand_valid = half_recip[cand]  # [B, k1+1, half+1]
+        cand = r1[sl]  # [B, k_full] candidates c
+        cand_set = rh[cand]  # [B, k_full, k_half] members of each candidate's half set
+        cand_valid = half_recip[cand]  # [B, k_full, k_half]
         in_own = (cand_set[..., None] == cand[:, None, None, :]) & recip[sl][:, None, None, :]
         overlap = (in_own.any(dim=-1) & cand_valid).sum(dim=-1)  # |cand set ∩ own set|
         size = cand_valid.sum(dim=-1)
@@ -224,35 +239,59 @@ def k_reciprocal_rerank(
     device = q_g_dist.device if isinstance(q_g_dist, torch.Tensor) else None
     q_g, q_q, g_g = (_to_tensor(x, device) for x in (q_g_dist, q_q_dist, g_g_dist))
     original = _Original(q_g, q_q, g_g)
-    n = original.n
 
     # Steps 2-3: neighbour lists, reciprocal sets and their expansion.
     # With fewer than k1 + 1 images the neighbour lists are simply shorter, as slicing in the reference.
     neigh = _nearest(original, max(k1 + 1, k2))
     members, valid = _expanded_sets(neigh, k1)
 
-    # Step 4: Gaussian-kernel weights, normalised per row, stored as sparse rows.
-    row_of = torch.arange(n, device=q_g.device)[:, None].expand_as(members)
+    ptr, cols, vals = _weights(original, members, valid)
+    if k2 != 1:  # local query expansion: V[i] <- mean of V over i's k2 nearest neighbours
+        ptr, cols, vals = _query_expansion(ptr, cols, vals, neigh[:, :k2])
+    return _jaccard_final(original, ptr, cols, vals, lambda_value)
+
+
+def _weights(original: _Original, members: torch.Tensor, valid: torch.Tensor):
+    """Step 4: ``V[i, j] = exp(-O[i, j])`` over row i's set, normalised per row, as CSR rows."""
+    n = original.n
+    device = original.colmax.device
+    row_of = torch.arange(n, device=device)[:, None].expand_as(members)
     rows, cols = row_of[valid], members[valid]
     weights = torch.exp(-original.at(rows, cols))
     row_sum = torch.zeros(n, dtype=weights.dtype, device=weights.device).index_add_(0, rows, weights)
     vals = weights / row_sum[rows]
-    ptr, cols, vals = _csr(rows, cols, vals, n)
+    return _csr(rows, cols, vals, n)
 
-    if k2 != 1:  # local query expansion: V[i] <- mean of V over i's k2 nearest neighbours
-        expand_from = neigh[:, :k2]
-        num_sources = expand_from.shape[1]  # k2, or N when there are fewer images
-        sources = expand_from.reshape(-1)
-        counts = ptr[sources + 1] - ptr[sources]
-        total = int(counts.sum())
-        pos = _expand_ranges(ptr[sources], counts, total)
-        target_row = torch.arange(n, device=q_g.device).repeat_interleave(num_sources)
-        qe_rows = torch.repeat_interleave(target_row, counts, output_size=total)
-        # Sum the entries falling on the same (row, column), then divide: the mean of the rows.
-        keys, slot = torch.unique(qe_rows * n + cols[pos], return_inverse=True)  # sorted by (row, col)
-        summed = torch.zeros(len(keys), dtype=vals.dtype, device=vals.device).index_add_(0, slot, vals[pos])
-        ptr, cols, vals = _csr(torch.div(keys, n, rounding_mode="floor"), keys % n, summed / num_sources, n)
 
+def _query_expansion(ptr: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, expand_from: torch.Tensor,
+                     source_valid: torch.Tensor | None = None):
+    """Local query expansion (Eq. 11): row ``i`` of V becomes the mean of the rows ``expand_from[i]``
+    (``[N, k]``; with ``source_valid`` only the valid ones, the mean over their number)."""
+    n = ptr.shape[0] - 1
+    device = ptr.device
+    num_sources = expand_from.shape[1]
+    if source_valid is None:
+        source_valid = torch.ones_like(expand_from, dtype=torch.bool)
+    per_row = source_valid.sum(dim=1)
+    sources = expand_from[source_valid]
+    counts = ptr[sources + 1] - ptr[sources]
+    total = int(counts.sum())
+    pos = _expand_ranges(ptr[sources], counts, total)
+    target_row = torch.arange(n, device=device)[:, None].expand(n, num_sources)[source_valid]
+    qe_rows = torch.repeat_interleave(target_row, counts, output_size=total)
+    # Sum the entries falling on the same (row, column), then divide: the mean of the rows.
+    keys, slot = torch.unique(qe_rows * n + cols[pos], return_inverse=True)  # sorted by (row, col)
+    summed = torch.zeros(len(keys), dtype=vals.dtype, device=vals.device).index_add_(0, slot, vals[pos])
+    key_rows = torch.div(keys, n, rounding_mode="floor")
+    return _csr(key_rows, keys % n, summed / per_row[key_rows].to(summed.dtype), n)
+
+
+def _jaccard_final(original: _Original, ptr: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,
+                   lambda_value: float) -> np.ndarray:
+    """Step 5: Jaccard distance (Eq. 10) of query rows against gallery rows of V, mixed with the
+    original distance (Eq. 12); chunked over queries so the expanded pairs stay bounded."""
+    nq, ng, n = original.nq, original.ng, original.n
+    q_g = original.q_g
     # Step 5: Jaccard distance between query rows and gallery rows of V.
     col_rows = torch.repeat_interleave(torch.arange(n, device=q_g.device), ptr[1:] - ptr[:-1])
     is_gallery_row = col_rows >= nq

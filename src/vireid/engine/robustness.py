@@ -1,0 +1,105 @@
+"""Robustness and paired comparisons of trained runs (``vireid robustness``, ``vireid compare``).
+
+Both load a run (folder or ``.pt``), build its test pool and hand a feature extractor to the
+dataset-agnostic functions of :mod:`vireid.evaluation.robustness` and
+:mod:`vireid.evaluation.significance`. ``dataset=`` evaluates on another prepared dataset than the
+run's own (any object with ``test``/``query``/``gallery`` records and ``protocol_family``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vireid.errors import ConfigError
+
+
+def _load(run: str | Path, device: str):
+    from vireid.engine.trainer import load_model_from_checkpoint, resolve_device
+
+    if not Path(run).exists():
+        raise ConfigError(f"run {run} does not exist; pass a run folder or a .pt checkpoint written by vireid train")
+    dev = resolve_device(device)
+    model, cfg, _ = load_model_from_checkpoint(run, dev)
+    return model, cfg, dev
+
+
+def _protocol(dataset, protocol: str | None) -> str:
+    from vireid.engine.evaluate import protocols_for
+
+    names = protocols_for(dataset, [protocol] if protocol else [])
+    if names == ["given"]:
+        raise ConfigError("robustness and compare need a protocol on a test pool; 'given' query/gallery data is not supported")
+    return names[0]
+
+
+def _options(cfg, protocol: str, trials: int | None, rerank) -> dict:
+    options: dict = {"metric": cfg.eval.metric, "rerank": rerank}
+    if protocol.startswith(("sysu", "llcm", "npu")):
+        options["trials"] = trials or cfg.eval.trials
+    if protocol.startswith("sysu"):
+        options["draw"] = cfg.eval.draw
+        if cfg.eval.draw == "official":
+            raise ConfigError("robustness/compare use the seeded SYSU-MM01 draw; evaluate with eval.draw=seeded")
+    return options
+
+
+def robustness_checkpoint(run: str | Path, *, protocol: str | None = None, corruptions=None, severities=(1, 3, 5),
+                          apply: str = "query", seed: int = 0, trials: int | None = None, rerank=False,
+                          dataset: Any = None, device: str = "auto", progress: bool = False):
+    """Corruption robustness of a trained run on ``protocol`` (default: its dataset's first standard one)."""
+    from vireid.data.build import build_image_cache, joints_for_records, modality_codes, prepare_dataset
+    from vireid.engine.inference import extract_features
+    from vireid.evaluation.robustness import evaluate_robustness
+
+    model, cfg, dev = _load(run, device)
+    dataset = dataset if dataset is not None else prepare_dataset(cfg.data, progress=progress)
+    name = _protocol(dataset, protocol)
+    pool = list(dataset.test)
+    cache = build_image_cache(pool, cfg.data, progress=progress)
+    mods = modality_codes(pool)
+    joints = joints_for_records(pool, cfg.data)
+
+    def features_of(images, indices: np.ndarray):
+        block_joints = None if joints is None else joints[indices]
+        return extract_features(model, images, mods[indices], dev, cfg.eval.batch_size, joints=block_joints)
+
+    report = evaluate_robustness(features_of, cache, pool, name, corruptions=corruptions, severities=severities,
+                                 apply=apply, seed=seed, protocol_options=_options(cfg, name, trials, rerank),
+                                 progress=progress)
+    return report
+
+
+def compare_checkpoints(run_a: str | Path, run_b: str | Path, *, protocol: str | None = None, metric: str = "mAP",
+                        unit: str = "query", resamples: int = 10000, confidence: float = 0.95, seed: int = 0,
+                        trials: int | None = None, rerank=False, dataset: Any = None, device: str = "auto",
+                        progress: bool = False):
+    """Paired bootstrap of two runs on one protocol; both are evaluated on ``run_a``'s test set
+    (or ``dataset``) with the same draws. Returns ``(comparison, result_a, result_b)``."""
+    from vireid.data.build import prepare_dataset
+    from vireid.engine.evaluate import evaluate_model
+    from vireid.evaluation.significance import compare_results
+
+    model_a, cfg_a, dev = _load(run_a, device)
+    model_b, cfg_b, _ = _load(run_b, device)
+    dataset = dataset if dataset is not None else prepare_dataset(cfg_a.data, progress=progress)
+    name = _protocol(dataset, protocol)
+    results = []
+    for model, cfg in ((model_a, cfg_a), (model_b, cfg_b)):
+        cfg.eval.metric = cfg_a.eval.metric
+        if trials is not None:
+            cfg.eval.trials = trials
+        else:
+            cfg.eval.trials = cfg_a.eval.trials
+        cfg.eval.draw = cfg_a.eval.draw
+        out = evaluate_model(model, dataset, cfg, dev, protocols=[name], rerank=rerank, progress=progress,
+                             method=cfg.name)
+        results.append(out[0])
+    names = (Path(run_a).name or str(run_a), Path(run_b).name or str(run_b))
+    if names[0] == names[1]:
+        names = (str(run_a), str(run_b))
+    comparison = compare_results(results[0], results[1], metric, unit, resamples=resamples, confidence=confidence,
+                                 seed=seed, names=names)
+    return comparison, results[0], results[1]
