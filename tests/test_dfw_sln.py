@@ -79,6 +79,17 @@ def test_dfw_weakens_the_dominant_region_relative_to_the_rest():
     assert tiny_method(dfw_reading="sigmoid_gate").dfw["2"].reading == "sigmoid_gate"
 
 
+def test_dfw_reading_travels_with_the_weights_and_old_checkpoints_keep_the_sigmoid_gate():
+    trained_old = DynamicFeatureWeakening("d1", reading="sigmoid_gate").state_dict()
+    del trained_old["reading_code"]  # a checkpoint written before DFW had readings
+    block = DynamicFeatureWeakening("d1")  # today's default config
+    block.load_state_dict(trained_old)
+    assert block.reading == "sigmoid_gate"  # evaluated as it was trained
+    fresh = DynamicFeatureWeakening("d1", reading="sigmoid_gate")
+    fresh.load_state_dict(DynamicFeatureWeakening("d1").state_dict())
+    assert fresh.reading == "scale"
+
+
 def test_dfw_output_eq3_and_gradients():
     block = DynamicFeatureWeakening("d1", alpha=0.2, reading="sigmoid_gate")
     x = X.clone().requires_grad_(True)

@@ -122,9 +122,25 @@ class DynamicFeatureWeakening(nn.Module):
         if reading not in DFW_READINGS:
             raise ConfigError(f"DFW reading must be one of {', '.join(DFW_READINGS)}, got {reading!r}")
         self.reading = reading
+        # the reading travels with the weights: a checkpoint written before readings existed (no such key)
+        # was trained with sigmoid_gate and loads as sigmoid_gate whatever the config now defaults to
+        self.register_buffer("reading_code", torch.tensor(DFW_READINGS.index(reading)))
         self.mode = mode
         self.alpha = float(alpha)
         self.beta = float(beta)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        key = prefix + "reading_code"
+        if key not in state_dict:  # written before DFW had readings: trained with the literal sigmoid gate
+            state_dict[key] = torch.tensor(DFW_READINGS.index("sigmoid_gate"))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        code = int(state_dict[key])
+        if not 0 <= code < len(DFW_READINGS):
+            error_msgs.append(f"{key} = {code} is not a DFW reading ({', '.join(DFW_READINGS)})")
+            return
+        self.reading = DFW_READINGS[code]
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The map ``[B,1,H,W]`` that multiplies ``x``: ``M_Dx`` (``scale``, no gradient) or
