@@ -295,7 +295,7 @@ def create_app(embedder: Any, index: Any, *, token: str | None = None, limits: S
     def run_search(data: bytes, modality: str, gallery_modality: str | None, k: int) -> dict:
         """Decode, embed and search (in a worker thread)."""
         t0 = time.perf_counter()
-        image = decode_upload(data, limits, size=embedder.input_size, resample=embedder.resample)
+        image = decode_upload(data, limits, size=embedder.input_size, resample=getattr(embedder, "resample", "bilinear"))
         with model_lock:
             feats = np.asarray(embedder.embed_arrays([image], [modality]), dtype=np.float32)
             scores, ids = gallery.search(feats, k, gallery_modality)
