@@ -430,6 +430,9 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
     """Rebuild the model of a checkpoint (or run folder) in evaluation mode."""
     ckpt = load_checkpoint(path, map_location=device)
     cfg = config_from_dict(ckpt["config"])
+    from vireid.modeling.modules.non_local import upgrade_non_local_params
+
+    upgrade_non_local_params(cfg.model.params, ckpt["model"])  # saved when "agw" meant C/2 blocks: agw_c2
     model = build_model(cfg, int(ckpt["num_classes"]))
     if ckpt.get("pruning"):  # channels removed by `vireid prune`: shrink to the stored shapes first
         from vireid.export.pruning import apply_pruning_spec

@@ -145,6 +145,22 @@ def non_local_reduction(spec: str | Mapping[str, int | Sequence[int]] | None, re
     return 2
 
 
+def upgrade_non_local_params(params: dict, state: Mapping[str, torch.Tensor]) -> bool:
+    """Make a checkpoint saved before ``non_local: agw`` meant AGW's one-channel block load again.
+
+    Such checkpoints hold ``C/2``-channel blocks under ``non_local: agw`` with no explicit
+    ``non_local_reduction``; their ``model.params`` are switched to ``agw_c2`` (the same network) in
+    place. Returns True when it changed ``params``.
+    """
+    if str(params.get("non_local", "")).strip().lower() != "agw" or params.get("non_local_reduction") is not None:
+        return False
+    widths = [int(t.shape[0]) for k, t in state.items() if ".non_local_after_" in k and k.endswith(".g.weight")]
+    if not widths or max(widths) <= AGW_INTER_CHANNELS:
+        return False
+    params["non_local"] = "agw_c2"
+    return True
+
+
 def add_non_local(
     backbone: nn.Module,
     spec: str | Mapping[str, int | Sequence[int]] | None,
@@ -176,4 +192,5 @@ __all__ = [
     "non_local_reduction",
     "parse_stage_key",
     "resolve_non_local",
+    "upgrade_non_local_params",
 ]
