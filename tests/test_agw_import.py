@@ -121,7 +121,8 @@ def test_layout_and_model_params_follow_the_keys():
     assert layout.non_local_counts == {2: 2, 3: 3}
     assert model_params(layout)["non_local"] == "agw" and model_params(layout)["pooling"] == "gem_agw"
     assert model_params(layout, "pool")["embedding"] == "features" and model_params(layout)["embedding"] == "bn_features"
-    half = {**_small_state(), "NL_2.0.g.0.weight": torch.zeros(256, 512, 1, 1), "NL_3.2.g.0.weight": torch.zeros(512, 1024, 1, 1)}
+    half = {**_small_state(), "NL_2.0.g.0.weight": torch.zeros(256, 512, 1, 1), "NL_2.1.g.0.weight": torch.zeros(256, 512, 1, 1),
+            "NL_3.2.g.0.weight": torch.zeros(512, 1024, 1, 1)}
     half_params = model_params(reference_layout(half))  # a model.py edited to C/2 inner channels
     assert half_params["non_local"] == {"stage2": 2, "stage3": 3} and half_params["non_local_reduction"] == 2
     base = reference_layout(_small_state(non_local=False))  # train.py --method base: no non-local, average pooling

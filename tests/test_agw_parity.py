@@ -106,6 +106,19 @@ def test_dataparallel_checkpoint_with_pool_embedding(reference, tmp_path):
     found = _cli("search", str(VISIBLE[0]), "--index", str(tmp_path / "index"), "--checkpoint", str(run),
                  "--modality", "visible", "--top-k", "1", "--json")
     assert "visible/0.png" in found  # the query's own crop is its nearest neighbour
+    # serve: an uploaded crop is resized as the reference does (Lanczos), so it finds its own gallery row at 1.0
+    from fastapi.testclient import TestClient
+
+    from vireid.engine.embedder import load_embedder
+    from vireid.retrieval.index import GalleryIndex
+    from vireid.serve import create_app
+
+    client = TestClient(create_app(load_embedder(run), GalleryIndex.load(tmp_path / "index")))
+    answer = client.post("/api/search", files={"file": ("q.png", VISIBLE[0].read_bytes(), "image/png")},
+                         data={"modality": "visible", "gallery_modality": "visible", "k": "1"})
+    assert answer.status_code == 200, answer.text
+    top = answer.json()["results"][0]
+    assert top["name"].endswith("0.png") and top["modality"] == "visible" and top["score"] > 0.9999, top
     verdict = json.loads(_cli("verify", str(INFRARED[0]), str(VISIBLE[0]), "--checkpoint", str(run),
                               "--threshold", "0.5", "--json"))
     assert verdict["similarity"] == pytest.approx(float(reference["pool"][2] @ reference["pool"][0]), abs=1e-4)

@@ -185,3 +185,19 @@ def test_warmup_by_epoch_is_constant_within_an_epoch():
     assert [round(lr_factor(cfg, e + 0.7), 6) for e in range(11)] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.0]
     cfg.sched.warmup_by_epoch = False  # the per-step ramp is unchanged
     assert math.isclose(lr_factor(cfg, 0.5), 0.1 + 0.9 * 0.05)
+
+
+def test_checkpoints_saved_when_agw_meant_half_width_still_load(tmp_path):
+    """A run trained before non_local: agw became the released one-channel block loads as agw_c2."""
+    from vireid.engine.checkpoint import atomic_torch_save
+    from vireid.engine.trainer import build_model, load_model_from_checkpoint
+    from vireid.modeling.modules import NonLocalBlock
+
+    cfg = load_config(None, ["data.height=64", "data.width=32", "model.params.backbone=resnet10t",
+                             "model.params.non_local=agw_c2"])
+    old = build_model(cfg, 3)
+    cfg.model.params["non_local"] = "agw"  # what such a run's config.yaml says
+    atomic_torch_save({"config": cfg.to_dict(), "model": old.state_dict(), "num_classes": 3}, tmp_path / "best.pt")
+    model, loaded_cfg, _ = load_model_from_checkpoint(tmp_path)
+    assert [m.inter_channels for m in model.modules() if isinstance(m, NonLocalBlock)] == [64, 128]
+    assert loaded_cfg.model.params["non_local"] == "agw_c2"

@@ -48,7 +48,11 @@ def train_command(
                 raise VireidError(f"cannot resume: run {resume} has no checkpoint yet (it stopped during its first "
                                   "epoch); start it again with the same command without --resume")
             raise VireidError(f"cannot resume: {ckpt_path} does not exist; pass the folder of an interrupted run")
-        cfg = config_from_dict(load_checkpoint(ckpt_path)["config"], source=f"run {resume}")
+        from vireid.modeling.modules.non_local import upgrade_non_local_params
+
+        saved = load_checkpoint(ckpt_path)
+        cfg = config_from_dict(saved["config"], source=f"run {resume}")
+        upgrade_non_local_params(cfg.model.params, saved["model"])  # a run started when "agw" meant C/2 blocks
         if overrides or init_from is not None or freeze is not None:
             raise VireidError("--resume continues a run with its own config; drop the key=value overrides, --init-from and --freeze")
         folder = resume

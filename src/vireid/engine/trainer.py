@@ -471,6 +471,9 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
     if not isinstance(ckpt.get("num_classes"), int) or ckpt["num_classes"] < 1:
         raise VireidError(f"checkpoint {path} has no num_classes entry, so its model cannot be rebuilt; use a "
                           "checkpoint saved by vireid train (best.pt or last.pt of a run folder)")
+    from vireid.modeling.modules.non_local import upgrade_non_local_params
+
+    upgrade_non_local_params(cfg.model.params, ckpt["model"])  # saved when "agw" meant C/2 blocks: agw_c2
     model = build_model(cfg, int(ckpt["num_classes"]))
     if ckpt.get("pruning"):  # channels removed by `vireid prune`: shrink to the stored shapes first
         from vireid.export.pruning import apply_pruning_spec

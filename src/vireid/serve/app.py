@@ -323,7 +323,7 @@ def create_app(embedder: Any, index: Any, *, token: str | None = None, limits: S
         from vireid.data.modality import resolve_modalities
 
         t0 = time.perf_counter()
-        image = decode_upload(data, limits, size=embedder.input_size, resample=embedder.resample)
+        image = decode_upload(data, limits, size=embedder.input_size, resample=getattr(embedder, "resample", "bilinear"))
         (modality,), warnings, (guessed,) = resolve_modalities([image], modality, ["the query image"])
         gallery_modality = {"opposite": "infrared" if modality == "visible" else "visible",
                             "all": None}.get(wanted, wanted)
