@@ -172,3 +172,15 @@ def test_eval_loader_walks_the_cache_in_order(tiny_dataset):
     for _ in EvalLoader(cache, batch_size=1, prefetch=1):
         break
     assert _no_prefetch_threads_left()
+
+
+def test_cache_gather_copies_once_and_matches_indexing(tiny_dataset):
+    """``ImageCache.gather`` (the loaders' path: straight into pinned memory on CUDA) returns what
+    ``cache[indices]`` does, for index lists, tensors and slices, as a tensor of its own."""
+    cache = tiny_dataset[0]
+    for indices in ([5, 0, 5, 3], torch.tensor([2, 1]), slice(3, 9), slice(len(cache) - 2, len(cache) + 4)):
+        out = cache.gather(indices)
+        assert out.dtype == torch.uint8 and torch.equal(out, cache[indices])
+    out = cache.gather([1])
+    out.zero_()
+    assert cache[[1]].any()  # a copy, not a view of the cache

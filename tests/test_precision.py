@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -142,3 +143,25 @@ def test_bf16_inference_matches_fp32_features_and_map(tiny_trained_run):
 
     cfg.train.amp = "fp16"  # a GPU run's checkpoint, embedded on this CPU
     assert TorchEmbedder(model, cfg).precision == resolve_precision("auto", "cpu")
+
+
+def test_extract_cli_takes_the_amp_setting(tiny_trained_run, tiny_synth_root, tmp_path):
+    from typer.testing import CliRunner
+
+    import vireid.cli.commands  # noqa: F401
+    from vireid.cli import app
+    from vireid.retrieval.features import FeatureSet
+
+    runner = CliRunner()
+    feats = {}
+    for amp in ("none", "bf16"):
+        result = runner.invoke(app, ["extract", "-c", str(tiny_trained_run), "-i", str(tiny_synth_root), "-o",
+                                     str(tmp_path / amp), "--split", "test", "--modality", "infrared", "--amp", amp])
+        assert result.exit_code == 0, result.output
+        feats[amp] = FeatureSet.load(tmp_path / amp).features
+    assert feats["none"].shape == feats["bf16"].shape and len(feats["none"]) > 0
+    assert (feats["none"] * feats["bf16"]).sum(axis=1).min() >= 0.999
+    assert not np.array_equal(feats["none"], feats["bf16"])
+    result = runner.invoke(app, ["extract", "-c", str(tiny_trained_run), "-i", str(tiny_synth_root), "-o",
+                                 str(tmp_path / "fp16"), "--split", "test", "--modality", "infrared", "--amp", "fp16"])
+    assert isinstance(result.exception, ConfigError) and "fp16, which needs a CUDA device" in str(result.exception)

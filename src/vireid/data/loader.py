@@ -166,8 +166,9 @@ class TrainLoader:
     of cache indices (normally a :class:`~vireid.data.sampler.CrossModalityIdentitySampler`); its
     ``set_epoch``/``state_dict``/``load_state_dict`` are forwarded. ``transform`` is called as
     ``transform(images_uint8_on_device, modalities_cpu, generator)`` with a CPU generator. ``prefetch`` batches are
-    prepared ahead in a background thread (0: prepared inline; default: see :func:`default_prefetch`). On CUDA the uint8 batch is pinned and
-    copied asynchronously before augmentation on the GPU.
+    prepared ahead in a background thread (0: prepared inline; default: see :func:`default_prefetch`). On CUDA the uint8 batch is
+    gathered straight into pinned memory (:meth:`ImageCache.gather`) and copied asynchronously; the
+    augmentation then runs on the GPU (the transform's steps are batch tensor operations).
     """
 
     def __init__(
@@ -225,11 +226,10 @@ class TrainLoader:
         world_size = int(getattr(self.batch_sampler, "world_size", 1))
         generator = torch.Generator().manual_seed(batch_seed(self.seed, epoch, position * world_size + rank))
         index = torch.as_tensor(indices, dtype=torch.int64)
-        pixels = self.cache[index]
+        # one copy from the cache into pinned memory on CUDA, then an asynchronous transfer
+        pixels = self.cache.gather(index, pin=self.device.type == "cuda")
         labels = self.labels[index]
         modalities = self.modalities[index]
-        if self.device.type == "cuda":
-            pixels = pixels.pin_memory()
         pixels = pixels.to(self.device, non_blocking=True)
         # the steps decide per sample on the CPU, so they get the CPU codes (no device round trip)
         from vireid.data.transforms import BatchContext, BatchTransform
@@ -306,9 +306,7 @@ class EvalLoader:
     def _produce(self) -> Iterator[EvalBatch]:
         for start in range(0, len(self.cache), self.batch_size):
             stop = min(start + self.batch_size, len(self.cache))
-            pixels = self.cache[start:stop]
-            if self.device.type == "cuda":
-                pixels = pixels.pin_memory()
+            pixels = self.cache.gather(slice(start, stop), pin=self.device.type == "cuda")
             pixels = pixels.to(self.device, non_blocking=True)
             extras = {} if self.joints is None else {"joints": self.joints[start:stop].to(self.device)}
             yield EvalBatch(self.transform(pixels), torch.arange(start, stop, dtype=torch.int64), extras)
