@@ -41,7 +41,7 @@ config's header comment, which names every deliberate difference from the refere
 
 One difference is kept on purpose everywhere: **vireid never chooses an epoch on the test set.** The
 reference scripts evaluate on the test split every two epochs and keep the epoch with the best rank-1,
-which flatters their numbers. The everyday SYSU-MM01 recipes (`agw_sysu`, `caj_sysu`) hold the 99
+an optimistic choice. The everyday SYSU-MM01 recipes (`agw_sysu`, `caj_sysu`) hold the 99
 validation identities out of training and choose the epoch on them; the `*_reproduce` recipes train on
 all 395 identities in fp32, as the authors did, and keep the last epoch -- the honest comparison with the
 published numbers. RegDB has no validation split, so its recipes already train on every training
@@ -50,7 +50,7 @@ identity and keep the last epoch. Expect the last epoch to land a little below a
 ## What you need
 
 - **Datasets.** SYSU-MM01 and RegDB are distributed by their authors on request; vireid does not
-  download them. Point `data.root` at the folder (`vireid datasets check PATH` verifies the layout).
+  download them. Point `data.root` at the folder (`vireid datasets check PATH --format sysu-mm01` or `--format regdb` verifies it).
   SYSU-MM01's official gallery draws are read from its `exp/rand_perm_cam.mat`.
 - **One CUDA GPU** with room for a training batch of 64 images at 288x144 (CAJ: 96, its two visible
   views) through a ResNet-50 with last stride 1. Multi-GPU training works too (docs/distributed.md) but
@@ -58,7 +58,7 @@ identity and keep the last epoch. Expect the last epoch to land a little below a
 - **Time.** The times below are estimates for one H100-class GPU (from the recipes' FLOPs and
   epoch lengths, not measured here); fp32 (`*_reproduce`) runs take longer than bf16 ones.
 - **Disk.** The decoded-image cache (`data.cache_dir`) holds every image at 288x144 as raw pixels,
-  124 KB each: about 6 GB for SYSU-MM01's 45,863 images, 0.5 GB for RegDB's 4,120.
+  124 KB each: about 6 GB for SYSU-MM01's 45,863 images, 1 GB for RegDB's 8,240.
 
 ## Recipes
 
