@@ -94,6 +94,7 @@ def test_imported_checkpoint_extracts_the_reference_fc_embeddings(reference, tmp
     cfg = load_config(run / "config.yaml")
     assert cfg.model.params["non_local"] == "agw" and cfg.model.params["pooling"] == "gem_agw"
     assert cfg.data.resample == "lanczos" and (cfg.data.height, cfg.data.width) == (288, 144)
+    assert cfg.train.amp == "none"  # the reference evaluates in fp32; auto would pick bf16 on AMX CPUs
     _assert_parity(_extract(run, reference["images"], tmp_path / "feats"), reference["fc"])
 
 

@@ -337,6 +337,10 @@ def import_reference_checkpoint(checkpoint: str | Path, out: str | Path, *, conf
     cfg.model.params = model_params(layout, embedding)
     cfg.data.height, cfg.data.width = 288, 144  # --img_h / --img_w of train.py / train_ext.py
     cfg.data.resample = "lanczos"  # TestData: Image.ANTIALIAS
+    if not any(str(o).split("=", 1)[0].strip() == "train.amp" for o in overrides):
+        # the reference evaluates in fp32: keep extract/eval/serve of the import in fp32 on every machine
+        # (train.amp=auto would pick bf16 on CPUs with bf16 units and break embedding parity)
+        cfg.train.amp = "none"
     validate_config(cfg)
     model = build_model(cfg, layout.num_classes)
     mapped, unused = map_reference_state(state, model)
