@@ -108,7 +108,7 @@ def check_fresh_run_folder(folder: str | Path) -> None:
     if not folder.is_dir():
         raise VireidError(f"run folder {folder} is a file; choose another folder with --run-dir DIR or name=NEW")
     entries = [e.name for e in folder.iterdir() if not (e.name.startswith(".") and ".tmp" in e.name)]
-    if not entries:
+    if not entries or entries == ["log.txt"]:  # empty, or only the log this start (or a start that died early) opened
         return
     foreign = sorted(n for n in entries if n not in RUN_FILES)
     if foreign or not (folder / "config.yaml").is_file() or not _is_vireid_config(folder / "config.yaml"):
