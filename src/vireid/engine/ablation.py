@@ -387,7 +387,7 @@ def run_ablation(
     failures: list[str] = []
     if jobs > 1 and not dry_run:
         work = [
-            RowJob(label, unit.folder, state, unit.overrides, unit.cfg.train.threads)
+            RowJob(label, unit.folder, state, unit.overrides, unit.cfg.train.threads, list(unit.cfg.plugins))
             for label, unit, state in zip(labels, units, states)
             if (not only or unit.row.name in only) and state != "done"
         ]
@@ -445,6 +445,7 @@ class RowJob:
     state: str  # new | resume | evaluate
     overrides: list[str]
     threads: int | None
+    plugins: list[str] = field(default_factory=list)  # the grid config's own plugins (named by the user)
 
     @property
     def log_path(self) -> Path:
@@ -455,10 +456,12 @@ class RowJob:
         import sys
 
         base = [sys.executable, "-m", "vireid"]
+        # the row's stored run names the grid config's plugins: the user's own, so they are passed on
+        own = [word for entry in self.plugins for word in ("--plugins", entry)]
         if self.state == "evaluate":
-            return [*base, "eval", str(self.folder)]
+            return [*base, "eval", str(self.folder), *own]
         if self.state == "resume":
-            return [*base, "train", "--resume", str(self.folder)]
+            return [*base, "train", "--resume", str(self.folder), *own]
         extra = [] if self.threads else [f"train.threads={threads}"]
         return [*base, "train", "--config", str(config_path), "--run-dir", str(self.folder),
                 *self.overrides, "train.progress=false", *extra]

@@ -155,8 +155,8 @@ def load_weights(module: torch.nn.Module, state: dict, source: str) -> None:
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        parts = ([f"{len(missing)} tensor(s) missing (e.g. {missing[0]})"] if missing else []) + (
-            [f"{len(unexpected)} unexpected (e.g. {unexpected[0]})"] if unexpected else [])
+        parts = ([f"{len(missing)} tensor(s) missing (such as {missing[0]})"] if missing else []) + (
+            [f"{len(unexpected)} unexpected (such as {unexpected[0]})"] if unexpected else [])
         raise VireidError(f"{source} does not fit the model its config builds: {' and '.join(parts)}; it was "
                           "edited or saved by another version of this method, so retrain or use the run's own checkpoint")
     module.load_state_dict(state)

@@ -111,6 +111,8 @@ def check_fresh_run_folder(folder: str | Path) -> None:
     if not entries or entries == ["log.txt"]:  # empty, or only the log this start (or a start that died early) opened
         return
     foreign = sorted(n for n in entries if n not in RUN_FILES)
+    if not foreign and set(entries) <= {"log.txt", LOCK_NAME}:
+        return  # only the log this command opened (or a lock): nothing to lose
     if foreign or not (folder / "config.yaml").is_file() or not _is_vireid_config(folder / "config.yaml"):
         shown = ", ".join(foreign[:3]) if foreign else "config.yaml not saved by vireid"
         raise VireidError(
