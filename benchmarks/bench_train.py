@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import time
@@ -167,18 +168,21 @@ def time_precisions(spec, records, num_classes, device, fp32, mixed, steps, roun
     Returns (fp32 run, mixed run or None, note)."""
     slow = device.type == "cpu" and not units
     mixed_steps = 1 if slow else steps
-    a = VireidRun(records, spec, num_classes, device, fp32, warmup + steps * rounds + 1)
-    fp32_step = a.time(max(warmup, 1), record=False)
+    a = VireidRun(records, spec, num_classes, device, fp32, warmup + steps * rounds)
+    if warmup:
+        a.time(warmup, record=False)
+    fp32_step = a.time(steps)  # round 1, fp32
     b, note = None, ""
     if slow and fp32_step > bf16_cap:
         note = (f"bf16 not timed: this CPU has no bf16 units and an fp32 step takes {fp32_step:.1f} s "
                 f"(bf16 runs the reference convolution, ~30x slower)")
     else:
-        b = VireidRun(records, spec, num_classes, device, mixed, max(warmup, 1) + mixed_steps * rounds + 1)
+        b = VireidRun(records, spec, num_classes, device, mixed, max(warmup, 1) + mixed_steps * rounds)
         b.time(max(warmup, 1), record=False)
+        b.time(mixed_steps)  # round 1, mixed precision
         if slow:
             note = f"bf16 timed with {mixed_steps} step per round (no bf16 units: each step is slow)"
-    for _ in range(rounds):
+    for _ in range(rounds - 1):
         a.time(steps)
         if b is not None:
             b.time(mixed_steps)
@@ -258,6 +262,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2, help="timed steps per precision per round")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved fp32/bf16 rounds")
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=None,
+                    help="images per batch for every model (default: 32 for resnet50, 64 for demo)")
     ap.add_argument("--bf16-cap", type=float, default=5.0,
                     help="CPU without bf16 units: time bf16 only where an fp32 step takes less (seconds)")
     ap.add_argument("--plain", action="store_true", help="also time the ResNet-50 plain PyTorch loop (fp32)")
@@ -269,7 +275,14 @@ def main() -> None:
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         raise SystemExit(f"unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}")
-    specs = {"quick": QUICK} if args.quick else {n: MODELS[n] for n in names}
+    specs = {"quick": QUICK} if args.quick else {n: dict(MODELS[n]) for n in names}
+    if args.batch and not args.quick:
+        for name, spec in specs.items():
+            if args.batch % (2 * spec["K"]):
+                raise SystemExit(f"--batch {args.batch} must be a multiple of {2 * spec['K']} "
+                                 f"(identities x {spec['K']} visible + {spec['K']} infrared)")
+            spec["P"] = args.batch // (2 * spec["K"])
+            spec["label"] = re.sub(r"batch \d+", f"batch {args.batch}", spec["label"])
     steps, rounds, warmup = (1, 1, 1) if args.quick else (args.steps, args.rounds, args.warmup)
     fp32 = resolve_precision("none", device)
     # the precision `auto` picks where mixed precision pays; on CPU, bf16 whatever the flags say (it is compared)
@@ -339,6 +352,10 @@ def main() -> None:
         command = f"python benchmarks/bench_train.py --device {device.type}"
         if args.models != "resnet50,demo":
             command += f" --models {args.models}"
+        for flag in ("batch", "steps", "rounds", "warmup"):
+            value = getattr(args, flag)
+            if value is not None and value != ap.get_default(flag):
+                command += f" --{flag} {value}"
         if args.plain:
             command += " --plain"
         write_section(name, title, body, command)

@@ -20,7 +20,7 @@ Targets on one H100 (issue 13): >= 4,000 train images/s with the GPU > 90 % busy
 A GPU run also writes its table into docs/benchmarks.md ("GPU check"). ``--dry-run`` runs every step on the CPU at toy sizes (ResNet-10-T, 64x32, a few steps, N = 600,
 no compilation, no nvidia-smi), so the kit itself is tested without a GPU.
 
-    python benchmarks/gpu_check.py OUT [--dry-run] [--steps 200] [--batch-ids 8]
+    python benchmarks/gpu_check.py OUT [--dry-run] [--steps 400] [--batch-ids 8]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class GpuSampler:
             self.fh = self.log.open("w")
             self.proc = subprocess.Popen(
                 ["nvidia-smi", "--query-gpu=timestamp,utilization.gpu,memory.used", "--format=csv,noheader,nounits",
-                 f"-lms={self.interval_ms}", "-i", str(torch.cuda.current_device())],
+                 f"--loop-ms={self.interval_ms}", "-i", str(torch.cuda.current_device())],
                 stdout=self.fh, stderr=subprocess.STDOUT, text=True)
         return self
 
@@ -226,7 +226,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, help="folder for the table, the logs and the training run")
     ap.add_argument("--dry-run", action="store_true", help="CPU, toy sizes: test the kit without a GPU")
-    ap.add_argument("--steps", type=int, default=None, help="batches per epoch (default 200; dry run 2)")
+    ap.add_argument("--steps", type=int, default=None, help="batches per epoch (default 400; dry run 2)")
     ap.add_argument("--batch-ids", type=int, default=8, help="identities per batch (x 4 visible + 4 infrared)")
     ap.add_argument("--extract-images", type=int, default=None, help="default 20,000 (dry run 64)")
     ap.add_argument("--rerank-n", type=int, default=None, help="default 20,000 (dry run 600)")
@@ -237,7 +237,7 @@ def main() -> None:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cpu" if args.dry_run else "cuda")
-    steps = args.steps or (2 if args.dry_run else 200)
+    steps = args.steps or (2 if args.dry_run else 400)
     extract_images = args.extract_images or (64 if args.dry_run else 20000)
     rerank_n = args.rerank_n or (600 if args.dry_run else 20000)
     log_path = out / "gpu_check_driver.log"

@@ -55,7 +55,7 @@ print(f"vireid {vireid.__version__} from {vireid.__file__}; torch {torch.__versi
 PYEOF
 
 step "2/3 tests marked cuda (pytest -m cuda)"
-(cd "$REPO" && timeout 300 "$PY" -m pytest -m cuda -q -rs -p no:cacheprovider tests/test_cuda.py) \
+(cd "$REPO" && timeout 210 "$PY" -m pytest -m cuda -q -rs -p no:cacheprovider tests/test_cuda.py) \
   > "$OUT/pytest_cuda.log" 2>&1
 rc=$?
 tail -n 15 "$OUT/pytest_cuda.log"
@@ -64,7 +64,7 @@ tail -n 15 "$OUT/pytest_cuda.log"
 step "3/3 training, extraction and re-ranking measurements"
 DRY_FLAG=()
 [ "$DRY" = 1 ] && DRY_FLAG=(--dry-run)
-(cd "$REPO" && timeout 360 "$PY" benchmarks/gpu_check.py "$OUT" "${DRY_FLAG[@]}") || { echo "gpu_check.py failed"; FAILED=1; }
+(cd "$REPO" && timeout 240 "$PY" benchmarks/gpu_check.py "$OUT" ${DRY_FLAG[@]+"${DRY_FLAG[@]}"}) || { echo "gpu_check.py failed"; FAILED=1; }
 
 step "done in $(( $(date +%s) - START )) s; results in $OUT (gpu_check.md)"
 exit $FAILED

@@ -150,6 +150,6 @@ def test_prefetch_loader_augments_on_the_gpu_like_the_cpu(tiny_synth_root):
     assert len(on_gpu) == len(on_cpu) == 5
     for a, b in zip(on_gpu, on_cpu):
         assert a.images.is_cuda and a.labels.is_cuda and a.images.dtype == torch.float32
-    assert cache.gather([3, 1], pin=True).is_pinned()  # the batches are gathered into page-locked memory
         assert torch.equal(a.indices, b.indices)
         torch.testing.assert_close(a.images.cpu(), b.images, rtol=1e-5, atol=1e-5)
+    assert cache.gather([3, 1], pin=True).is_pinned()  # the batches are gathered into page-locked memory
