@@ -38,12 +38,18 @@ def main() -> None:
         for r in results:
             r.settings["method"] = f"{r.settings.get('method', args.run.name)} ({'flip' if flip else 'plain'})"
         rows += results
+    from vireid.engine.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.run)
+    state, epochs = ckpt.get("state") or {}, (ckpt.get("config") or {}).get("train", {}).get("epochs")
+    which = f"its best.pt is epoch {state.get('epoch', '?')} of {epochs}, chosen on the validation identities"
     plain = {r.name: r for r in rows if not r.settings.get("flip")}
     gains = [f"{r.name}: mAP {r.mean['mAP'] - plain[r.name].mean['mAP']:+.2f}, Rank-1 "
              f"{r.mean['rank1'] - plain[r.name].mean['rank1']:+.2f} points"
              for r in rows if r.settings.get("flip") and r.name in plain]
     body = (
-        f"The trained run `{args.run}` evaluated on its test protocols without and with test-time flip "
+        f"The trained run `{args.run.name}` (config `{ckpt['config'].get('name')}`; {which}) evaluated on its test "
+        "protocols without and with test-time flip "
         "(each embedding averaged with its mirror image's; `vireid eval RUN --flip`, or `eval.flip: true` in "
         "the config; percent, mean ± std over the gallery-draw trials). Evaluation wall time (features of the "
         f"whole test pool, then the protocols): {seconds[False]:.1f} s plain, {seconds[True]:.1f} s with flip.\n\n"

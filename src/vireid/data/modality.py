@@ -20,7 +20,7 @@ import numpy as np
 
 from vireid.data.datasets.base import MODALITY_ALIASES, parse_modality
 from vireid.data.records import INFRARED, VISIBLE
-from vireid.errors import VireidError
+from vireid.errors import ConfigError
 
 AUTO = "auto"
 #: every accepted spelling, for help texts and messages
@@ -34,13 +34,13 @@ def parse(value: Any, allow_auto: bool = True) -> str:
     if value is None:
         if allow_auto:
             return AUTO
-        raise VireidError("a modality is needed; use visible or infrared")
+        raise ConfigError("a modality is needed; use visible or infrared")
     text = str(value).strip().lower()
     if allow_auto and text in (AUTO, ""):
         return AUTO
     parsed = parse_modality(text)
     if parsed is None:
-        raise VireidError(f"modality {value!r} is unknown; use one of {SPELLINGS if allow_auto else 'visible, infrared'}"
+        raise ConfigError(f"modality {value!r} is unknown; use one of {SPELLINGS if allow_auto else 'visible, infrared'}"
                           + ("" if allow_auto else " (also vis, rgb, ir, nir, thermal)"))
     return parsed
 
@@ -70,7 +70,7 @@ def resolve_modalities(images: Sequence[np.ndarray], requested: Any = AUTO,
     n = len(images)
     values = list(requested) if isinstance(requested, (list, tuple)) else [requested] * n
     if len(values) != n:
-        raise VireidError(f"got {len(values)} modalities for {n} images; give one per image or a single one for all")
+        raise ConfigError(f"got {len(values)} modalities for {n} images; give one per image or a single one for all")
     labels = list(names) if names is not None else [f"image {i + 1}" for i in range(n)]
     out, warnings, guessed = [], [], []
     for image, value, label in zip(images, values, labels):
