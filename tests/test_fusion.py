@@ -1,4 +1,4 @@
-"""Multi-modal fusion (seed 000 §4.1/§4.2): fusion modules, paired data and sampling, the fusion method,
+"""Multi-modal fusion (the survey §4.1/§4.2): fusion modules, paired data and sampling, the fusion method,
 fused evaluation, the CLI and the results-table script."""
 
 from __future__ import annotations

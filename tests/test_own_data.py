@@ -182,9 +182,8 @@ def test_several_models_pool_only_trials_of_one_config(run, tmp_path):
     from vireid.engine.run_eval import poolable
 
     twin = copy_run(run, tmp_path / "twin")
+    # (the command line's one-row-per-model table: tests/test_engine.py::test_tiny_model_learns_and_leaves_a_run_folder)
     assert poolable([run, twin]) == (False, "they are not different trials (data.options.trial) of one config")
-    res = cli("eval", run, twin, "-p", "sysu-all-single")
-    assert "one row per model (not pooled" in res.output and "mean ± std over 2 models" not in res.output
     trials = []
     for t in (1, 2):
         folder = tmp_path / f"t{t}"
@@ -195,6 +194,10 @@ def test_several_models_pool_only_trials_of_one_config(run, tmp_path):
         atomic_torch_save(ckpt, folder / "best.pt")
         trials.append(folder / "best.pt")
     assert poolable(trials)[0]
+    ckpt = load_checkpoint(trials[1])
+    ckpt["config"]["optim"]["lr"] = 1.0  # another experiment, not another trial
+    atomic_torch_save(ckpt, trials[1])
+    assert poolable(trials) == (False, "their configs differ beyond the trial")
 
 
 def test_calibrate_out_leaves_the_run_and_verify_uses_same_modality_threshold(run, tmp_path):
