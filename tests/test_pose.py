@@ -1,4 +1,4 @@
-"""Joints for pose-guided methods (seed 002): MediaPipe -> MPII mapping, pose-cache files, joints of
+"""Joints for pose-guided methods (PDFENet): MediaPipe -> MPII mapping, pose-cache files, joints of
 records in the cached images' frame, `vireid pose-cache` (synthetic and a stand-in MediaPipe)."""
 
 from __future__ import annotations

@@ -212,7 +212,7 @@ def test_cam_layer_choice_for_specific_parallel_and_named_layers(loaded):
 
     from vireid.modeling import METHODS
 
-    if "dfw_sln" in METHODS:  # seed 001: the last stage is N parallel copies; each is explained, maps averaged
+    if "dfw_sln" in METHODS:  # DFW+SLN: the last stage is N parallel copies; each is explained, maps averaged
         sln = METHODS.get("dfw_sln")(num_classes=4, backbone="resnet10t", num_branches=2).eval()
         layers = target_layers(sln, 0)
         assert layers == list(sln.backbone.shared_stages[-1].branches) and len(layers) == 2
