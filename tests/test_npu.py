@@ -174,6 +174,8 @@ def test_npu_config_trains_and_evaluates(tmp_path, npu_root):
     res = CliRunner().invoke(app, [*args, "--npu-gallery", "per_camera"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     rows = json.loads((tmp_path / "run" / "test_results.json").read_text())
-    assert rows[0]["settings"]["gallery"] == "per_camera"
+    # eval -p X replaces X's rows only (the other protocols' rows of the training run stay)
+    assert [r["settings"]["gallery"] for r in rows if r["name"] == "npu-v2t-all-single"] == ["per_camera"]
+    assert {r["name"] for r in rows} == set(cfg.eval.protocols)
     res = CliRunner().invoke(app, [*args, "--npu-gallery", "per_image"])
     assert res.exit_code != 0 and "per_person" in str(res.exception)  # a ConfigError: one sentence, no traceback
