@@ -294,12 +294,15 @@ def _brief(record: dict) -> dict:
 
 def report_verification(checkpoint: str | Path, model: torch.nn.Module, cfg: Any, ckpt: dict, dataset: Any,
                         test_features: torch.Tensor, test_records: list[ImageRecord], device: torch.device | str, *,
-                        progress: bool = False, quiet: bool = False, folder: str | Path | None | bool = True) -> dict:
+                        progress: bool = False, quiet: bool = False, folder: str | Path | None | bool = True,
+                        own_data: bool = True) -> dict:
     """Verification figures of an evaluation: the stored (or, when missing, a fresh validation)
     calibration, the test identities' own ROC, and the calibrated threshold applied to the test pairs.
 
     Writes ``verification.json`` and ``roc.png`` into ``folder`` (``True``: the run folder; ``None``:
-    nowhere) and returns the report. Nothing is written into the checkpoint: a threshold computed
+    nowhere) and returns the report. ``own_data=False`` (other data than the run's, e.g. another
+    dataset's test protocol): its identity numbers mean other people, so they are not compared with
+    the run's training identities. Nothing is written into the checkpoint: a threshold computed
     here because the model carries none is reported, not stored (``vireid calibrate`` stores one).
     """
     if folder is True:
@@ -308,7 +311,8 @@ def report_verification(checkpoint: str | Path, model: torch.nn.Module, cfg: Any
     note = None
     if calib is None:
         try:
-            calib = calibrate_model(model, cfg, ckpt, dataset, device, progress=progress)
+            records = calibration_records(dataset, ckpt, "val", check_overlap=own_data)
+            calib = calibrate_model(model, cfg, ckpt, dataset, device, progress=progress, records=records)
             note = "threshold computed for this report only; store one with vireid calibrate"
         except VireidError as err:
             note = f"no calibrated threshold: {err}"

@@ -134,7 +134,7 @@ def evaluate_run(checkpoint: Path, *, protocols: tuple[str, ...] = (), rerank=No
         from vireid.engine.calibration import report_verification
 
         report_verification(checkpoint, model, cfg, ckpt, dataset, pool["features"], pool["records"], dev,
-                            progress=progress, quiet=quiet, folder=folder)
+                            progress=progress, quiet=quiet, folder=folder, own_data=choice.own)
     return results
 
 
