@@ -138,9 +138,7 @@ def generalisation_table(runs: Sequence[str | Path], datasets: Sequence[str], *,
         for spec in specs:
             choice = DataChoice(data=spec)
             data_cfg = select_data(cfg, choice, run_dir)
-            same = own_root is not None and Path(data_cfg.data.root).resolve() == own_root \
-                and data_cfg.data.format == cfg.data.format
-            if same:
+            if own_root is not None and Path(data_cfg.data.root).resolve() == own_root:
                 continue  # the in-domain row already evaluates this folder
             plan.append((CROSS_DOMAIN, data_cfg, load_eval_dataset(data_cfg, choice), []))
         fitted = set()
