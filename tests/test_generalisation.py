@@ -86,6 +86,7 @@ def test_eval_on_another_dataset_calibrates_on_its_own_identities(tiny_trained_r
     shutil.copy(tiny_trained_run / "config.yaml", run / "config.yaml")
     ckpt = load_checkpoint(tiny_trained_run / "best.pt")
     ckpt.pop("verification", None)
+    ckpt["config"]["data"]["root"] = str(tmp_path / "moved")  # the training data is gone: --data still works
     torch.save(ckpt, run / "best.pt")
     out = tmp_path / "eval"
     result = CliRunner().invoke(app, ["eval", str(run), "--data", f"sysu-mm01:{sysu_root2}", "-p",
@@ -101,3 +102,7 @@ def test_eval_on_another_dataset_calibrates_on_its_own_identities(tiny_trained_r
                                       "regdb-t2v", "--no-flip"])
     assert result.exit_code == 0, result.output
     assert "| regdb-t2v |" in result.output
+
+    result = CliRunner().invoke(app, ["generalisation", str(run), "--data", f"regdb:{regdb_root}"])
+    assert result.exit_code != 0 and isinstance(result.exception, VireidError)
+    assert "is not there for its in-domain row" in str(result.exception) and "--no-in-domain" in str(result.exception)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from vireid.errors import VireidError
+from vireid.errors import DatasetError, VireidError
 
 IN_DOMAIN = "in-domain"
 CROSS_DOMAIN = "cross-domain"
@@ -132,7 +132,12 @@ def generalisation_table(runs: Sequence[str | Path], datasets: Sequence[str], *,
         own_root = None
         if in_domain:
             choice = DataChoice()
-            own_cfg = select_data(cfg, choice, run_dir)
+            try:
+                own_cfg = select_data(cfg, choice, run_dir)
+            except DatasetError:
+                raise VireidError(
+                    f"the dataset {path} was trained on ({cfg.data.root}) is not there for its in-domain row; name "
+                    "where it is now with --data FORMAT:ROOT and pass --no-in-domain, or restore the folder") from None
             own_root = Path(own_cfg.data.root).resolve()
             plan.append((IN_DOMAIN, own_cfg, load_eval_dataset(own_cfg, choice), []))
         for spec in specs:
