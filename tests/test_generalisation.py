@@ -103,6 +103,14 @@ def test_eval_on_another_dataset_calibrates_on_its_own_identities(tiny_trained_r
     assert result.exit_code == 0, result.output
     assert "| regdb-t2v |" in result.output
 
+    from vireid.engine.eval_data import DataChoice
+    from vireid.engine.run_eval import evaluate_run
+
+    py = evaluate_run(run, choice=DataChoice(data=f"regdb:{regdb_root}"), protocols=("regdb-t2v",), flip=False,
+                      device="cpu", progress=False, quiet=True, verification=False)
+    assert [r.name for r in py] == ["regdb-t2v"] and py[0].settings["data"] == f"regdb:{regdb_root}"
+    assert 0 < py[0].mean["mAP"] <= 100
+
     result = CliRunner().invoke(app, ["generalisation", str(run), "--data", f"regdb:{regdb_root}"])
     assert result.exit_code != 0 and isinstance(result.exception, VireidError)
     assert "is not there for its in-domain row" in str(result.exception) and "--no-in-domain" in str(result.exception)

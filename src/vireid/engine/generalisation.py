@@ -2,13 +2,14 @@
 own test data (the in-domain row) and on every other dataset named with ``FORMAT:ROOT``, under each
 dataset's own test protocol.
 
-This is the cross-dataset protocol of the VI-ReID survey's generalisation discussion (train on one
-dataset, test on another's official protocol, e.g. SYSU-MM01 -> RegDB or -> LLCM). The data of each
+The cross-dataset setting: train on one dataset, test under another's official protocol (e.g.
+SYSU-MM01 -> RegDB's ``regdb-t2v`` or LLCM's ``llcm-v2i``, as defined in docs/protocols.md). The data of each
 row is chosen exactly as ``vireid eval RUN --data FORMAT:ROOT`` chooses it
 (:mod:`vireid.engine.eval_data`): nothing is generated, evaluation-only copies of a dataset are read
 as they are, and data without a standard protocol (e.g. a CSV manifest) is ranked as its query and
-gallery say. Rank-1/mAP/mINP are the means over the protocol's gallery draws, in percent
-(:mod:`vireid.evaluation.protocols`).
+gallery say. Rank-1 (CMC), mAP and mINP (the inverse negative penalty of Ye et al., "Deep Learning
+for Person Re-identification: A Survey and Outlook", TPAMI 2021) are the means over the protocol's
+gallery draws, in percent, as :mod:`vireid.evaluation.protocols` computes them.
 
 Protocols (``protocols``): each dataset is evaluated under the requested protocols that fit it (a
 RegDB layout under ``regdb-*``, SYSU-MM01 under ``sysu-*``, ...); a dataset that none of them fits
