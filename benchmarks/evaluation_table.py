@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS_DOC, write_section  # noqa: E402
+from _report import RESULTS_DOC, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "evaluation-protocols"
@@ -39,22 +38,7 @@ AUGMENT = "augment.steps=[{type: corruption, before: normalize, p: 0.3, severiti
 
 
 def train(name: str, overrides: list[str], out: Path, retrain: bool) -> tuple[Path, float]:
-    from vireid.cli.train import resolve_config
-    from vireid.config import load_config
-    from vireid.engine.trainer import Trainer
-
-    folder = out / name
-    timing = folder / "table_train_cpu_seconds.txt"
-    if retrain or not (folder / "best.pt").is_file() or not timing.is_file():
-        cfg = load_config(resolve_config("baseline_synth"), overrides + [f"name={name}"])
-        t0 = time.process_time()
-        trainer = Trainer(cfg, folder)
-        try:
-            trainer.fit()
-        finally:
-            trainer.close()
-        timing.write_text(f"{time.process_time() - t0:.1f}\n")
-    return folder, float(timing.read_text())
+    return train_once(out / name, "baseline_synth", overrides + [f"name={name}"], retrain)
 
 
 def fmt(mean: dict, std: dict | None = None) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS_DOC, write_section  # noqa: E402
+from _report import RESULTS_DOC, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "generalisation"
@@ -46,28 +46,13 @@ def make_data(out: Path, size: dict) -> dict[str, Path]:
 
 
 def train(layout: str, root: Path, out: Path, size: dict, retrain: bool) -> tuple[Path, float]:
-    from vireid.cli.train import resolve_config
-    from vireid.config import load_config
-    from vireid.engine.trainer import Trainer
-
     fmt, seed = LAYOUTS[layout]
-    folder = out / f"trained_on_{layout}"
-    timing = folder / "table_train_cpu_seconds.txt"
-    if retrain or not (folder / "best.pt").is_file() or not timing.is_file():
-        overrides = [f"name=trained_on_{layout}", f"output_dir={out}", f"data.format={fmt}", f"data.root={root}",
-                     f"data.synth.ids={size['ids']}", f"data.synth.images_per_camera={size['images_per_camera']}",
-                     f"data.synth.seed={seed}", f"train.epochs={size['epochs']}", f"eval.trials={size['trials']}",
-                     "train.threads=1", "train.progress=false", "train.device=cpu", "data.workers=1",
-                     "sampler.num_ids=4", "sampler.num_per_modality=2"]
-        cfg = load_config(resolve_config("baseline_synth"), overrides)
-        t0 = time.process_time()
-        trainer = Trainer(cfg, folder)
-        try:
-            trainer.fit()
-        finally:
-            trainer.close()
-        timing.write_text(f"{time.process_time() - t0:.1f}\n")
-    return folder, float(timing.read_text())
+    overrides = [f"name=trained_on_{layout}", f"output_dir={out}", f"data.format={fmt}", f"data.root={root}",
+                 f"data.synth.ids={size['ids']}", f"data.synth.images_per_camera={size['images_per_camera']}",
+                 f"data.synth.seed={seed}", f"train.epochs={size['epochs']}", f"eval.trials={size['trials']}",
+                 "train.threads=1", "train.progress=false", "train.device=cpu", "data.workers=1",
+                 "sampler.num_ids=4", "sampler.num_per_modality=2"]
+    return train_once(out / f"trained_on_{layout}", "baseline_synth", overrides, retrain)
 
 
 def main() -> None:
