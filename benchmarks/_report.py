@@ -116,17 +116,15 @@ def write_section(name: str, title: str, body: str, command: str, doc: Path = DO
     os.replace(tmp, doc)
 
 
-def train_once(folder: Path, config: str, overrides: list[str], retrain: bool = False) -> tuple[Path, float]:
-    """Train ``config`` (a shipped name or path) with ``overrides`` into ``folder`` unless a finished run
-    with its recorded CPU time is already there (or ``retrain``); returns the folder and the training's
-    process CPU seconds (kept in ``folder/table_train_cpu_seconds.txt`` so a re-run reuses it)."""
-    from vireid.cli.train import resolve_config
-    from vireid.config import load_config
+def train_once(folder: Path, make_config, retrain: bool = False) -> tuple[Path, float]:
+    """Train the config ``make_config()`` returns into ``folder`` unless a finished run with its recorded
+    CPU time is already there (or ``retrain``); returns the folder and the training's process CPU
+    seconds (kept in ``folder/table_train_cpu_seconds.txt`` so a re-run reuses it)."""
     from vireid.engine.trainer import Trainer
 
     timing = folder / "table_train_cpu_seconds.txt"
     if retrain or not (folder / "best.pt").is_file() or not timing.is_file():
-        cfg = load_config(resolve_config(config), overrides)
+        cfg = make_config()
         t0 = time.process_time()
         trainer = Trainer(cfg, folder)
         try:
@@ -135,3 +133,11 @@ def train_once(folder: Path, config: str, overrides: list[str], retrain: bool = 
             trainer.close()
         timing.write_text(f"{time.process_time() - t0:.1f}\n")
     return folder, float(timing.read_text())
+
+
+def shipped_config(config: str, overrides: list[str]):
+    """A shipped config (name or path) with ``key=value`` overrides, for :func:`train_once`."""
+    from vireid.cli.train import resolve_config
+    from vireid.config import load_config
+
+    return lambda: load_config(resolve_config(config), overrides)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS_DOC, train_once, write_section  # noqa: E402
+from _report import RESULTS_DOC, shipped_config, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "evaluation-protocols"
@@ -38,7 +38,7 @@ AUGMENT = "augment.steps=[{type: corruption, before: normalize, p: 0.3, severiti
 
 
 def train(name: str, overrides: list[str], out: Path, retrain: bool) -> tuple[Path, float]:
-    return train_once(out / name, "baseline_synth", overrides + [f"name={name}"], retrain)
+    return train_once(out / name, shipped_config("baseline_synth", overrides + [f"name={name}"]), retrain)
 
 
 def fmt(mean: dict, std: dict | None = None) -> str:

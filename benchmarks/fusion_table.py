@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS_DOC, write_section  # noqa: E402
+from _report import RESULTS_DOC, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "fusion-table"
@@ -69,7 +68,6 @@ def main() -> None:
     args = ap.parse_args()
 
     from vireid.engine.fusion import evaluate_fusion_checkpoint
-    from vireid.engine.trainer import Trainer
 
     trials = 2 if args.quick else args.trials
     common = [f"data.root={args.out / 'data'}", f"output_dir={args.out}", f"train.threads={args.threads}",
@@ -78,17 +76,7 @@ def main() -> None:
     for label, config, extra, levels in model_specs():
         name = label.replace(" ", "_").replace("-", "_")
         cfg = load(config, common + extra + [f"name={name}"])
-        folder = args.out / name
-        timing = folder / "table_train_cpu_seconds.txt"
-        if args.retrain or not (folder / "best.pt").is_file() or not timing.is_file():
-            t0 = time.process_time()
-            trainer = Trainer(cfg, folder)
-            try:
-                trainer.fit()
-            finally:
-                trainer.close()
-            timing.write_text(f"{time.process_time() - t0:.1f}\n")
-        seconds[label] = float(timing.read_text())
+        folder, seconds[label] = train_once(args.out / name, lambda: cfg, args.retrain)
         for level in levels:
             results = evaluate_fusion_checkpoint(folder, fusion=level, trials=trials, device="cpu", progress=False,
                                                  write=False)

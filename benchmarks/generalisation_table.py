@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS_DOC, train_once, write_section  # noqa: E402
+from _report import RESULTS_DOC, shipped_config, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "generalisation"
@@ -52,7 +52,7 @@ def train(layout: str, root: Path, out: Path, size: dict, retrain: bool) -> tupl
                  f"data.synth.seed={seed}", f"train.epochs={size['epochs']}", f"eval.trials={size['trials']}",
                  "train.threads=1", "train.progress=false", "train.device=cpu", "data.workers=1",
                  "sampler.num_ids=4", "sampler.num_per_modality=2"]
-    return train_once(out / f"trained_on_{layout}", "baseline_synth", overrides, retrain)
+    return train_once(out / f"trained_on_{layout}", shipped_config("baseline_synth", overrides), retrain)
 
 
 def main() -> None:
