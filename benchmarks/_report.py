@@ -137,7 +137,7 @@ def train_once(folder: Path, make_config, retrain: bool = False) -> tuple[Path, 
 
 def shipped_config(config: str, overrides: list[str]):
     """A shipped config (name or path) with ``key=value`` overrides, for :func:`train_once`."""
-    from vireid.cli.train import resolve_config
+    from vireid.workflows.train_run import resolve_config
     from vireid.config import load_config
 
     return lambda: load_config(resolve_config(config), overrides)

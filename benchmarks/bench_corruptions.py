@@ -5,7 +5,7 @@ synthetic demo size 64 x 32 (ResNet-10-T baseline).
 Images: the real sample images of the repository's test data (SYSU-MM01 figure crops), repeated to
 a batch, decoded at each size. Corruptions run through :func:`vireid.data.corruptions.corrupt` as
 the robustness evaluation calls them (one seeded generator per image), severity 3. Feature
-extraction: :func:`vireid.engine.inference.extract_features` of an untrained model of the shipped
+extraction: :func:`vireid.inference.extract.extract_features` of an untrained model of the shipped
 config (weights do not change the time).
 
     python benchmarks/bench_corruptions.py            # writes its section of docs/benchmarks.md
@@ -42,10 +42,10 @@ def images(count: int, height: int, width: int) -> torch.Tensor:
 
 
 def embed_seconds(config: str, overrides: list[str], batch: torch.Tensor, repeats: int) -> float:
-    from vireid.cli.train import resolve_config
+    from vireid.workflows.train_run import resolve_config
     from vireid.config import load_config
     from vireid.data.cache import ImageCache
-    from vireid.engine.inference import extract_features
+    from vireid.inference.extract import extract_features
     from vireid.engine.trainer import build_model
 
     cfg = load_config(resolve_config(config), overrides)

@@ -65,7 +65,7 @@ def default_configs(synth_only: bool = False) -> list[Path]:
 
 
 def resolve(name: str) -> Path:
-    from vireid.cli.train import resolve_config
+    from vireid.workflows.train_run import resolve_config
     from vireid.errors import VireidError
 
     try:

@@ -58,8 +58,8 @@ def main() -> None:
     import torch
 
     from vireid.data.build import prepare_dataset
-    from vireid.engine.evaluate import evaluate_model
-    from vireid.engine.robustness import compare_checkpoints, robustness_checkpoint
+    from vireid.workflows.evaluate_model import evaluate_model
+    from vireid.workflows.robustness import compare_checkpoints, robustness_checkpoint
     from vireid.engine.trainer import load_model_from_checkpoint
     from vireid.evaluation.significance import compare_results
 

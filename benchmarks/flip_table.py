@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
-    from vireid.cli.train import evaluate_checkpoint
+    from vireid.workflows.train_run import evaluate_checkpoint
     from vireid.evaluation.protocols import format_results_table
 
     rows, seconds = [], {}

@@ -45,7 +45,7 @@ def model_specs() -> list[tuple[str, str, list[str], tuple[str, ...]]]:
 
 
 def load(config: str, overrides: list[str]):
-    from vireid.cli.train import resolve_config
+    from vireid.workflows.train_run import resolve_config
     from vireid.config import load_config
 
     cfg = load_config(resolve_config(config), [o for o in overrides if not o.startswith("model.params=")])
@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--doc", type=Path, default=RESULTS_DOC, help="Markdown file to write the section into")
     args = ap.parse_args()
 
-    from vireid.engine.fusion import evaluate_fusion_checkpoint
+    from vireid.workflows.evaluate_fusion import evaluate_fusion_checkpoint
 
     trials = 2 if args.quick else args.trials
     common = [f"data.root={args.out / 'data'}", f"output_dir={args.out}", f"train.threads={args.threads}",

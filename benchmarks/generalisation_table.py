@@ -6,7 +6,7 @@ people (another seed): SYSU-MM01 (6 cameras), RegDB (visible/thermal pair) and N
 Two tiny models are trained from the shipped ``baseline_synth`` recipe (ResNet-10-T from scratch,
 64 x 32, one CPU thread): one on the SYSU-MM01-layout data, one on the RegDB-layout data. Each is then
 evaluated on its own test data (in-domain) and on the two other datasets under their own standard
-protocols (cross-domain) by :func:`vireid.engine.generalisation.generalisation_table`. LLCM has no
+protocols (cross-domain) by :func:`vireid.workflows.generalisation.generalisation_table`. LLCM has no
 synthetic layout, so its protocols are not in the table.
 
     python benchmarks/generalisation_table.py [--out runs/generalisation-table] [--retrain]
@@ -65,7 +65,7 @@ def main() -> None:
 
     import torch
 
-    from vireid.engine.generalisation import format_table, generalisation_table, write_table
+    from vireid.workflows.generalisation import format_table, generalisation_table, write_table
 
     torch.set_num_threads(1)
     size = QUICK if args.quick else SIZE

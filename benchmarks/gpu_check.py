@@ -143,7 +143,7 @@ def check_training(cfg, out: Path, device: torch.device, log) -> tuple[dict, obj
 
 def check_extraction(trainer, images: int, device: torch.device, log) -> dict:
     from vireid.data.cache import ImageCache
-    from vireid.engine.inference import extract_features
+    from vireid.inference.extract import extract_features
 
     base = trainer.data.train_loader.cache
     array = np.asarray(base.array)

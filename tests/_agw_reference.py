@@ -1,7 +1,7 @@
 """An independent re-implementation, for tests, of the network the AGW / CAJ reference code saves.
 
 Written from the documented structure of ``embed_net`` in ``model.py`` / ``resnet.py`` of
-mangye16/Cross-Modal-Re-ID-baseline (see :mod:`vireid.modeling.agw_import` for the facts), not
+mangye16/Cross-Modal-Re-ID-baseline (see :mod:`vireid.workflows.import_agw` for the facts), not
 from vireid's modules, so that a mapping mistake in the importer cannot be mirrored here:
 
 * three whole ResNet-50s (``visible_module.visible``, ``thermal_module.thermal``,

@@ -79,7 +79,7 @@ def copy_run(src: Path, dst: Path) -> Path:
 def tiny_trained_run(tiny_synth_root, tmp_path_factory) -> Path:
     """A 1-epoch run folder of the demo recipe on ``tiny_synth_root`` (checkpoints, metrics.jsonl,
     train_summary.json), not evaluated; tests that add results work on a :func:`copy_run` of it."""
-    from vireid.cli.train import run_training
+    from vireid.workflows.train_run import run_training
     from vireid.config import load_config
 
     out = tmp_path_factory.mktemp("tiny-run")

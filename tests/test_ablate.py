@@ -11,7 +11,7 @@ import yaml
 
 from conftest import REPO, tiny_overrides
 from vireid.config import save_config
-from vireid.engine.ablation import load_grid, run_ablation, write_markdown_section
+from vireid.workflows.ablation import load_grid, run_ablation, write_markdown_section
 from vireid.errors import ConfigError, VireidError
 
 CONFIG = REPO / "configs" / "dfw_sln_synth.yaml"

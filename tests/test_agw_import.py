@@ -1,4 +1,4 @@
-"""Reading AGW / CAJ reference checkpoints safely (``vireid.modeling.agw_import``), on small files.
+"""Reading AGW / CAJ reference checkpoints safely (``vireid.workflows.import_agw``), on small files.
 
 The full-size import and the embedding parity are in test_agw_parity.py; these use tiny state
 dicts: the weights_only loading with its numpy allow-list (numpy 2 and numpy 1 module names),
@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from vireid.errors import VireidError
-from vireid.modeling.agw_import import (
+from vireid.workflows.import_agw import (
     default_config_name,
     import_reference_checkpoint,
     load_reference_checkpoint,

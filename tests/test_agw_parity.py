@@ -110,7 +110,7 @@ def test_dataparallel_checkpoint_with_pool_embedding(reference, tmp_path):
     # serve: an uploaded crop is resized as the reference does (Lanczos), so it finds its own gallery row at 1.0
     from fastapi.testclient import TestClient
 
-    from vireid.engine.embedder import load_embedder
+    from vireid.inference.embedder import load_embedder
     from vireid.retrieval.index import GalleryIndex
     from vireid.serve import create_app
 
@@ -128,7 +128,7 @@ def test_dataparallel_checkpoint_with_pool_embedding(reference, tmp_path):
 def test_every_reference_key_is_used_or_documented_unused(reference):
     from vireid.config import load_config
     from vireid.engine.trainer import build_model
-    from vireid.modeling.agw_import import map_reference_state, model_params, reference_layout, unused_by_reference
+    from vireid.workflows.import_agw import map_reference_state, model_params, reference_layout, unused_by_reference
 
     state = reference["state"]
     layout = reference_layout(state)
@@ -151,7 +151,7 @@ def test_missing_and_unmapped_keys_are_named_in_one_sentence(reference):
     from vireid.config import load_config
     from vireid.engine.trainer import build_model
     from vireid.errors import VireidError
-    from vireid.modeling.agw_import import map_reference_state, model_params, reference_layout
+    from vireid.workflows.import_agw import map_reference_state, model_params, reference_layout
 
     state = dict(reference["state"])
     cfg = load_config(None, ["data.height=288", "data.width=144"])

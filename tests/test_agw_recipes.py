@@ -161,7 +161,7 @@ def test_embedding_choice_returns_pool_or_bn_feature():
 def test_lanczos_resample_reaches_decoding_caches_and_embedders(tmp_path):
     from vireid.data.cache import image_fingerprint
     from vireid.data.images import decode_image
-    from vireid.engine.embedder import Embedder
+    from vireid.inference.embedder import Embedder
 
     path = REAL_MINI / "cam1" / "0001" / "0001.png"
     lanczos = np.asarray(Image.open(path).convert("RGB").resize((144, 288), Image.LANCZOS))

@@ -110,7 +110,7 @@ def test_adp_triplet_matches_the_squared_difference_by_hand_and_wrt_is_its_speci
 
 
 def test_caj_synth_trains_with_two_visible_views(tmp_path, tiny_synth_root):
-    from vireid.cli.train import run_training
+    from vireid.workflows.train_run import run_training
     from vireid.config import load_config
     from vireid.data.build import build_train_data
 

@@ -433,7 +433,7 @@ def test_train_and_eval_through_the_cli(tiny_synth_root, tmp_path):
 
 def test_ablation_grid_rows_set_the_marked_dfw_reading_and_overlap_centre(tmp_path):
     from vireid.config import load_config
-    from vireid.engine.ablation import load_grid, row_overrides
+    from vireid.workflows.ablation import load_grid, row_overrides
     from vireid.engine.trainer import build_losses, validate_config
 
     grid = load_grid(REPO / "configs" / "ablations" / "dfw_sln_synth.yaml")

@@ -227,7 +227,7 @@ def test_every_shipped_config_validates(path):
 
 def test_mag_mmt_config_trains_end_to_end(tmp_path, tiny_synth_root):
     from conftest import tiny_overrides
-    from vireid.cli.train import run_training
+    from vireid.workflows.train_run import run_training
     from vireid.config import load_config
 
     cfg = load_config(CONFIGS / "mag_mmt_synth.yaml", tiny_overrides(tiny_synth_root, tmp_path) + ["train.epochs=1"])
@@ -241,7 +241,7 @@ def test_mag_mmt_grid_rows_place_mag_and_configure_mmt_as_marked(tmp_path, tiny_
     from vireid.cli.ablate import resolve_grid_config
     from vireid.config import load_config
     from vireid.data.build import build_train_transform_from_config
-    from vireid.engine.ablation import load_grid, row_overrides
+    from vireid.workflows.ablation import load_grid, row_overrides
     from vireid.engine.trainer import build_losses
 
     path = CONFIGS / "ablations" / "mag_mmt_synth.yaml"

@@ -66,7 +66,7 @@ def _train_identity_map(trainer) -> float:
     """
     from types import SimpleNamespace
 
-    from vireid.engine.inference import validation_metrics
+    from vireid.inference.extract import validation_metrics
 
     data = SimpleNamespace(val_records=trainer.data.train_records, val_cache=trainer.data.train_loader.cache)
     return validation_metrics(trainer.core_model, data, trainer.device)["mAP"]
@@ -91,7 +91,7 @@ def test_tiny_model_learns_and_leaves_a_run_folder(tiny_synth_root, tmp_path):
     best = load_checkpoint(run_dir / "best.pt")
     assert best["state"]["best_epoch"] == summary["best_epoch"]
 
-    from vireid.cli.train import evaluate_checkpoint
+    from vireid.workflows.train_run import evaluate_checkpoint
     from vireid.viz.curves import plot_training_curves
 
     png = plot_training_curves(run_dir)
@@ -102,7 +102,7 @@ def test_tiny_model_learns_and_leaves_a_run_folder(tiny_synth_root, tmp_path):
     assert (run_dir / "test_results.md").is_file()
 
     # several models are pooled into one mean ± std only when they are trials of one config (the 10 RegDB
-    # splits; vireid.engine.run_eval.poolable, tests/test_own_data.py); the same model twice is not 2 trials
+    # splits; vireid.workflows.evaluate_run.poolable, tests/test_own_data.py); the same model twice is not 2 trials
     from typer.testing import CliRunner
 
     import vireid.cli.commands  # noqa: F401

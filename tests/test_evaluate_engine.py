@@ -10,7 +10,7 @@ import torch
 
 from conftest import REAL_MINI
 from vireid.data.datasets import build_dataset
-from vireid.engine.evaluate import evaluate_features, find_rand_perm_cam, protocols_for
+from vireid.workflows.evaluate_model import evaluate_features, find_rand_perm_cam, protocols_for
 from vireid.errors import ConfigError
 
 OFFICIAL = REAL_MINI.parent.parent / "splits" / "sysu-mm01" / "rand_perm_cam.mat"

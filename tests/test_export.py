@@ -77,7 +77,7 @@ def test_graph_has_dynamic_batch_and_both_inputs(exported) -> None:
 
 
 def test_onnx_embedder_equals_torch_embedder(exported) -> None:
-    from vireid.engine.embedder import TorchEmbedder, load_embedder
+    from vireid.inference.embedder import TorchEmbedder, load_embedder
     from vireid.export.onnx import OnnxEmbedder
 
     ckpt, path, _ = exported
@@ -107,7 +107,7 @@ def test_onnx_embedder_equals_torch_embedder(exported) -> None:
 
 
 def test_vireid_eval_on_the_onnx_file_matches_the_checkpoint(exported) -> None:
-    from vireid.cli.train import evaluate_checkpoint
+    from vireid.workflows.train_run import evaluate_checkpoint
 
     ckpt, path, _ = exported
     from_onnx = evaluate_checkpoint(path, protocols=("sysu-all-single",), progress=False, quiet=True)

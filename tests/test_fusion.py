@@ -23,8 +23,8 @@ from vireid.data.records import ImageRecord
 from vireid.data.synth import generate_dataset, load_joints
 from vireid.errors import ConfigError, DatasetError
 from vireid.evaluation.fusion_eval import evaluate_fusion, fusion_distance, split_moments
-from vireid.modeling.methods.fusion import FusionReID, paired_members, single_members
-from vireid.modeling.modules.fusion import AttentionFusion, EarlyFusion, LateFusion, rank_vote
+from vireid.modeling.methods.multimodal_fusion import FusionReID, paired_members, single_members
+from vireid.modeling.modules.fusion_layers import AttentionFusion, EarlyFusion, LateFusion, rank_vote
 
 REPO = Path(__file__).resolve().parent.parent
 

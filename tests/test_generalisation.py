@@ -36,7 +36,7 @@ def sysu_root2(tmp_path_factory):
 
 
 def test_generalisation_table_cli_and_python(tiny_trained_run, regdb_root, tmp_path):
-    from vireid.engine.generalisation import generalisation_table
+    from vireid.workflows.generalisation import generalisation_table
 
     before = sorted(p.name for p in tiny_trained_run.iterdir())
     out = tmp_path / "table"
@@ -103,8 +103,8 @@ def test_eval_on_another_dataset_calibrates_on_its_own_identities(tiny_trained_r
     assert result.exit_code == 0, result.output
     assert "| regdb-t2v |" in result.output
 
-    from vireid.engine.eval_data import DataChoice
-    from vireid.engine.run_eval import evaluate_run
+    from vireid.workflows.eval_data import DataChoice
+    from vireid.workflows.evaluate_run import evaluate_run
 
     py = evaluate_run(run, choice=DataChoice(data=f"regdb:{regdb_root}"), protocols=("regdb-t2v",), flip=False,
                       device="cpu", progress=False, quiet=True, verification=False)

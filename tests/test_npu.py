@@ -103,7 +103,7 @@ def test_eval_config_chooses_the_npu_gallery_draw():
     from types import SimpleNamespace
 
     from vireid.config import load_config
-    from vireid.engine.evaluate import evaluate_features
+    from vireid.workflows.evaluate_model import evaluate_features
     from vireid.errors import ConfigError
 
     pool = _pool(ids=3, per_cam=4)
@@ -150,7 +150,7 @@ def test_same_camera_rule_skips_the_query_camera():
 
 def test_npu_config_trains_and_evaluates(tmp_path, npu_root):
     from conftest import tiny_overrides
-    from vireid.cli.train import run_training
+    from vireid.workflows.train_run import run_training
     from vireid.config import load_config
 
     overrides = tiny_overrides(npu_root, tmp_path) + [

@@ -145,8 +145,8 @@ def test_eval_keeps_other_protocols_and_never_writes_the_checkpoint(run, tmp_pat
 
 
 def test_read_only_run_is_evaluated_and_nothing_is_written(run, monkeypatch, capsys):
-    import vireid.engine.run_eval as run_eval
-    from vireid.cli.train import evaluate_checkpoint
+    import vireid.workflows.evaluate_run as run_eval
+    from vireid.workflows.train_run import evaluate_checkpoint
 
     monkeypatch.setattr(run_eval, "writable", lambda folder: False)  # the checks run as root, where chmod stops nothing
     before = snapshot(run)
@@ -179,7 +179,7 @@ def test_missing_data_is_one_sentence_never_generated(run, tmp_path, monkeypatch
 
 def test_several_models_pool_only_trials_of_one_config(run, tmp_path):
     from vireid.engine.checkpoint import atomic_torch_save, load_checkpoint
-    from vireid.engine.run_eval import poolable
+    from vireid.workflows.evaluate_run import poolable
 
     twin = copy_run(run, tmp_path / "twin")
     # (the command line's one-row-per-model table: tests/test_engine.py::test_tiny_model_learns_and_leaves_a_run_folder)
@@ -246,7 +246,7 @@ def test_flip_averages_mirror_embeddings_and_is_a_config_key(run):
 
 def test_modality_spellings_are_one_table():
     from vireid.data.modality import parse
-    from vireid.engine.embedder import modality_codes
+    from vireid.inference.embedder import modality_codes
     from vireid.errors import VireidError
 
     assert modality_codes(["vis", "rgb", "ir", "nir", "thermal", "infrared", "visible"], 7).tolist() == [0, 0, 1, 1, 1, 1, 0]
@@ -292,7 +292,7 @@ def test_ctrl_c_prints_how_to_resume_and_is_logged(tmp_path, monkeypatch, capsys
 
     import vireid.engine.run_logging as run_logging
     import vireid.engine.trainer as trainer_module
-    from vireid.cli.train import run_training
+    from vireid.workflows.train_run import run_training
     from vireid.config import load_config
 
     class Interrupted:

@@ -373,7 +373,7 @@ def test_configs_follow_the_paper():
 def test_ablation_grid_rows_build_and_compute_their_losses(tmp_path):
     from conftest import REPO
     from vireid.config import load_config
-    from vireid.engine.ablation import load_grid, row_overrides
+    from vireid.workflows.ablation import load_grid, row_overrides
     from vireid.engine.trainer import build_losses, build_model, validate_config
 
     grid = load_grid(REPO / "configs" / "ablations" / "pdfenet_synth.yaml")

@@ -110,9 +110,9 @@ def test_trainer_prints_its_precision_at_start(tiny_synth_root, tmp_path, capsys
 def test_bf16_inference_matches_fp32_features_and_map(tiny_trained_run):
     """eval/extract/search/serve in bf16: per-image cosine >= 0.999 against fp32, mAP within 0.5 points."""
     from vireid.data.build import build_image_cache, modality_codes, prepare_dataset
-    from vireid.engine.embedder import load_embedder
-    from vireid.engine.evaluate import evaluate_features
-    from vireid.engine.inference import extract_features
+    from vireid.inference.embedder import load_embedder
+    from vireid.workflows.evaluate_model import evaluate_features
+    from vireid.inference.extract import extract_features
     from vireid.engine.trainer import load_model_from_checkpoint
 
     model, cfg, _ = load_model_from_checkpoint(tiny_trained_run)
@@ -139,7 +139,7 @@ def test_bf16_inference_matches_fp32_features_and_map(tiny_trained_run):
     a, b = e32.embed_pixels(images, codes[:8]), e16.embed_pixels(images, codes[:8])
     assert (a * b).sum(axis=1).min() >= 0.999
     assert load_embedder(tiny_trained_run).precision == resolve_precision(cfg.train.amp, "cpu")
-    from vireid.engine.embedder import TorchEmbedder
+    from vireid.inference.embedder import TorchEmbedder
 
     cfg.train.amp = "fp16"  # a GPU run's checkpoint, embedded on this CPU
     assert TorchEmbedder(model, cfg).precision == resolve_precision("auto", "cpu")

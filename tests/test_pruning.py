@@ -37,7 +37,7 @@ def _randomise_norms(model: nn.Module) -> None:
 def _silence_weakest(model: nn.Module, amount: float) -> None:
     """Make the channels pruning will remove contribute exactly nothing: zero filters (lowest L1
     norm) and zero BN scale/shift of every tensor between producer and consumer."""
-    from vireid.export.pruning import find_channel_groups, kept_channel_count
+    from vireid.modeling.pruning import find_channel_groups, kept_channel_count
 
     with torch.no_grad():
         for group in find_channel_groups(model):
@@ -57,7 +57,7 @@ def _silence_weakest(model: nn.Module, amount: float) -> None:
 def test_removing_silent_channels_keeps_the_outputs(arch: str) -> None:
     """Pruning channels that contribute nothing leaves the embedding unchanged (surgery is exact) for
     basic blocks, bottlenecks and inverted residuals with squeeze-excitation and depthwise convolutions."""
-    from vireid.export.pruning import find_channel_groups, prune_model
+    from vireid.modeling.pruning import find_channel_groups, prune_model
 
     model = _baseline(arch)
     _silence_weakest(model, 0.3)
@@ -76,7 +76,7 @@ def test_removing_silent_channels_keeps_the_outputs(arch: str) -> None:
 
 
 def test_pruning_reduces_flops_and_weights_shapes() -> None:
-    from vireid.export.pruning import prune_model
+    from vireid.modeling.pruning import prune_model
     from vireid.modeling.flops import count_forward_flops
 
     model = _baseline("resnet10t")
@@ -89,7 +89,7 @@ def test_pruning_reduces_flops_and_weights_shapes() -> None:
 
 
 def test_bn_criterion_keeps_largest_scales() -> None:
-    from vireid.export.pruning import channel_importance, find_channel_groups, shrink_group
+    from vireid.modeling.pruning import channel_importance, find_channel_groups, shrink_group
 
     model = _baseline("mobilenetv3_small_050")
     group = find_channel_groups(model)[0]
@@ -105,7 +105,7 @@ def test_bn_criterion_keeps_largest_scales() -> None:
 def test_mlp_hidden_units_are_pruned() -> None:
     from timm.layers import Mlp
 
-    from vireid.export.pruning import find_channel_groups, prune_model
+    from vireid.modeling.pruning import find_channel_groups, prune_model
 
     block = nn.Sequential(Mlp(8, hidden_features=16)).eval()
     x = torch.randn(5, 8)
@@ -120,7 +120,7 @@ def test_mlp_hidden_units_are_pruned() -> None:
 
 
 def test_kept_channel_count_rounding() -> None:
-    from vireid.export.pruning import kept_channel_count
+    from vireid.modeling.pruning import kept_channel_count
 
     assert kept_channel_count(64, 0.3) == 45
     assert kept_channel_count(64, 0.3, multiple=8) == 48
@@ -129,7 +129,7 @@ def test_kept_channel_count_rounding() -> None:
 
 
 def test_bad_amount_and_unprunable_model_are_clear_errors() -> None:
-    from vireid.export.pruning import prune_model
+    from vireid.modeling.pruning import prune_model
 
     with pytest.raises(VireidError, match="between 0 and 1"):
         prune_model(_baseline("resnet10t"), 1.5)
@@ -140,7 +140,7 @@ def test_bad_amount_and_unprunable_model_are_clear_errors() -> None:
 @pytest.fixture(scope="module")
 def trained_run(tiny_synth_root: Path, tmp_path_factory) -> Path:
     """A one-epoch tiny run (resnet10t, 64x32) on the session's synthetic data."""
-    from vireid.cli.train import run_training
+    from vireid.workflows.train_run import run_training
     from vireid.config import load_config
 
     out = tmp_path_factory.mktemp("prune")
@@ -152,7 +152,7 @@ def trained_run(tiny_synth_root: Path, tmp_path_factory) -> Path:
 def test_prune_checkpoint_saves_loads_and_fine_tunes(trained_run: Path, tmp_path: Path) -> None:
     from vireid.engine.checkpoint import load_checkpoint
     from vireid.engine.trainer import load_model_from_checkpoint
-    from vireid.export.pruning import prune_checkpoint
+    from vireid.modeling.pruning import prune_checkpoint
 
     run = trained_run
     summary = prune_checkpoint(run, tmp_path / "pruned", 0.4, progress=False)

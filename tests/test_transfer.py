@@ -31,7 +31,7 @@ CONFIG = REPO / "configs" / "baseline_synth.yaml"
 @pytest.fixture(scope="module")
 def source_run(tiny_synth_root, tmp_path_factory) -> Path:
     """A one-epoch source model on the tiny synthetic set (14 training identities)."""
-    from vireid.cli.train import run_training
+    from vireid.workflows.train_run import run_training
 
     out = tmp_path_factory.mktemp("source")
     cfg = load_config(CONFIG, tiny_overrides(tiny_synth_root, out, **{"train.epochs": 1, "sampler.epoch_length": 2}))

@@ -108,7 +108,7 @@ def test_summary_holds_the_contract_keys():
 @pytest.fixture(scope="module")
 def trained_run(tiny_synth_root, tmp_path_factory):
     """A one-epoch tiny run trained through ``run_training`` (which calibrates at the end)."""
-    from vireid.cli.train import run_training
+    from vireid.workflows.train_run import run_training
 
     out = tmp_path_factory.mktemp("verify")
     cfg = load_config(CONFIG, tiny_overrides(tiny_synth_root, out, **{"train.epochs": 1, "sampler.epoch_length": 3}))
@@ -125,8 +125,8 @@ def _pair(root: Path, same: bool) -> tuple[Path, Path]:
 
 
 def test_calibration_is_stored_with_the_model_and_verify_uses_it(trained_run, tiny_synth_root):
-    from vireid.engine.calibration import embed_records
-    from vireid.engine.embedder import load_embedder
+    from vireid.workflows.calibration import embed_records
+    from vireid.inference.embedder import load_embedder
     from vireid.engine.trainer import load_model_from_checkpoint
 
     run, summary = trained_run

@@ -26,7 +26,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def tiny_run(tiny_trained_run, tmp_path_factory) -> Path:
     """A 1-epoch run folder with checkpoints, metrics.jsonl and test_results.json."""
-    from vireid.cli.train import evaluate_checkpoint
+    from vireid.workflows.train_run import evaluate_checkpoint
 
     folder = copy_run(tiny_trained_run, tmp_path_factory.mktemp("viz") / "run")
     evaluate_checkpoint(folder, progress=False, quiet=True)

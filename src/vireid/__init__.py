@@ -18,15 +18,15 @@ __version__ = "0.1.0"
 
 def load(model: str, device: str = "cpu", flip: bool | None = None):
     """The embedder of a run folder, ``.pt`` checkpoint or exported ``.onnx`` model
-    (:class:`vireid.engine.embedder.Embedder`).
+    (:class:`vireid.inference.embedder.Embedder`).
 
-    Its :meth:`~vireid.engine.embedder.Embedder.embed` takes paths, PIL images or uint8 numpy
+    Its :meth:`~vireid.inference.embedder.Embedder.embed` takes paths, PIL images or uint8 numpy
     arrays of any size, with ``modality="auto"`` (grey-level images are infrared,
     :mod:`vireid.data.modality`), one spelling for all, or one per image, and returns
     L2-normalised embeddings ``[N, D]``. ``flip`` sets test-time flip (default: the model's
     ``eval.flip``). A path that does not exist raises :class:`vireid.errors.VireidError`.
     """
-    from vireid.engine.embedder import load_embedder
+    from vireid.inference.embedder import load_embedder
 
     embedder = load_embedder(model, device=device)
     if flip is not None:

@@ -1,48 +1,15 @@
-"""The ``vireid`` command. The CLI only wires things together: each sub-command lives in its
-own module of this package and calls into the library."""
+"""The ``vireid`` command. The CLI only parses arguments and calls a workflow (:mod:`vireid.workflows`):
+each sub-command lives in its own module of this package and registers itself on
+:data:`vireid.cli.app.app`; ``vireid list`` prints every registry."""
 
 from __future__ import annotations
 
-import functools
-import inspect
 import sys
-from typing import Optional
 
 import typer
 
+from vireid.cli.app import app, plugin_options
 from vireid.errors import VireidError
-
-app = typer.Typer(
-    name="vireid",
-    help="Visible-infrared person re-identification: data, training, evaluation and search.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-def plugin_options(command):
-    """Add ``--plugins`` and ``--trust-plugins`` to a command that opens stored models or runs: a stored
-    config's plugin code is imported only with one of them (:func:`vireid.plugins.plugin_flags`)."""
-    signature = inspect.signature(command, eval_str=True)
-    extra = [
-        inspect.Parameter("plugins", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]],
-                          default=typer.Option(None, "--plugins", help="Import this plugin module or .py file first "
-                                               "(your copy of the code a stored run was made with); repeatable.")),
-        inspect.Parameter("trust_plugins", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                          default=typer.Option(False, "--trust-plugins", help="Import the plugin code named in the "
-                                               "stored run's config (only for code you trust).")),
-    ]
-
-    @functools.wraps(command)
-    def wrapper(*args, plugins=None, trust_plugins=False, **kwargs):
-        from vireid.plugins import plugin_flags
-
-        with plugin_flags(plugins or (), trust_plugins):
-            return command(*args, **kwargs)
-
-    wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])
-    return wrapper
 
 
 def _register() -> None:
@@ -57,3 +24,6 @@ def main() -> None:
     except VireidError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+
+
+__all__ = ["app", "main", "plugin_options"]

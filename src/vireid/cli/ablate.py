@@ -1,5 +1,5 @@
 """``vireid ablate``: train and evaluate a grid of config variants and tabulate them
-(the logic is :mod:`vireid.engine.ablation`)."""
+(the logic is :mod:`vireid.workflows.ablation`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app
+from vireid.cli.app import app
 from vireid.config import SHIPPED_CONFIGS, find_yaml, shipped_names
 from vireid.errors import VireidError
 
@@ -26,7 +26,7 @@ def resolve_grid(path: str) -> Path:
 
 def resolve_grid_config(name: str, grid_file: Path) -> Path:
     """The grid's ``config``: a path (as given, or relative to the grid file) or a shipped config name."""
-    from vireid.cli.train import resolve_config
+    from vireid.workflows.train_run import resolve_config
 
     return find_yaml(name, SHIPPED_CONFIGS, beside=grid_file.parent) or resolve_config(name)
 
@@ -48,9 +48,9 @@ def ablate_command(
     """Run an ablation grid: each row is a named set of overrides, trained and evaluated like
     `vireid train`; writes OUT/ablation.md and .json. Re-running skips finished rows and resumes
     interrupted ones."""
-    from vireid.cli.train import resolve_config
+    from vireid.workflows.train_run import resolve_config
     from vireid.config import load_config
-    from vireid.engine.ablation import load_grid, run_ablation, write_markdown_section
+    from vireid.workflows.ablation import load_grid, run_ablation, write_markdown_section
 
     grid_path = resolve_grid(grid)
     spec = load_grid(grid_path)

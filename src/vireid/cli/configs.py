@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 import yaml
 
-from vireid.cli import app
+from vireid.cli.app import app
 from vireid.config import SHIPPED_CONFIGS
 
 
@@ -47,7 +47,7 @@ def configs_command(
         _list("\nAblation grids (vireid ablate --grid NAME):", sorted(GRIDS.glob("*.yaml")))
         typer.echo(f"\nFiles: {SHIPPED_CONFIGS}. Print one in full: vireid configs NAME [key=value ...]")
         return
-    from vireid.cli.train import resolve_config
+    from vireid.workflows.train_run import resolve_config
     from vireid.config import load_config
 
     cfg = load_config(resolve_config(name), list(overrides or []))

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from vireid.cli import app
+from vireid.cli.app import app
 
 datasets_app = typer.Typer(
     help="Inspect dataset formats and validate a dataset on disk.", no_args_is_help=True, add_completion=False

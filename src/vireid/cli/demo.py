@@ -21,8 +21,8 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app
-from vireid.cli.train import resolve_config
+from vireid.cli.app import app
+from vireid.workflows.train_run import resolve_config
 
 
 def baseline_results(dataset, cfg, progress: bool = True) -> list:
@@ -31,7 +31,7 @@ def baseline_results(dataset, cfg, progress: bool = True) -> list:
 
     from vireid.baselines.color_histogram import color_histogram_features, random_features
     from vireid.data.build import build_image_cache
-    from vireid.engine.evaluate import evaluate_features, protocols_for
+    from vireid.workflows.evaluate_model import evaluate_features, protocols_for
 
     names = protocols_for(dataset, cfg.eval.protocols)
     pool = list(dataset.test)
@@ -55,7 +55,7 @@ def demo_command(
     run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir", help="Run folder (replaced on every demo run)."),
 ) -> None:
     """Generate synthetic data, evaluate reference matchers, train a two-stream model and evaluate it."""
-    from vireid.cli.train import evaluate_checkpoint, run_training
+    from vireid.workflows.train_run import evaluate_checkpoint, run_training
     from vireid.config import load_config, save_config
     from vireid.data.build import prepare_dataset
     from vireid.engine.checkpoint import atomic_write_text

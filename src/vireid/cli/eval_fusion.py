@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app, plugin_options
+from vireid.cli.app import app, plugin_options
 from vireid.errors import ConfigError
 
 KINDS = ("fused", "visible", "infrared")
@@ -40,7 +40,7 @@ def eval_fusion_command(
     both images, single ones only one. Results (mean ± std over trials) are printed and written to the
     run folder as fusion_results.json / fusion_results.md.
     """
-    from vireid.engine.fusion import evaluate_fusion_checkpoint
+    from vireid.workflows.evaluate_fusion import evaluate_fusion_checkpoint
     from vireid.evaluation.fusion_eval import format_fusion_table
 
     if not checkpoint.exists():

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app, plugin_options
+from vireid.cli.app import app, plugin_options
 from vireid.errors import VireidError
 
 
@@ -102,7 +102,7 @@ def prune_command(
     evaluate: bool = typer.Option(False, "--eval/--no-eval", help="Evaluate the pruned model on the test protocols afterwards."),
 ) -> None:
     """Structured channel pruning: remove the weakest inner channels of every block, optionally fine-tune."""
-    from vireid.export.pruning import prune_checkpoint
+    from vireid.modeling.pruning import prune_checkpoint
 
     summary = prune_checkpoint(run, out, amount, criterion=criterion, multiple=multiple,
                                finetune_epochs=finetune_epochs, lr=lr, overrides=overrides or [], progress=True)
@@ -114,6 +114,6 @@ def prune_command(
                    f"fine-tuned {f['epochs']} epoch(s) at lr {f['lr']:.2e}")
     typer.echo(f"pruned model: {summary.checkpoint}")
     if evaluate:
-        from vireid.cli.train import evaluate_checkpoint
+        from vireid.workflows.train_run import evaluate_checkpoint
 
         evaluate_checkpoint(out)

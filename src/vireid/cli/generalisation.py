@@ -1,4 +1,4 @@
-"""``vireid generalisation``: the cross-dataset table (:mod:`vireid.engine.generalisation`)."""
+"""``vireid generalisation``: the cross-dataset table (:mod:`vireid.workflows.generalisation`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app
+from vireid.cli.app import app
 
 
 @app.command("generalisation")
@@ -22,7 +22,7 @@ def generalisation_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Cross-dataset generalisation: R1/mAP/mINP of each run on its own and on other datasets' test protocols."""
-    from vireid.engine.generalisation import format_table, generalisation_table, write_table
+    from vireid.workflows.generalisation import format_table, generalisation_table, write_table
 
     rows = generalisation_table(runs, list(data or []), protocols=tuple(protocol or ()), in_domain=in_domain,
                                 trials=trials, flip=flip, device=device, progress=False)

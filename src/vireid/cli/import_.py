@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app
+from vireid.cli.app import app
 
 import_app = typer.Typer(
     help="Bring models trained by other code into vireid run folders (then eval, extract, search, serve, export, verify).",
@@ -30,7 +30,7 @@ def import_agw_command(
     BN neck); vireid extract then returns the reference's own test embeddings. The file is read with
     weights_only=True: tensors and numpy arrays only, never pickled code.
     """
-    from vireid.modeling.agw_import import import_reference_checkpoint
+    from vireid.workflows.import_agw import import_reference_checkpoint
 
     summary = import_reference_checkpoint(checkpoint, out, config=config, embedding=embedding,
                                           overrides=tuple(overrides or ()))

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app
+from vireid.cli.app import app
 
 
 @app.command("pose-cache")

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app, plugin_options
+from vireid.cli.app import app, plugin_options
 
 EVALUATE_CHOICES = ("auto", "always", "never")
 
@@ -56,7 +56,7 @@ def report_command(
     results_dir = folder if (folder / "test_results.json").is_file() or not choice.own else run_dir
     missing = not (results_dir / "test_results.json").is_file()
     if has_ckpt and (evaluate == "always" or (evaluate == "auto" and missing)):
-        from vireid.cli.train import evaluate_checkpoint
+        from vireid.workflows.train_run import evaluate_checkpoint
 
         typer.echo(f"evaluating {run_dir} on {choice.describe()} (with and without re-ranking) for the report ...")
         evaluate_checkpoint(run_dir, rerank=[False, True], device=device, progress=True, data=choice,

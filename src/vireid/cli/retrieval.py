@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app, plugin_options
+from vireid.cli.app import app, plugin_options
 from vireid.errors import VireidError
 
 
@@ -44,7 +44,7 @@ def extract_command(
 ) -> None:
     """Embed every image of a dataset, manifest or folder and save the features with their metadata
     (and the model's fingerprint, which vireid search and serve check)."""
-    from vireid.engine.embedder import load_embedder
+    from vireid.inference.embedder import load_embedder
     from vireid.retrieval.extract import collect_images, extract_featureset
 
     meta, used = collect_images(images, fmt, modality=modality, split=split, options=_reader_options(trial, split_dir))
@@ -126,7 +126,7 @@ def search_command(
 ) -> None:
     """Rank the gallery images of an index for query images: path, score, identity and camera.
     Refuses an index built with another model (see --force)."""
-    from vireid.engine.embedder import load_embedder
+    from vireid.inference.embedder import load_embedder
     from vireid.retrieval.index import GalleryIndex
     from vireid.retrieval.search import format_results, results_json, search_images
 

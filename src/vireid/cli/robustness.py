@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app
+from vireid.cli.app import app
 
 
 @app.command("robustness")
@@ -26,7 +26,7 @@ def robustness_command(
 ) -> None:
     """Corruption robustness: mAP/R1 per corruption and severity, mean corruption mAP/R1 and relative drops."""
     from vireid.data.corruptions import check_corruptions, check_severities
-    from vireid.engine.robustness import robustness_checkpoint
+    from vireid.workflows.robustness import robustness_checkpoint
     from vireid.evaluation.robustness import APPLY
     from vireid.errors import ConfigError
 
@@ -65,7 +65,7 @@ def compare_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Paired difference A - B on the same queries and galleries, with a bootstrap CI and a verdict."""
-    from vireid.engine.robustness import compare_checkpoints
+    from vireid.workflows.robustness import compare_checkpoints
     from vireid.evaluation.significance import METRICS, UNITS, SignificanceError
 
     if metric not in METRICS:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app, plugin_options
+from vireid.cli.app import app, plugin_options
 from vireid.errors import VireidError
 
 
@@ -79,14 +79,14 @@ def serve_command(
         import uvicorn
 
         from vireid.data.images import DEFAULT_MAX_PIXELS
-        from vireid.engine.embedder import load_embedder
+        from vireid.inference.embedder import load_embedder
         from vireid.retrieval.index import GalleryIndex
         from vireid.serve.app import create_app
         from vireid.serve.uploads import ServeLimits
 
         if threads is not None:
             torch.set_num_threads(max(1, threads))
-        from vireid.engine.embedder import check_fingerprint
+        from vireid.inference.embedder import check_fingerprint
 
         embedder = load_embedder(checkpoint, device=device, amp=amp)
         gallery = GalleryIndex.load(index)

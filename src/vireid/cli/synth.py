@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from vireid.cli import app
+from vireid.cli.app import app
 
 
 @app.command("synth")

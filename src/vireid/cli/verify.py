@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app, plugin_options
+from vireid.cli.app import app, plugin_options
 from vireid.errors import VireidError
 
 MODALITY_HELP = "visible or infrared"
@@ -45,7 +45,7 @@ def verify_command(
     of one modality uses the same-modality threshold when one was calibrated, and is warned about."""
     from vireid.data.images import decode_image
     from vireid.data.modality import describe, parse, resolve_modalities
-    from vireid.engine.embedder import load_embedder
+    from vireid.inference.embedder import load_embedder
 
     _check_image(image_a, "A")
     _check_image(image_b, "B")
@@ -56,7 +56,7 @@ def verify_command(
         raise VireidError("--threshold and --calibration both give the threshold; pass only one")
     calib_file = None
     if calibration is not None:
-        from vireid.engine.calibration import read_calibration
+        from vireid.workflows.calibration import read_calibration
 
         calib_file = read_calibration(calibration)
     pixels = [decode_image(image_a), decode_image(image_b)]
@@ -130,7 +130,7 @@ def calibrate_command(
     EER, TAR at a FAR; also visible x visible and infrared x infrared thresholds) and store it with the
     model; writes calibration.json and calibration_roc.png beside it (or into --out, checkpoint untouched)."""
     from vireid.cli.train import data_choice
-    from vireid.engine.calibration import CALIBRATION_ROC, calibrate, checkpoint_file, run_folder
+    from vireid.workflows.calibration import CALIBRATION_ROC, calibrate, checkpoint_file, run_folder
 
     if criterion not in ("far", "eer"):
         raise VireidError(f"--criterion {criterion!r} is unknown; use far or eer")

@@ -4,7 +4,7 @@ Every sub-command reads a run folder (or a checkpoint file) and writes one PNG (
 named after the picture in the run folder). Ranked lists, heatmaps and t-SNE use the test split of
 the dataset the run was trained on (``--data-root`` if it moved), or other data named by
 ``--data FORMAT:ROOT`` / ``--images MANIFEST|ROOT`` with ``--query``/``--gallery`` modalities
-(:mod:`vireid.engine.eval_data`); queries are drawn with ``--seed``.
+(:mod:`vireid.workflows.eval_data`); queries are drawn with ``--seed``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from vireid.cli import app, plugin_options
+from vireid.cli.app import app, plugin_options
 
 visualize_app = typer.Typer(
     name="visualize",
@@ -101,7 +101,7 @@ def cmc_command(
     choice = _choice(data, images, fmt, query, gallery, None)
     results = None
     if not choice.own:
-        from vireid.cli.train import evaluate_checkpoint
+        from vireid.workflows.train_run import evaluate_checkpoint
 
         results = [[r.to_dict() for r in evaluate_checkpoint(
             run, protocols=tuple(protocol or ()), rerank=[False, True] if rerank else [False], device=device,
@@ -135,7 +135,7 @@ def cam_command(
         import numpy as np
 
         from vireid.data.images import decode_image
-        from vireid.engine.embedder import modality_codes
+        from vireid.inference.embedder import modality_codes
         from vireid.errors import VireidError
         from vireid.viz.cam import explain_images, plot_cams
         from vireid.viz.data import load_run_model

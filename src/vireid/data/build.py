@@ -58,7 +58,7 @@ def check_data_options(data_cfg: DataConfig) -> None:
 def prepare_dataset(data_cfg: DataConfig, progress: bool = True, generate: bool = True):
     """The dataset reader for ``data_cfg``; synthetic data is generated first if absent.
 
-    ``generate=False`` (evaluation, pictures, calibration: :mod:`vireid.engine.eval_data`) never
+    ``generate=False`` (evaluation, pictures, calibration: :mod:`vireid.workflows.eval_data`) never
     generates: a missing synthetic dataset is one sentence instead.
     """
     from pathlib import Path

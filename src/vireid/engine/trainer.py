@@ -399,7 +399,7 @@ class Trainer:
 
     def validate(self) -> dict | None:
         """mAP/rank-1 infrared->visible on the held-out validation identities, or None without any."""
-        from vireid.engine.inference import validation_metrics
+        from vireid.inference.extract import validation_metrics
 
         if self.data.val_cache is None:
             return None
@@ -476,7 +476,7 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
     upgrade_non_local_params(cfg.model.params, ckpt["model"])  # saved when "agw" meant C/2 blocks: agw_c2
     model = build_model(cfg, int(ckpt["num_classes"]))
     if ckpt.get("pruning"):  # channels removed by `vireid prune`: shrink to the stored shapes first
-        from vireid.export.pruning import apply_pruning_spec
+        from vireid.modeling.pruning import apply_pruning_spec
 
         apply_pruning_spec(model, ckpt["pruning"])
     load_weights(model, ckpt["model"], f"checkpoint {path}")

@@ -14,11 +14,11 @@ infrared->visible, ... rankings, and CMC/mAP/mINP (:func:`~vireid.evaluation.eva
 CMC, no camera rule -- one co-located camera pair as in RegDB) compare like with like.
 
 **Fusion level.** ``fusion="embedding"`` ranks by the distance between query and gallery embeddings
-(fused embeddings come from the model, see :func:`vireid.engine.fusion.extract_fusion_features`).
+(fused embeddings come from the model, see :func:`vireid.workflows.evaluate_fusion.extract_fusion_features`).
 ``fusion="average"`` / ``"vote"`` is decision-level late fusion (the survey: "weighted average or voting
 mechanism"): every modality of the query is compared with the gallery entry (with the same modality
 of a fused gallery entry, with its only image otherwise), giving one distance matrix per query
-modality, and those are fused by :meth:`~vireid.modeling.modules.fusion.LateFusion.fuse_scores`
+modality, and those are fused by :meth:`~vireid.modeling.modules.fusion_layers.LateFusion.fuse_scores`
 (weighted average of distances, or weighted rank voting).
 """
 
@@ -90,7 +90,7 @@ def fusion_distance(query: str, gallery: str, q_rows: np.ndarray, g_rows: np.nda
         qf = _entry_features(query, q_rows, features, pairs, fused)
         gf = _entry_features(gallery, g_rows, features, pairs, fused)
         return pairwise_distance(qf, gf, metric=metric)
-    from vireid.modeling.modules.fusion import LateFusion
+    from vireid.modeling.modules.fusion_layers import LateFusion
 
     q_mods = _modalities_of(query)
     g_mods = _modalities_of(gallery)

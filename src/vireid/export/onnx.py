@@ -3,7 +3,7 @@
 The exported graph is the evaluation-mode model: inputs ``images`` (float32 ``[B, 3, H, W]``,
 normalised with the ImageNet mean/std) and ``modalities`` (int64 ``[B]``, 0 visible / 1
 infrared), output ``embeddings`` (float32 ``[B, D]``, the raw embedding PyTorch returns; the
-:class:`OnnxEmbedder` L2-normalises like every :class:`~vireid.engine.embedder.Embedder`). The
+:class:`OnnxEmbedder` L2-normalises like every :class:`~vireid.inference.embedder.Embedder`). The
 batch axis is dynamic.
 
 Two-stream models route each sample through its modality's specific stages. In PyTorch this is
@@ -24,7 +24,7 @@ training config as JSON), ``vireid.input_size``, ``vireid.embed_dim``, ``vireid.
 ``vireid.std``, ``vireid.verification`` (the checkpoint's calibrated threshold, when present),
 ``vireid.precision`` (fp32 or int8) and the export check's ``vireid.max_abs_diff``.
 Importing this module registers the ``.onnx`` format with
-:func:`vireid.engine.embedder.register_embedder_format`, so ``load_embedder("model.onnx")``,
+:func:`vireid.inference.embedder.register_embedder_format`, so ``load_embedder("model.onnx")``,
 ``vireid eval model.onnx`` and search use it.
 """
 
@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vireid.engine.embedder import Embedder, register_embedder_format
+from vireid.inference.embedder import Embedder, register_embedder_format
 from vireid.errors import VireidError
 
 FORMAT = "vireid-onnx-1"
@@ -141,7 +141,7 @@ def build_metadata(cfg: Any, ckpt: dict, input_size: tuple[int, int], embed_dim:
     if source is not None:
         meta["source"] = str(source)
     if isinstance(ckpt.get("model"), dict):  # the weights' fingerprint, shared with the checkpoint's embedder
-        from vireid.engine.embedder import model_fingerprint
+        from vireid.inference.embedder import model_fingerprint
 
         meta["fingerprint"] = model_fingerprint(ckpt["model"])
     if ckpt.get("verification"):
@@ -250,7 +250,7 @@ class OnnxEmbedder(Embedder):
         height, width = json.loads(meta["input_size"])
         super().__init__((height, width), int(meta["embed_dim"]), config=config, verification=verification, source=path)
         # the exported weights' fingerprint (an int8 model is a different model); files without one: their bytes
-        from vireid.engine.embedder import file_fingerprint
+        from vireid.inference.embedder import file_fingerprint
 
         recorded = meta.get("fingerprint")
         self.fingerprint = (recorded + ("" if self.precision == "fp32" else f"+{self.precision}")) if recorded \

@@ -491,8 +491,8 @@ def finetune_pruned(
     trainer = PrunedFineTuner(cfg, out_dir, pruned)
     try:
         summary = trainer.fit()
-        try:  # a verification threshold for the pruned model, as after vireid train (vireid.engine.calibration)
-            from vireid.engine.calibration import calibrate_after_training
+        try:  # a verification threshold for the pruned model, as after vireid train (vireid.workflows.calibration)
+            from vireid.workflows.calibration import calibrate_after_training
 
             calibrate_after_training(out_dir, trainer.data, trainer.device)
         except (ImportError, VireidError) as err:

@@ -1,7 +1,7 @@
 """Retrieval: embeddings of image collections, FAISS gallery indexes and search.
 
 Data flow: images -> :func:`~vireid.retrieval.extract.extract_featureset` (with an
-:class:`~vireid.engine.embedder.Embedder`) -> :class:`FeatureSet` (saved as a feature folder) ->
+:class:`~vireid.inference.embedder.Embedder`) -> :class:`FeatureSet` (saved as a feature folder) ->
 :meth:`GalleryIndex.build` (saved as an index folder) -> :meth:`GalleryIndex.search` /
 :func:`~vireid.retrieval.search.search_images`.
 

@@ -137,10 +137,10 @@ def collect_images(source: str | Path, fmt: str | None = None, *, modality: str 
 
 def extract_featureset(embedder, images: Metadata, *, batch_size: int = 64, progress: bool = False,
                        info: dict[str, Any] | None = None) -> FeatureSet:
-    """Embed every image of ``images`` with ``embedder`` (a :class:`vireid.engine.embedder.Embedder`).
+    """Embed every image of ``images`` with ``embedder`` (a :class:`vireid.inference.embedder.Embedder`).
 
     Returns the features with the same metadata rows; ``info`` records the model (source, dim,
-    input size, weights' fingerprint -- :func:`vireid.engine.embedder.model_fingerprint` -- and
+    input size, weights' fingerprint -- :func:`vireid.inference.embedder.model_fingerprint` -- and
     whether test-time flip was on), the time, and whatever the caller adds.
     """
     paths = [str(images.image_path(i)) for i in range(len(images))]

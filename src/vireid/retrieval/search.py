@@ -1,4 +1,4 @@
-"""Query images -> embeddings (:func:`vireid.engine.embedder.load_embedder`) -> index search ->
+"""Query images -> embeddings (:func:`vireid.inference.embedder.load_embedder`) -> index search ->
 result rows (path, score, identity, camera, modality), as a table or JSON.
 
 A query's modality matters twice: two-stream models embed visible and infrared images through
@@ -41,7 +41,7 @@ def check_compatible(index: GalleryIndex, embedder, force: bool = False) -> list
     """Raise VireidError when the model's embeddings cannot be searched in ``index``: another
     embedding size, or another model's weights (the fingerprint recorded by ``vireid extract``;
     ``force`` turns that refusal into a returned warning)."""
-    from vireid.engine.embedder import check_fingerprint
+    from vireid.inference.embedder import check_fingerprint
 
     notes = []
     warning = check_fingerprint(index.info.get("fingerprint"), embedder, "the index", force=force)

@@ -5,7 +5,7 @@ need the model itself. :func:`load_run` loads the checkpoint (``best.pt`` of a r
 or a given ``.pt``), reads the dataset the run was trained on (its ``data`` config section; the
 root may be overridden if the data moved) and, on first use of :attr:`LoadedRun.features`,
 embeds the test pool with
-:func:`vireid.engine.inference.extract_features` -- the very features the evaluation ranks.
+:func:`vireid.inference.extract.extract_features` -- the very features the evaluation ranks.
 Embeddings are L2-normalised, so ``a @ b.T`` is the cosine similarity shown in the pictures.
 """
 
@@ -84,7 +84,7 @@ class LoadedRun:
         return self._embed(cache, rows)
 
     def _embed(self, cache, rows: np.ndarray) -> torch.Tensor:
-        from vireid.engine.inference import extract_features
+        from vireid.inference.extract import extract_features
 
         extra = {}
         joints = record_joints([self.records[i] for i in rows.tolist()], self.cfg)
@@ -153,8 +153,8 @@ def _pool(dataset) -> list[ImageRecord]:
 def load_run(run: str | Path, device: str | torch.device = "auto", data_root: str | None = None,
              progress: bool = False, choice: Any = None) -> LoadedRun:
     """Load a run (folder or checkpoint) and read its dataset, or the data ``choice`` names
-    (:mod:`vireid.engine.eval_data`; never generated); features are computed on first use."""
-    from vireid.engine.eval_data import DataChoice, load_eval_dataset, select_data
+    (:mod:`vireid.workflows.eval_data`; never generated); features are computed on first use."""
+    from vireid.workflows.eval_data import DataChoice, load_eval_dataset, select_data
 
     model, cfg, ckpt, dev, run_dir = load_run_model(run, device)
     choice = choice or DataChoice()

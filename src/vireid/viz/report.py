@@ -169,7 +169,7 @@ def gather_report(run_dir: str | Path, *, pictures: bool = True, device: str = "
 
     ``results_dir`` (default: the run folder) holds the ``test_results.json``, ``verification.json``
     and ``roc.png`` to show, e.g. the ``--out`` folder of ``vireid eval``; ``choice``
-    (:class:`vireid.engine.eval_data.DataChoice`) is the data the pictures are drawn on."""
+    (:class:`vireid.workflows.eval_data.DataChoice`) is the data the pictures are drawn on."""
     run_dir = Path(run_dir)
     results_dir = Path(results_dir) if results_dir is not None else run_dir
     if not run_dir.is_dir():

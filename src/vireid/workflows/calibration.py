@@ -1,7 +1,7 @@
 """Calibration of the verification threshold of a trained model, and its report in ``vireid eval``.
 
 ``vireid verify`` answers "same person?" for two images by comparing their cosine similarity
-(of the L2-normalised embeddings, as :class:`vireid.engine.embedder.Embedder` returns them) with a
+(of the L2-normalised embeddings, as :class:`vireid.inference.embedder.Embedder` returns them) with a
 threshold stored in the checkpoint under ``"verification"``
 (:func:`vireid.evaluation.verification.summarize_verification` describes the record). The
 threshold is chosen here, on the *held-out validation identities* (never the test set, never the
@@ -138,9 +138,9 @@ def same_modality_pair_scores(features: torch.Tensor | np.ndarray, records: list
 def embed_records(model: torch.nn.Module, records: list[ImageRecord], cfg: Any, device: torch.device | str,
                   progress: bool = False, cache: Any = None) -> torch.Tensor:
     """Model embeddings of ``records`` (evaluation preprocessing, decoded-image cache; joints for
-    pose-guided models), as :func:`vireid.engine.inference.extract_features` computes them."""
+    pose-guided models), as :func:`vireid.inference.extract.extract_features` computes them."""
     from vireid.data import build as data_build
-    from vireid.engine.inference import extract_features
+    from vireid.inference.extract import extract_features
 
     if cache is None:
         cache = data_build.build_image_cache(records, cfg.data, progress=progress)
@@ -196,7 +196,7 @@ def calibrate(checkpoint: str | Path, *, split: str = "val", far: float = DEFAUL
               out: str | Path | None = None) -> dict:
     """Calibrate a checkpoint (or run folder: its best.pt).
 
-    ``choice`` (a :class:`vireid.engine.eval_data.DataChoice`) picks the data: the run's own
+    ``choice`` (a :class:`vireid.workflows.eval_data.DataChoice`) picks the data: the run's own
     validation identities by default, or e.g. the user's manifest. With ``write`` and no ``out``
     the record is stored in the checkpoint (what ``vireid verify``, export and the web service use)
     and ``calibration.json`` / ``calibration_roc.png`` go into the run folder (never over the
@@ -205,7 +205,7 @@ def calibrate(checkpoint: str | Path, *, split: str = "val", far: float = DEFAUL
     checkpoint is left as it was.
     """
     from vireid.data.build import prepare_dataset
-    from vireid.engine.eval_data import DataChoice, select_data
+    from vireid.workflows.eval_data import DataChoice, select_data
     from vireid.engine.trainer import load_model_from_checkpoint, resolve_device
 
     choice = choice or DataChoice()

@@ -18,7 +18,7 @@
 
 The chosen data is described by :class:`DataChoice`; :func:`load_eval_dataset` returns a dataset
 object with ``test`` (and for a fixed query/gallery ``query``/``gallery``) that the protocol code
-(:func:`vireid.engine.evaluate.evaluate_pool`) evaluates.
+(:func:`vireid.workflows.evaluate_model.evaluate_pool`) evaluates.
 """
 
 from __future__ import annotations

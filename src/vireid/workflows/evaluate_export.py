@@ -1,4 +1,4 @@
-"""Test-protocol evaluation of any :class:`~vireid.engine.embedder.Embedder` (e.g. an exported ONNX model).
+"""Test-protocol evaluation of any :class:`~vireid.inference.embedder.Embedder` (e.g. an exported ONNX model).
 
 The features come from the embedder (its own backend and preprocessing) over the same decoded
 image cache as the PyTorch evaluation, and the same protocol runners rank them, so a PyTorch
@@ -39,9 +39,9 @@ def evaluate_embedder(embedder: Any, dataset: Any, cfg: Any, *, protocols: Seque
                       rerank: bool | Sequence[bool] | None = None, progress: bool = True,
                       method: str = "", features_out: dict | None = None) -> list:
     """Embeddings of the dataset's test pool from ``embedder``, then every requested protocol
-    (the counterpart of :func:`vireid.engine.evaluate.evaluate_model` for non-PyTorch backends)."""
+    (the counterpart of :func:`vireid.workflows.evaluate_model.evaluate_model` for non-PyTorch backends)."""
     from vireid.data.build import modality_codes
-    from vireid.engine.evaluate import evaluate_pool
+    from vireid.workflows.evaluate_model import evaluate_pool
 
     if tuple(embedder.input_size) != (int(cfg.data.height), int(cfg.data.width)):
         raise VireidError(f"the model takes {embedder.input_size[0]}x{embedder.input_size[1]} images but the config says "
@@ -57,7 +57,7 @@ def verification_at_threshold(verification: dict | None, features: torch.Tensor,
     test set's own EER (None when the model carries no calibration or the pool has one modality)."""
     if not verification:
         return None
-    from vireid.engine.calibration import pair_scores
+    from vireid.workflows.calibration import pair_scores
     from vireid.evaluation.verification import rates_at_threshold, summarize_verification
 
     try:
@@ -76,12 +76,12 @@ def evaluate_exported(model_path: str | Path, *, protocols: tuple[str, ...] = ()
                       quiet: bool = False, choice: Any = None, out: str | Path | None = None,
                       flip: bool | None = None, npu_gallery: str | None = None, **_: Any) -> list:
     """``vireid eval`` for an exported model file (``.onnx``): same arguments as
-    :func:`vireid.cli.train.evaluate_checkpoint`. Results go to ``out`` when given, else beside the
-    file as ``<model>.test_results.json``/``.md`` (its own data only; see :mod:`vireid.engine.run_eval`)."""
-    from vireid.engine.embedder import load_embedder
-    from vireid.engine.eval_data import DataChoice, load_eval_dataset, select_data
-    from vireid.engine.evaluate import apply_eval_overrides
-    from vireid.engine.run_eval import label_results, output_folder
+    :func:`vireid.workflows.train_run.evaluate_checkpoint`. Results go to ``out`` when given, else beside the
+    file as ``<model>.test_results.json``/``.md`` (its own data only; see :mod:`vireid.workflows.evaluate_run`)."""
+    from vireid.inference.embedder import load_embedder
+    from vireid.workflows.eval_data import DataChoice, load_eval_dataset, select_data
+    from vireid.workflows.evaluate_model import apply_eval_overrides
+    from vireid.workflows.evaluate_run import label_results, output_folder
     from vireid.engine.trainer import resolve_device
     from vireid.evaluation.protocols import format_results_table
 

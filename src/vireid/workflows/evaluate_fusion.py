@@ -1,7 +1,7 @@
 """Fused-query evaluation of a trained model on registered visible/infrared pairs (the survey §4.1/§4.2).
 
 :func:`extract_fusion_features` embeds every test image alone (the model's evaluation forward) and
-every registered pair as one set (``model.embed_sets``, :class:`~vireid.modeling.methods.fusion.FusionReID`).
+every registered pair as one set (``model.embed_sets``, :class:`~vireid.modeling.methods.multimodal_fusion.FusionReID`).
 A model without ``embed_sets`` (e.g. the two-stream baseline) gets no fused embeddings; its pairs are
 then fused at the decision level (average / vote), which makes any single-image model a late-fusion
 baseline. :func:`evaluate_fusion_checkpoint` runs :func:`vireid.evaluation.fusion_eval.evaluate_fusion`
@@ -61,7 +61,7 @@ def extract_fusion_features(model: nn.Module, cache, modalities: np.ndarray, pai
                             device: torch.device | str = "cpu", batch_size: int = 128,
                             progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Single-image embeddings ``[N, D]`` and fused pair embeddings ``[P, D]`` (None without ``embed_sets``)."""
-    from vireid.engine.inference import extract_features
+    from vireid.inference.extract import extract_features
 
     single = extract_features(model, cache, modalities, device, batch_size, progress=progress)
     fused = None

@@ -78,7 +78,7 @@ def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str],
         elif name.startswith("npu"):
             options.update(trials=trials, gallery=npu_gallery)
         if name == "given":
-            from vireid.engine.eval_data import same_modality
+            from vireid.workflows.eval_data import same_modality
 
             if same_modality(dataset):  # one modality on both sides: a query never matches its own image
                 options["cam_rule"] = "same-camera"
@@ -149,7 +149,7 @@ def evaluate_model(model: nn.Module, dataset, cfg: Config, device: torch.device 
     computed in the precision ``amp`` resolves to on ``device`` (default: the run's ``cfg.train.amp``
     where it runs well there, :func:`vireid.engine.precision.inference_amp`)."""
     from vireid.data.build import joints_for_records, modality_codes
-    from vireid.engine.inference import extract_features
+    from vireid.inference.extract import extract_features
     from vireid.engine.precision import announce_precision, inference_amp, resolve_precision
 
     precision = resolve_precision(amp or inference_amp(cfg.train.amp, device), device, cfg.train.channels_last)

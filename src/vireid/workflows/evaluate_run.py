@@ -1,7 +1,7 @@
 """``vireid eval`` of one model (run folder, ``.pt`` or exported ``.onnx``) on any data, and where
 its results go.
 
-What is evaluated: :mod:`vireid.engine.eval_data` (the run's own test data, never regenerated, or
+What is evaluated: :mod:`vireid.workflows.eval_data` (the run's own test data, never regenerated, or
 ``--data``/``--images`` with ``--query``/``--gallery``). Where the results go:
 
 * ``out`` (``--out DIR``): ``test_results.json``/``.md``, ``verification.json`` and ``roc.png``
@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vireid.engine.eval_data import DataChoice, load_eval_dataset, select_data
+from vireid.workflows.eval_data import DataChoice, load_eval_dataset, select_data
 
 
 def _result_key(entry: dict) -> tuple:
@@ -105,7 +105,7 @@ def evaluate_run(checkpoint: Path, *, protocols: tuple[str, ...] = (), rerank=No
                  out: str | Path | None = None, flip: bool | None = None, npu_gallery: str | None = None,
                  amp: str | None = None) -> list:
     """Evaluate a PyTorch checkpoint (or run folder); see the module docstring for the files."""
-    from vireid.engine.evaluate import apply_eval_overrides, evaluate_model
+    from vireid.workflows.evaluate_model import apply_eval_overrides, evaluate_model
     from vireid.engine.trainer import load_model_from_checkpoint, resolve_device
     from vireid.evaluation.protocols import format_results_table
 
@@ -130,8 +130,8 @@ def evaluate_run(checkpoint: Path, *, protocols: tuple[str, ...] = (), rerank=No
     folder = output_folder(run_dir, choice, out, quiet=quiet)
     if folder is not None:
         write_results(folder, results, merge=out is None or folder == run_dir)
-    if verification:  # verification ROC/EER/TAR@FAR and roc.png (vireid.engine.calibration)
-        from vireid.engine.calibration import report_verification
+    if verification:  # verification ROC/EER/TAR@FAR and roc.png (vireid.workflows.calibration)
+        from vireid.workflows.calibration import report_verification
 
         report_verification(checkpoint, model, cfg, ckpt, dataset, pool["features"], pool["records"], dev,
                             progress=progress, quiet=quiet, folder=folder, own_data=choice.own)

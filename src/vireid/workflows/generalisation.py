@@ -5,7 +5,7 @@ dataset's own test protocol.
 The cross-dataset setting: train on one dataset, test under another's official protocol (e.g.
 SYSU-MM01 -> RegDB's ``regdb-t2v`` or LLCM's ``llcm-v2i``, as defined in docs/protocols.md). The data of each
 row is chosen exactly as ``vireid eval RUN --data FORMAT:ROOT`` chooses it
-(:mod:`vireid.engine.eval_data`): nothing is generated, evaluation-only copies of a dataset are read
+(:mod:`vireid.workflows.eval_data`): nothing is generated, evaluation-only copies of a dataset are read
 as they are, and data without a standard protocol (e.g. a CSV manifest) is ranked as its query and
 gallery say. Rank-1 (CMC), mAP and mINP (the inverse negative penalty of Ye et al., "Deep Learning
 for Person Re-identification: A Survey and Outlook", TPAMI 2021) are the means over the protocol's
@@ -56,7 +56,7 @@ def _describe(fmt: str, root: str | Path) -> str:
 def _check_spec(spec: str) -> None:
     """Fail early, with one sentence, on a ``FORMAT:ROOT`` whose format is unknown or root is missing."""
     from vireid.data.datasets import DATASETS
-    from vireid.engine.eval_data import SYNTHETIC_FORMATS, DataChoice, check_choice
+    from vireid.workflows.eval_data import SYNTHETIC_FORMATS, DataChoice, check_choice
 
     check_choice(DataChoice(data=spec))
     fmt, _, root = spec.partition(":")
@@ -71,7 +71,7 @@ def _check_spec(spec: str) -> None:
 
 def _fitting(dataset: Any, requested: Sequence[str]) -> list[str]:
     """The requested protocols that fit ``dataset`` (all its standard ones when none does)."""
-    from vireid.engine.evaluate import protocols_for
+    from vireid.workflows.evaluate_model import protocols_for
 
     family = getattr(dataset, "protocol_family", "given")
     fit = [p for p in requested if p.startswith(family) or (p == "given" and family == "given")]
@@ -99,8 +99,8 @@ def generalisation_table(runs: Sequence[str | Path], datasets: Sequence[str], *,
     a missing run, an unknown format, a missing root, a protocol that fits none of the data -- is
     one :class:`~vireid.errors.VireidError` sentence, raised before any image is embedded.
     """
-    from vireid.engine.eval_data import DataChoice, load_eval_dataset, select_data
-    from vireid.engine.evaluate import apply_eval_overrides, evaluate_model
+    from vireid.workflows.eval_data import DataChoice, load_eval_dataset, select_data
+    from vireid.workflows.evaluate_model import apply_eval_overrides, evaluate_model
     from vireid.engine.trainer import load_model_from_checkpoint, resolve_device
     from vireid.evaluation import PROTOCOLS
 

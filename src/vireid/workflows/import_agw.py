@@ -28,7 +28,7 @@ that ``model.py`` / ``resnet.py``:
 * Evaluation mode returns ``(l2norm(x_pool), l2norm(bottleneck(x_pool)))``; ``test.py`` calls the
   first "POOL" and the second "FC" and reports FC. The imported run's embedding is FC
   (``bn_features``) unless ``embedding="features"`` (POOL) is asked for; vireid's
-  :class:`~vireid.engine.embedder.Embedder` L2-normalises, as ``l2norm`` does.
+  :class:`~vireid.inference.embedder.Embedder` L2-normalises, as ``l2norm`` does.
 * Test preprocessing (``TestData`` in ``data_loader.py``, ``transform_test`` in ``train.py``):
   Pillow resize to 144x288 with ``Image.ANTIALIAS`` (Lanczos), ``ToTensor``, ImageNet mean/std.
   The imported run's config sets ``data.resample: lanczos`` so vireid resizes the same way.

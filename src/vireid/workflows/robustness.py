@@ -27,7 +27,7 @@ def _load(run: str | Path, device: str):
 
 
 def _protocol(dataset, protocol: str | None) -> str:
-    from vireid.engine.evaluate import protocols_for
+    from vireid.workflows.evaluate_model import protocols_for
 
     names = protocols_for(dataset, [protocol] if protocol else [])
     if names == ["given"]:
@@ -51,7 +51,7 @@ def robustness_checkpoint(run: str | Path, *, protocol: str | None = None, corru
                           dataset: Any = None, device: str = "auto", progress: bool = False):
     """Corruption robustness of a trained run on ``protocol`` (default: its dataset's first standard one)."""
     from vireid.data.build import build_image_cache, joints_for_records, modality_codes, prepare_dataset
-    from vireid.engine.inference import extract_features
+    from vireid.inference.extract import extract_features
     from vireid.evaluation.robustness import evaluate_robustness
 
     model, cfg, dev = _load(run, device)
@@ -79,7 +79,7 @@ def compare_checkpoints(run_a: str | Path, run_b: str | Path, *, protocol: str |
     """Paired bootstrap of two runs on one protocol; both are evaluated on ``run_a``'s test set
     (or ``dataset``) with the same draws. Returns ``(comparison, result_a, result_b)``."""
     from vireid.data.build import prepare_dataset
-    from vireid.engine.evaluate import evaluate_model
+    from vireid.workflows.evaluate_model import evaluate_model
     from vireid.evaluation.significance import compare_results
 
     model_a, cfg_a, dev = _load(run_a, device)

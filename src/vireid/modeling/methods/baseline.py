@@ -13,7 +13,7 @@ Training mode returns ``{"features", "bn_features", "logits"}``; evaluation mode
 embedding ``[B, C]``: ``bn_features`` by default (the BN feature, as AGW and Bag of tricks test
 with; AGW's ``test.py`` calls it "FC"), or ``features`` with ``embedding: features`` (AGW's
 "POOL" feature). It is not L2-normalised here: the evaluator chooses the distance
-(cosine/euclidean) and :class:`~vireid.engine.embedder.Embedder` L2-normalises, as AGW's
+(cosine/euclidean) and :class:`~vireid.inference.embedder.Embedder` L2-normalises, as AGW's
 ``embed_net`` does in evaluation mode (``l2norm(x_pool), l2norm(feat)`` in its ``model.py``).
 
 Extension points (how DFW, SLN, ADMG/IDI and other methods plug in without touching the

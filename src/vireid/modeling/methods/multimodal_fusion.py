@@ -50,7 +50,7 @@ from torch import nn
 from vireid.errors import ConfigError, VireidError
 from vireid.modeling.backbones.two_stream import NUM_MODALITIES, TwoStreamBackbone, as_modality_tensor
 from vireid.modeling.heads import LinearClassifier, build_neck
-from vireid.modeling.modules.fusion import ATTENTION_GRANULARITIES, LATE_MODES, AttentionFusion, EarlyFusion, LateFusion
+from vireid.modeling.modules.fusion_layers import ATTENTION_GRANULARITIES, LATE_MODES, AttentionFusion, EarlyFusion, LateFusion
 from vireid.modeling.modules.pooling import build_pooling
 from vireid.modeling.registries import METHODS
 

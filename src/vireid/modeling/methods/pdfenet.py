@@ -36,7 +36,7 @@ baseline's global feature only), ``details: [part, part, part]`` (PCB stripes, T
 Joints come from the loader (``data.joints``; see :mod:`vireid.data.pose`) as ``forward(images,
 modalities, joints=...)``. Without joints, or for a sample with no visible selected joint, the heatmaps
 of a fixed average pose are used (:data:`~vireid.modeling.modules.admg.PRIOR_POSE`), so the model also
-embeds arbitrary images (``vireid.engine.embedder``).
+embeds arbitrary images (``vireid.inference.embedder``).
 
 Not given in the paper and chosen here: the two-stream split (modality-specific stem, as the AGW
 baseline), average pooling, BNNeck, cosine classifiers with scale 16 (§3.4 calls their prediction "the

@@ -26,5 +26,5 @@ __all__ = [
     "resolve_non_local",
 ]
 from vireid.modeling.modules import dfw, sln  # noqa: E402,F401  (DFW+SLN: registers "dfw", "sln")
-from vireid.modeling.modules import fusion  # noqa: E402,F401  (the survey: registers "early_fusion", "late_fusion", "attention_fusion")
+from vireid.modeling.modules import fusion_layers  # noqa: E402,F401  (the survey: registers "early_fusion", "late_fusion", "attention_fusion")
 from vireid.modeling.modules import admg, idi  # noqa: E402,F401  (PDFENet: registers "admg", "idi")

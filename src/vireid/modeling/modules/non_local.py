@@ -27,7 +27,7 @@ block ``i`` of a layer followed by a block when ``i`` is among its last ``non_la
 That is :data:`AGW_NON_LOCAL` = ``{"stage2": 2, "stage3": 3}``, given to :func:`add_non_local`
 (counts mean "after each of the last N blocks"; a list gives explicit block indices). The
 reference's submodule names are kept (``g``, ``theta``, ``phi``, ``W`` = conv + BN), so its
-weights map one-to-one (:mod:`vireid.modeling.agw_import`; its ``g`` is wrapped in a one-element
+weights map one-to-one (:mod:`vireid.workflows.import_agw`; its ``g`` is wrapped in a one-element
 ``nn.Sequential``, ours is the bare convolution).
 """
 

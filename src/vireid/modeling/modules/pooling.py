@@ -12,7 +12,7 @@ small constant:
     ``(mean_{h,w} x^p + 1e-12)^(1/p)``: exactly the ``gm_pool`` branch of ``embed_net.forward`` in
     AGW's ``model.py`` (mangye16/Cross-Modal-Re-ID-baseline; the same in ``ICCV21_CAJ/model.py``).
     No clamp: meant for ReLU maps (ResNet's layer4 output). Used by the AGW / CAJ recipes and by
-    checkpoints imported from that code (:mod:`vireid.modeling.agw_import`), so their features
+    checkpoints imported from that code (:mod:`vireid.workflows.import_agw`), so their features
     match the reference's to float precision even for all-zero channels.
 
 GeM expects non-negative maps (ReLU CNN outputs); for Swin (LayerNorm'd, signed features) use ``avg``.

@@ -1,0 +1,12 @@
+"""Workflows: each composes the layers below into one job a user runs (docs/architecture.md).
+
+- :mod:`~vireid.workflows.train_run` -- a training run (``vireid train``, ``vireid eval``);
+- :mod:`~vireid.workflows.evaluate_run`, :mod:`~vireid.workflows.evaluate_model`, :mod:`~vireid.workflows.eval_data`,
+  :mod:`~vireid.workflows.generalisation`, :mod:`~vireid.workflows.robustness` -- evaluating a checkpoint;
+- :mod:`~vireid.workflows.evaluate_export` -- evaluating an exported ONNX model;
+- :mod:`~vireid.workflows.calibration` -- the verification threshold;
+- :mod:`~vireid.workflows.prune` -- prune + fine-tune;
+- :mod:`~vireid.workflows.ablation` -- ablation grids;
+- :mod:`~vireid.workflows.evaluate_fusion` -- fused multi-modal queries;
+- :mod:`~vireid.workflows.import_agw` -- importing an AGW checkpoint.
+"""
