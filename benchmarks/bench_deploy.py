@@ -117,12 +117,12 @@ def train_if_needed(name: str, work: Path, overrides: list[str]) -> Path:
 def measure_run(run: Path, args, work: Path) -> list[dict]:
     """Every variant of one run: sizes, FLOPs, latency, accuracy."""
     from vireid.data.build import prepare_dataset
-    from vireid.inference.embedder import load_embedder
+    from vireid.inference.loading import load_embedder
     from vireid.workflows.evaluate_model import evaluate_model
     from vireid.engine.trainer import load_model_from_checkpoint
     from vireid.workflows.evaluate_export import evaluate_embedder
     from vireid.export.onnx import export_checkpoint
-    from vireid.modeling.pruning import prune_checkpoint
+    from vireid.workflows.prune import prune_checkpoint
     from vireid.export.quantize import quantize_model_file
     from vireid.modeling.flops import count_forward_flops, count_parameters
 

@@ -44,7 +44,7 @@ def build_service(synth_root: Path, out: Path, ids: tuple[int, ...] = (1, 2, 3, 
     """
     from vireid.config import load_config
     from vireid.engine.checkpoint import atomic_torch_save
-    from vireid.inference.embedder import load_embedder
+    from vireid.inference.loading import load_embedder
     from vireid.engine.trainer import build_model
     from vireid.retrieval.features import FeatureSet, Metadata
     from vireid.retrieval.index import GalleryIndex

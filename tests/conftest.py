@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import vireid.builtins  # noqa: E402,F401  (the registries; tests use them directly, as Python code does after this import)
+
 REPO = Path(__file__).resolve().parent.parent
 
 

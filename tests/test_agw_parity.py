@@ -110,7 +110,7 @@ def test_dataparallel_checkpoint_with_pool_embedding(reference, tmp_path):
     # serve: an uploaded crop is resized as the reference does (Lanczos), so it finds its own gallery row at 1.0
     from fastapi.testclient import TestClient
 
-    from vireid.inference.embedder import load_embedder
+    from vireid.inference.loading import load_embedder
     from vireid.retrieval.index import GalleryIndex
     from vireid.serve import create_app
 

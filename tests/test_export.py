@@ -77,7 +77,8 @@ def test_graph_has_dynamic_batch_and_both_inputs(exported) -> None:
 
 
 def test_onnx_embedder_equals_torch_embedder(exported) -> None:
-    from vireid.inference.embedder import TorchEmbedder, load_embedder
+    from vireid.inference.embedder import TorchEmbedder
+    from vireid.inference.loading import load_embedder
     from vireid.export.onnx import OnnxEmbedder
 
     ckpt, path, _ = exported

@@ -103,7 +103,8 @@ def test_loader_passes_joints_as_extras(tiny_synth_root):
 
 
 def test_embedder_matches_model_and_normalises(tmp_path, tiny_synth_root):
-    from vireid.inference.embedder import load_embedder, modality_codes
+    from vireid.inference.embedder import modality_codes
+    from vireid.inference.loading import load_embedder
     from vireid.engine.trainer import build_model
     from vireid.config import load_config
     from vireid.data.images import decode_image

@@ -110,7 +110,7 @@ def test_trainer_prints_its_precision_at_start(tiny_synth_root, tmp_path, capsys
 def test_bf16_inference_matches_fp32_features_and_map(tiny_trained_run):
     """eval/extract/search/serve in bf16: per-image cosine >= 0.999 against fp32, mAP within 0.5 points."""
     from vireid.data.build import build_image_cache, modality_codes, prepare_dataset
-    from vireid.inference.embedder import load_embedder
+    from vireid.inference.loading import load_embedder
     from vireid.workflows.evaluate_model import evaluate_features
     from vireid.inference.extract import extract_features
     from vireid.engine.trainer import load_model_from_checkpoint

@@ -152,7 +152,7 @@ def trained_run(tiny_synth_root: Path, tmp_path_factory) -> Path:
 def test_prune_checkpoint_saves_loads_and_fine_tunes(trained_run: Path, tmp_path: Path) -> None:
     from vireid.engine.checkpoint import load_checkpoint
     from vireid.engine.trainer import load_model_from_checkpoint
-    from vireid.modeling.pruning import prune_checkpoint
+    from vireid.workflows.prune import prune_checkpoint
 
     run = trained_run
     summary = prune_checkpoint(run, tmp_path / "pruned", 0.4, progress=False)

@@ -18,7 +18,7 @@ from vireid.cli import app
 def deployed(tiny_synth_root, tmp_path_factory):
     """A MobileNetV3 (depthwise, squeeze-excitation, hard-swish) two-stream model, pruned by half,
     exported with ``vireid export --int8``: (pruned run folder, fp32 .onnx, int8 .onnx, CLI output)."""
-    from vireid.modeling.pruning import prune_checkpoint
+    from vireid.workflows.prune import prune_checkpoint
 
     out = tmp_path_factory.mktemp("deploy")
     ckpt = make_checkpoint(tiny_synth_root, out, arch="mobilenetv3_small_050", **{"model.params.specific_stages": 2})
@@ -30,7 +30,8 @@ def deployed(tiny_synth_root, tmp_path_factory):
 
 
 def test_pruned_mobile_model_exports_and_matches_pytorch(deployed) -> None:
-    from vireid.inference.embedder import TorchEmbedder, load_embedder
+    from vireid.inference.embedder import TorchEmbedder
+    from vireid.inference.loading import load_embedder
 
     pruned, fp32, _, output = deployed
     assert "max abs difference" in output and "int8 model" in output
@@ -43,7 +44,7 @@ def test_pruned_mobile_model_exports_and_matches_pytorch(deployed) -> None:
 def test_int8_model_follows_fp32_and_is_served_like_it(deployed, tmp_path) -> None:
     import onnx
 
-    from vireid.inference.embedder import load_embedder
+    from vireid.inference.loading import load_embedder
     from vireid.errors import VireidError
     from vireid.export.onnx import read_metadata
     from vireid.export.quantize import quantize_model_file
@@ -68,7 +69,7 @@ def test_int8_model_follows_fp32_and_is_served_like_it(deployed, tmp_path) -> No
 
 def test_calibration_images_are_training_images_of_both_modalities(deployed) -> None:
     from vireid.data.build import prepare_dataset
-    from vireid.inference.embedder import load_embedder
+    from vireid.inference.loading import load_embedder
     from vireid.export.quantize import calibration_batches, calibration_images, calibration_records
 
     _, fp32, _, _ = deployed

@@ -50,7 +50,7 @@ def _run_naming_plugin(tiny_trained_run: Path, tmp_path: Path) -> tuple[Path, Pa
 
 
 def test_opening_a_stored_model_never_imports_its_plugins_without_the_flag(tiny_trained_run, tiny_synth_root, tmp_path, monkeypatch):
-    from vireid.inference.embedder import load_embedder
+    from vireid.inference.loading import load_embedder
     from vireid.engine.trainer import load_model_from_checkpoint
     from vireid.engine.transfer import transfer_config
 

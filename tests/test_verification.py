@@ -126,7 +126,7 @@ def _pair(root: Path, same: bool) -> tuple[Path, Path]:
 
 def test_calibration_is_stored_with_the_model_and_verify_uses_it(trained_run, tiny_synth_root):
     from vireid.workflows.calibration import embed_records
-    from vireid.inference.embedder import load_embedder
+    from vireid.inference.loading import load_embedder
     from vireid.engine.trainer import load_model_from_checkpoint
 
     run, summary = trained_run

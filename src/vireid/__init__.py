@@ -26,7 +26,7 @@ def load(model: str, device: str = "cpu", flip: bool | None = None):
     L2-normalised embeddings ``[N, D]``. ``flip`` sets test-time flip (default: the model's
     ``eval.flip``). A path that does not exist raises :class:`vireid.errors.VireidError`.
     """
-    from vireid.inference.embedder import load_embedder
+    from vireid.inference.loading import load_embedder
 
     embedder = load_embedder(model, device=device)
     if flip is not None:

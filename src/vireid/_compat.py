@@ -77,3 +77,27 @@ def ensure_torchvision() -> bool:
         _state["library"] = lib  # keep the registration alive
         _state["patched"] = True
     return bool(_state["patched"])
+
+
+# --------------------------------------------------------------------------------------------
+# CPU features (shared by training precision and the bf16 distance screen of evaluation)
+# --------------------------------------------------------------------------------------------
+
+#: /proc/cpuinfo flags of x86 bf16 matrix/dot-product units that oneDNN's bf16 kernels use
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_bf16_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
+    """The bf16 unit flags (:data:`BF16_CPU_FLAGS`) the CPU reports, from ``cpuinfo`` (the text of
+    ``/proc/cpuinfo``; read from the machine when None). Empty where the file cannot be read."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return ()
+    words: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            words.update(value.split())
+    return tuple(flag for flag in BF16_CPU_FLAGS if flag in words)

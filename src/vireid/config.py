@@ -10,14 +10,18 @@ Validation is strict so that a typo never silently falls back to a default:
 * an unknown key is rejected with its dotted name and the keys that exist there;
 * a value of the wrong type is rejected with the key, the expected type and the value;
 * the free-form parts (``model.params``, each loss's ``params``, ``data.options``) are checked
-  later against the signature of what they configure (:func:`check_kwargs`), again by name.
+  later against the signature of what they configure (:meth:`vireid.registry.Registry.build_checked`),
+  again by name.
+
+This module is a leaf of the package: it imports nothing of vireid but :mod:`vireid.errors`, and loading a
+config never imports code (plugins are imported by :func:`vireid.plugins.user_config` /
+:func:`vireid.plugins.stored_config`, which commands and workflows call; docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import math
 import re
 import types
@@ -291,10 +295,19 @@ def _base_path(base: str, config: Path) -> Path:
     return found
 
 
+def is_plugin_path(entry: str) -> bool:
+    """Whether a ``plugins`` entry names a file (``.py`` or containing a path separator) rather than a module."""
+    return entry.endswith(".py") or "/" in entry or "\\" in entry
+
+
+def absolute_entries(entries, folder: Path) -> list[str]:
+    """``plugins`` entries with each ``.py`` path made absolute relative to ``folder`` (module names kept)."""
+    return [str((folder / Path(e).expanduser()).resolve()) if isinstance(e, str) and is_plugin_path(e) else e
+            for e in entries]
+
+
 def _resolve_plugin_paths(data: dict, folder: Path) -> None:
     """Make the ``.py`` entries of a YAML file's ``plugins`` absolute, relative to that file."""
-    from vireid.plugins import absolute_entries
-
     if isinstance(data.get("plugins"), list):
         data["plugins"] = absolute_entries(data["plugins"], folder)
 
@@ -337,31 +350,27 @@ def set_dotted(tree: dict, keys: list[str], value: Any) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    """Load a YAML config (or the defaults when ``path`` is None) and apply dotted overrides.
+
+    Only reads and checks: the config's ``plugins`` are not imported here (the config loader imports no
+    code); :func:`vireid.plugins.user_config` loads a config *and* imports its plugins, which is what
+    commands and workflows call."""
     tree: dict = _load_yaml(Path(path)) if path is not None else {}
     for text in overrides:
         keys, value = parse_override(text)
         set_dotted(tree, keys, value)
-    return config_from_dict(tree, user_plugins=True)
+    cfg = config_from_dict(tree)
+    # a path given on the command line is relative to the working directory: keep it absolute
+    cfg.plugins = absolute_entries(cfg.plugins, Path.cwd())
+    return cfg
 
 
-def config_from_dict(tree: dict, *, source: str = "the stored config", user_plugins: bool = False) -> Config:
-    """Validate a plain dict into a :class:`Config`.
+def config_from_dict(tree: dict) -> Config:
+    """Validate a plain dict into a :class:`Config` (types, choices, ranges, the loss table).
 
-    By default ``tree`` is a stored config (a checkpoint's, an exported model's) and its ``plugins`` are
-    not imported unless the user allowed it (:func:`vireid.plugins.import_stored_plugins`; ``source``
-    names it in the refusal). ``user_plugins=True`` is for a config the user wrote or named (their YAML
-    file, their overrides): its plugins are imported."""
+    Imports nothing: for a stored config (a checkpoint's, an exported model's) whose ``plugins`` must be
+    importable before its parts are built, use :func:`vireid.plugins.stored_config`."""
     cfg = _build(Config, tree, "")
-    if cfg.plugins:
-        from vireid.plugins import absolute_entries, import_plugins, import_stored_plugins
-
-        if user_plugins:
-            # a path given on the command line is relative to the working directory: keep it absolute
-            cfg.plugins = absolute_entries(cfg.plugins, Path.cwd())
-            import_plugins(cfg.plugins)
-        else:
-            import_stored_plugins(cfg.plugins, source)
     cfg.loss_terms()  # validate the loss table now, not at the first step
     _check_choices(cfg)
     return cfg
@@ -501,67 +510,3 @@ def _check_ranges(cfg: Config) -> None:
     _check_range("sched.gamma", s.gamma, math.isfinite(s.gamma) and s.gamma > 0, "a positive number")
     _check_range("sched.min_lr", s.min_lr, math.isfinite(s.min_lr) and s.min_lr >= 0, "zero or a positive number")
     _check_range("train.epochs", t.epochs, t.epochs >= 1, "at least 1 (the number of epochs to train)")
-
-
-def accepted_parameters(func: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
-    """The keyword parameters ``func`` takes, their type hints, and whether it takes any name.
-
-    A class whose ``__init__`` forwards ``**kwargs`` to its base class (``super().__init__(...,
-    **kwargs)``) also takes the base's parameters: the classes of the MRO are read in order until
-    one without ``**kwargs``, a subclass's own parameter (with its own default) winning over the
-    base's. So a method that only changes a few of its base's defaults lists just those.
-    """
-    owners = [c for c in func.__mro__ if "__init__" in vars(c)] if inspect.isclass(func) else [func]
-    params: dict[str, inspect.Parameter] = {}
-    hints: dict[str, Any] = {}
-    accepts_any = False
-    for owner in owners:
-        target = owner.__init__ if inspect.isclass(owner) else owner
-        sig = inspect.signature(target)
-        for name, p in sig.parameters.items():
-            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                params.setdefault(name, p)
-        try:
-            for name, tp in typing.get_type_hints(target).items():
-                hints.setdefault(name, tp)
-        except Exception:  # noqa: BLE001 - unresolvable annotations: skip type checks
-            pass
-        accepts_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
-        if not accepts_any:
-            break
-    return params, hints, accepts_any
-
-
-def check_kwargs(func: Any, kwargs: dict, key: str, skip: tuple[str, ...] = ()) -> dict:
-    """Check free-form ``kwargs`` (e.g. ``model.params``) against ``func``'s signature.
-
-    Unknown names are rejected with the dotted key and the accepted names; values are checked
-    against the parameter annotations where those are simple types. A class's ``**kwargs``
-    forwarded to its base accept the base's parameters (:func:`accepted_parameters`).
-    """
-    accepted, hints, accepts_any = accepted_parameters(func)
-    params = {n: p for n, p in accepted.items() if n not in skip}
-    out = {}
-    for name, value in kwargs.items():
-        if name not in params:
-            if accepts_any:
-                out[name] = value
-                continue
-            valid = ", ".join(sorted(params)) or "none"
-            raise ConfigError(f"unknown config key '{key}.{name}'; valid keys there: {valid}")
-        tp = hints.get(name)
-        out[name] = _coerce_loose(value, tp, f"{key}.{name}") if tp is not None else value
-    return out
-
-
-def _coerce_loose(value: Any, tp: Any, key: str) -> Any:
-    """Like :func:`_coerce` but lets unusual annotations (tuples, Literals, callables) through."""
-    origin = typing.get_origin(tp)
-    simple = (int, float, bool, str, type(None))
-    if tp in simple:
-        return _coerce(value, tp, key)
-    if origin in (typing.Union, types.UnionType) and all(a in simple for a in typing.get_args(tp)):
-        return _coerce(value, tp, key)
-    if (tp is tuple or origin is tuple) and isinstance(value, list):
-        return tuple(value)
-    return value

@@ -32,18 +32,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
+import vireid.builtins  # noqa: F401  (vireid's own parts are registered before a plugin adds to them)
+from vireid.config import Config, absolute_entries, config_from_dict, is_plugin_path, load_config
 from vireid.errors import ConfigError
-
-
-def is_plugin_path(entry: str) -> bool:
-    """Whether a ``plugins`` entry names a file (``.py`` or containing a path separator) rather than a module."""
-    return entry.endswith(".py") or "/" in entry or "\\" in entry
-
-
-def absolute_entries(entries: Iterable[str], folder: Path) -> list[str]:
-    """``plugins`` entries with each ``.py`` path made absolute relative to ``folder`` (module names kept)."""
-    return [str((folder / Path(e).expanduser()).resolve()) if isinstance(e, str) and is_plugin_path(e) else e
-            for e in entries]
 
 
 def _import_file(path: Path) -> ModuleType:
@@ -100,10 +91,6 @@ def import_plugins(entries: Iterable[str]) -> list[ModuleType]:
     """Import every ``plugins`` entry (module name or ``.py`` path) the user named; one clear error if
     one fails. Only for entries the user gave (their config file, overrides, ``--plugins``): a stored
     config goes through :func:`import_stored_plugins`."""
-    # the registries must exist (and vireid's own parts be registered) before a plugin adds to them
-    importlib.import_module("vireid.modeling")
-    importlib.import_module("vireid.data.datasets")
-    importlib.import_module("vireid.data.transforms")
     modules = []
     for entry in entries:
         entry = str(entry).strip()
@@ -150,4 +137,25 @@ def plugin_flags(plugins: Iterable[str] = (), trust: bool = False) -> Iterator[N
         _POLICY.update(saved)
 
 
-__all__ = ["absolute_entries", "import_plugins", "import_stored_plugins", "is_plugin_path", "plugin_flags"]
+def user_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """A config the user named (their YAML file or a shipped one, their ``key=value`` overrides), loaded
+    with :func:`vireid.config.load_config` and its ``plugins`` imported: the entry point of every
+    command and workflow that starts from a config file."""
+    cfg = load_config(path, list(overrides))
+    if cfg.plugins:
+        import_plugins(cfg.plugins)
+    return cfg
+
+
+def stored_config(tree: dict, source: str = "the stored config") -> Config:
+    """A stored config (a checkpoint's, an exported model's, a run folder's) validated with
+    :func:`vireid.config.config_from_dict`; its ``plugins`` are imported only as
+    :func:`import_stored_plugins` allows (``source`` names it in the refusal)."""
+    cfg = config_from_dict(tree)
+    if cfg.plugins:
+        import_stored_plugins(cfg.plugins, source)
+    return cfg
+
+
+__all__ = ["absolute_entries", "import_plugins", "import_stored_plugins", "is_plugin_path", "plugin_flags",
+           "stored_config", "user_config"]

@@ -49,7 +49,7 @@ def ablate_command(
     `vireid train`; writes OUT/ablation.md and .json. Re-running skips finished rows and resumes
     interrupted ones."""
     from vireid.workflows.train_run import resolve_config
-    from vireid.config import load_config
+    from vireid.plugins import user_config
     from vireid.workflows.ablation import load_grid, run_ablation, write_markdown_section
 
     grid_path = resolve_grid(grid)
@@ -68,7 +68,7 @@ def ablate_command(
         except ValueError:
             raise VireidError(f"--seeds {seeds!r} is not a comma-separated list of integers (e.g. --seeds 0,1,2)") from None
     if out is None:
-        base = load_config(config_path, [*spec.overrides, *cli_overrides])
+        base = user_config(config_path, [*spec.overrides, *cli_overrides])
         out = Path(base.output_dir) / f"ablate-{grid_path.stem}"
     # how the rows' `vireid train` commands name the config: as typed, unless only the grid's folder finds it
     config_label = config or (str(config_path) if not Path(spec.config or "").is_file()

@@ -48,7 +48,7 @@ def configs_command(
         typer.echo(f"\nFiles: {SHIPPED_CONFIGS}. Print one in full: vireid configs NAME [key=value ...]")
         return
     from vireid.workflows.train_run import resolve_config
-    from vireid.config import load_config
+    from vireid.plugins import user_config
 
-    cfg = load_config(resolve_config(name), list(overrides or []))
+    cfg = user_config(resolve_config(name), list(overrides or []))
     typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())

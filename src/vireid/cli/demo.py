@@ -56,13 +56,14 @@ def demo_command(
 ) -> None:
     """Generate synthetic data, evaluate reference matchers, train a two-stream model and evaluate it."""
     from vireid.workflows.train_run import evaluate_checkpoint, run_training
-    from vireid.config import load_config, save_config
+    from vireid.config import save_config
+    from vireid.plugins import user_config
     from vireid.data.build import prepare_dataset
     from vireid.engine.checkpoint import atomic_write_text
     from vireid.evaluation.protocols import format_results_table
 
     t_start = time.perf_counter()
-    cfg = load_config(resolve_config(config), overrides or [])
+    cfg = user_config(resolve_config(config), overrides or [])
     typer.secho("[1/4] synthetic visible-infrared data", bold=True)
     dataset = prepare_dataset(cfg.data)
     splits = dataset.summary()["splits"]

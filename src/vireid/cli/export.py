@@ -102,7 +102,7 @@ def prune_command(
     evaluate: bool = typer.Option(False, "--eval/--no-eval", help="Evaluate the pruned model on the test protocols afterwards."),
 ) -> None:
     """Structured channel pruning: remove the weakest inner channels of every block, optionally fine-tune."""
-    from vireid.modeling.pruning import prune_checkpoint
+    from vireid.workflows.prune import prune_checkpoint
 
     summary = prune_checkpoint(run, out, amount, criterion=criterion, multiple=multiple,
                                finetune_epochs=finetune_epochs, lr=lr, overrides=overrides or [], progress=True)

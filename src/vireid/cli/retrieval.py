@@ -44,7 +44,7 @@ def extract_command(
 ) -> None:
     """Embed every image of a dataset, manifest or folder and save the features with their metadata
     (and the model's fingerprint, which vireid search and serve check)."""
-    from vireid.inference.embedder import load_embedder
+    from vireid.inference.loading import load_embedder
     from vireid.retrieval.extract import collect_images, extract_featureset
 
     meta, used = collect_images(images, fmt, modality=modality, split=split, options=_reader_options(trial, split_dir))
@@ -126,7 +126,7 @@ def search_command(
 ) -> None:
     """Rank the gallery images of an index for query images: path, score, identity and camera.
     Refuses an index built with another model (see --force)."""
-    from vireid.inference.embedder import load_embedder
+    from vireid.inference.loading import load_embedder
     from vireid.retrieval.index import GalleryIndex
     from vireid.retrieval.search import format_results, results_json, search_images
 

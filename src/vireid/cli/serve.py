@@ -79,7 +79,7 @@ def serve_command(
         import uvicorn
 
         from vireid.data.images import DEFAULT_MAX_PIXELS
-        from vireid.inference.embedder import load_embedder
+        from vireid.inference.loading import load_embedder
         from vireid.retrieval.index import GalleryIndex
         from vireid.serve.app import create_app
         from vireid.serve.uploads import ServeLimits

@@ -45,7 +45,7 @@ def verify_command(
     of one modality uses the same-modality threshold when one was calibrated, and is warned about."""
     from vireid.data.images import decode_image
     from vireid.data.modality import describe, parse, resolve_modalities
-    from vireid.inference.embedder import load_embedder
+    from vireid.inference.loading import load_embedder
 
     _check_image(image_a, "A")
     _check_image(image_b, "B")

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vireid.config import Config, DataConfig, check_kwargs
-from vireid.data import paired as _paired  # noqa: F401  (registers the paired_pad_crop_flip step)
+from vireid.config import Config, DataConfig
 from vireid.data.records import MODALITY_CODE, ImageRecord
 from vireid.errors import ConfigError
 
@@ -47,7 +46,7 @@ def _reader_and_options(data_cfg: DataConfig) -> tuple[str, dict]:
             f"config key 'data.format' is {data_cfg.format!r}; choose one of {', '.join(_SYNTHETIC_LAYOUTS)}, "
             f"{', '.join(DATASETS.names())}"
         )
-    return fmt, check_kwargs(DATASETS.get(fmt), options, "data.options", skip=("root",))
+    return fmt, DATASETS.check(fmt, options, "data.options", skip=("root",))[1]
 
 
 def check_data_options(data_cfg: DataConfig) -> None:

@@ -613,14 +613,11 @@ def add_configured_steps(transform: BatchTransform, specs: Sequence[dict], key: 
 
     A step without ``after``/``before`` goes where its class's ``default_position`` says (``"first"``:
     before every other step, e.g. modality patch exchange) or, by default, at the end."""
-    from vireid.config import check_kwargs
-
     for i, spec in enumerate(specs or ()):
         if not isinstance(spec, dict) or "type" not in spec:
             raise ConfigError(f"config key '{key}[{i}]' must be a mapping with a 'type' (one of {', '.join(TRANSFORM_STEPS.names())})")
         params = {k: v for k, v in spec.items() if k not in ("type", "after", "before")}
-        cls = TRANSFORM_STEPS.get(spec["type"])
-        params = check_kwargs(cls, params, f"{key}[{i}]")
+        cls, params = TRANSFORM_STEPS.check(spec["type"], params, f"{key}[{i}]")
         transform.insert(cls(**params), after=spec.get("after"), before=spec.get("before"),
                          first=getattr(cls, "default_position", None) == "first")
     return transform
@@ -629,8 +626,3 @@ def add_configured_steps(transform: BatchTransform, specs: Sequence[dict], key: 
 def build_eval_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> BatchTransform:
     """Evaluation transform: normalisation only (images are already resized by the cache)."""
     return BatchTransform([Normalize(mean, std)])
-
-
-# steps defined in their own modules register themselves on import
-from vireid.data import modality_augmentation  # noqa: E402,F401  (MAG, dual-path Swin paper)
-from vireid.data import corruptions  # noqa: E402,F401  (the corruption suite as a training step)

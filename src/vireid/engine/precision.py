@@ -26,33 +26,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from vireid._compat import BF16_CPU_FLAGS, cpu_bf16_flags  # noqa: F401  (re-exported: evaluation uses them too)
 from vireid.errors import ConfigError
 
 AMP_CHOICES = ("auto", "none", "bf16", "fp16")
-#: /proc/cpuinfo flags of x86 bf16 matrix/dot-product units that oneDNN's bf16 kernels use
-BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _announced: set[tuple] = set()
-
-
-def cpu_bf16_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
-    """The bf16 unit flags (:data:`BF16_CPU_FLAGS`) the CPU reports, from ``cpuinfo`` (the text of
-    ``/proc/cpuinfo``; read from the machine when None). Empty where the file cannot be read."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return ()
-    words: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            words.update(value.split())
-    return tuple(flag for flag in BF16_CPU_FLAGS if flag in words)
 
 
 def cpu_has_bf16_units(cpuinfo: str | None = None) -> bool:

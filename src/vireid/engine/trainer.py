@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from vireid.config import Config, accepted_parameters, check_kwargs, config_from_dict, save_config
+import vireid.builtins  # noqa: F401  (the registries the config names parts from)
+from vireid.config import Config, save_config
 from vireid.engine.checkpoint import (
     atomic_torch_save,
     atomic_write_text,
@@ -44,6 +45,8 @@ from vireid.engine.distributed import DistInfo, barrier, cleanup, init_distribut
 from vireid.engine.precision import announce_precision, resolve_precision
 from vireid.engine.run_logging import MetricsLogger
 from vireid.errors import ConfigError, VireidError
+from vireid.plugins import stored_config
+from vireid.registry import accepted_parameters
 
 
 class TrainingDiverged(VireidError):
@@ -71,27 +74,18 @@ def resolve_device(name: str, dist_info: DistInfo | None = None) -> torch.device
 
 def _method_and_params(cfg: Config) -> tuple[Any, dict]:
     """The registered method class and its ``model.params``, checked against its signature."""
-    from vireid.modeling import METHODS
+    from vireid.modeling.registries import METHODS
 
-    try:
-        method = METHODS.get(cfg.model.method)
-    except KeyError as err:
-        raise ConfigError(f"config key 'model.method': {err.args[0]}") from None
-    return method, check_kwargs(method, dict(cfg.model.params), "model.params", skip=("num_classes",))
+    return METHODS.check(cfg.model.method, cfg.model.params, "model.params", where="config key 'model.method'",
+                         skip=("num_classes",))
 
 
 def _loss_specs(cfg: Config) -> dict[str, tuple[Any, dict]]:
     """Per loss term: the registered loss class and its ``params``, checked against its signature."""
-    from vireid.modeling import LOSSES
+    from vireid.modeling.registries import LOSSES
 
-    specs = {}
-    for name, term in cfg.loss_terms().items():
-        try:
-            cls = LOSSES.get(term.type or name)
-        except KeyError as err:
-            raise ConfigError(f"config key 'losses.{name}': {err.args[0]}") from None
-        specs[name] = (cls, check_kwargs(cls, dict(term.params), f"losses.{name}.params"))
-    return specs
+    return {name: LOSSES.check(term.type or name, term.params, f"losses.{name}.params", where=f"config key 'losses.{name}'")
+            for name, term in cfg.loss_terms().items()}
 
 
 def validate_config(cfg: Config) -> None:
@@ -467,7 +461,7 @@ class Trainer:
 def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config, dict]:
     """Rebuild the model of a checkpoint (or run folder) in evaluation mode."""
     ckpt = load_checkpoint(path, map_location=device)
-    cfg = config_from_dict(ckpt["config"], source=f"checkpoint {path}")
+    cfg = stored_config(ckpt["config"], source=f"checkpoint {path}")
     if not isinstance(ckpt.get("num_classes"), int) or ckpt["num_classes"] < 1:
         raise VireidError(f"checkpoint {path} has no num_classes entry, so its model cannot be rebuilt; use a "
                           "checkpoint saved by vireid train (best.pt or last.pt of a run folder)")

@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vireid.config import Config, config_from_dict, parse_override, set_dotted
+from vireid.config import Config, absolute_entries, parse_override, set_dotted
 from vireid.engine.checkpoint import load_checkpoint
 from vireid.errors import ConfigError
+from vireid.plugins import import_plugins, stored_config
 
 
 # ----------------------------------------------------------------------------- config
@@ -64,11 +65,9 @@ def transfer_config(source: str | Path, overrides: list[str] | tuple[str, ...] =
     for keys, value in parsed:
         set_dotted(tree, keys, value)
     if "plugins" in given:  # plugins named in the user's own overrides are theirs to import
-        from vireid.plugins import absolute_entries, import_plugins
-
         tree["plugins"] = absolute_entries(tree["plugins"] or [], Path.cwd())
         import_plugins(tree["plugins"])
-    return config_from_dict(tree, source=f"run {source}")
+    return stored_config(tree, source=f"run {source}")
 
 
 def check_transfer_options(cfg: Config) -> None:

@@ -2,10 +2,13 @@
 
 Data flow: features -> :func:`pairwise_distance` -> (:func:`k_reciprocal_rerank`) ->
 protocol runner (:func:`run_protocol` / ``sysu_protocol`` ...) -> :func:`evaluate_ranking`.
+The registered protocols are listed by ``vireid list protocols`` (they are registered by
+:mod:`vireid.builtins`).
 """
 
 from vireid.evaluation.distance import pairwise_distance
 from vireid.evaluation.metrics import evaluate_ranking, evaluate_ranking_loop
+from vireid.evaluation.mixed import with_modality_rows
 from vireid.evaluation.protocols import (
     METRIC_KEYS,
     PROTOCOLS,
@@ -38,12 +41,5 @@ __all__ = [
     "regdb_protocol",
     "run_protocol",
     "sysu_protocol",
+    "with_modality_rows",
 ]
-
-from vireid.evaluation.npu import npu_protocol  # noqa: E402  (registers the NPU-ReID protocols)
-
-__all__ += ["npu_protocol"]
-
-from vireid.evaluation.mixed import with_modality_rows  # noqa: E402  (registers the mixed-gallery protocols)
-
-__all__ += ["with_modality_rows"]

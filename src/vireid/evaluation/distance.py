@@ -92,8 +92,8 @@ def pairwise_distance(
 @functools.lru_cache(maxsize=1)
 def _cpu_has_bf16_units() -> bool:
     """True when the CPU multiplies bf16 in hardware (AMX-BF16 or AVX512-BF16; one detection with
-    training's ``train.amp=auto``, :func:`vireid.engine.precision.cpu_bf16_flags`)."""
-    from vireid.engine.precision import cpu_bf16_flags
+    training's ``train.amp=auto``, :func:`vireid._compat.cpu_bf16_flags`)."""
+    from vireid._compat import cpu_bf16_flags
 
     return bool(cpu_bf16_flags())
 

@@ -3,7 +3,7 @@
 - :mod:`vireid.export.onnx` — export a checkpoint's embedding model to ONNX (dynamic batch, both
   inputs of two-stream models, checked against PyTorch with onnxruntime) and
   :class:`~vireid.export.onnx.OnnxEmbedder`, registered for ``.onnx`` files with
-  :func:`vireid.inference.embedder.load_embedder`;
+  :func:`vireid.inference.loading.load_embedder`;
 - :mod:`vireid.modeling.pruning` — L1-norm / BN-scale filter pruning of the inner channels of
   residual, inverted-residual and MLP blocks, stored so that pruned checkpoints reload;
 - :mod:`vireid.export.quantize` — int8 post-training static quantization of an exported model

@@ -281,13 +281,13 @@ def quantize_model_file(fp32_path: str | Path, out: str | Path, *, images: int =
                         progress: bool = False) -> QuantizeReport:
     """Quantize an exported vireid ONNX file, calibrating on its dataset's training images (from
     the config in its metadata; ``data_root`` if the dataset moved)."""
-    from vireid.config import config_from_dict
+    from vireid.plugins import stored_config
     from vireid.export.onnx import read_metadata
 
     meta = read_metadata(fp32_path)
     if "config" not in meta:
         raise VireidError(f"{fp32_path} carries no vireid config; export it with vireid export first")
-    cfg = config_from_dict(json.loads(meta["config"]), source=f"exported model {fp32_path}")
+    cfg = stored_config(json.loads(meta["config"]), source=f"exported model {fp32_path}")
     pixels, codes = calibration_images(cfg, images, seed=seed, data_root=data_root, progress=progress)
     return quantize_onnx(fp32_path, out, pixels, codes, method=method, per_channel=per_channel)
 

@@ -3,14 +3,14 @@ extraction, search, verification, the web service and exported models share.
 
 An :class:`Embedder` applies exactly the evaluation preprocessing (decode with Pillow, resize to
 the model's input size, ImageNet normalisation) and returns L2-normalised float32 embeddings, so a
-cosine similarity is a plain inner product. :func:`load_embedder` picks the backend from the
-path: a run folder or ``.pt`` checkpoint gives a :class:`TorchEmbedder`; other suffixes (e.g.
-``.onnx``) are served by loaders registered with :func:`register_embedder_format`.
+cosine similarity is a plain inner product. :func:`vireid.inference.loading.load_embedder` picks the
+backend from the path: a run folder or ``.pt`` checkpoint gives a :class:`TorchEmbedder`, ``.onnx`` an
+:class:`~vireid.inference.onnx_embedder.OnnxEmbedder`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,6 @@ import torch
 
 from vireid.data.records import MODALITY_CODE
 from vireid.errors import ConfigError
-
-_FORMATS: dict[str, Callable[..., "Embedder"]] = {}
-
-
-def register_embedder_format(suffix: str, loader: Callable[..., "Embedder"]) -> None:
-    """Let :func:`load_embedder` open files ending in ``suffix`` (e.g. ``".onnx"``) with ``loader(path, device=...)``."""
-    _FORMATS[suffix.lower()] = loader
 
 
 def modality_codes(modalities: Sequence[str | int] | str | int, count: int) -> np.ndarray:
@@ -305,27 +298,3 @@ class TorchEmbedder(Embedder):
         images = self.precision.prepare_input(images.to(self.device))
         with self.precision.autocast():
             return self.model(images, modalities.to(self.device)).float()
-
-
-def load_embedder(path: str | Path, device: str | torch.device = "cpu", amp: str | None = None) -> Embedder:
-    """An :class:`Embedder` for a run folder, a ``.pt`` checkpoint, or a registered format (e.g. ``.onnx``).
-
-    ``amp`` overrides a PyTorch checkpoint's ``train.amp`` (:class:`TorchEmbedder`); exported models
-    run in their own precision."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"model {path} does not exist; give a run folder, a .pt checkpoint or an exported model")
-    suffix = path.suffix.lower()
-    if suffix in _FORMATS:
-        return _FORMATS[suffix](path, device=device)
-    if suffix == ".onnx":
-        try:
-            import vireid.export.onnx  # noqa: F401  (registers the .onnx loader)
-        except ImportError as err:
-            raise ConfigError(f"{path} is an ONNX model but the ONNX backend is unavailable ({err}); install vireid[deploy]") from None
-        if suffix in _FORMATS:
-            return _FORMATS[suffix](path, device=device)
-    if path.is_dir() or suffix in (".pt", ".pth", ".ckpt"):
-        return TorchEmbedder.from_checkpoint(path, device, amp=amp)
-    raise ConfigError(f"cannot load a model from {path}: expected a run folder, a .pt checkpoint or one of "
-                      f"{', '.join(sorted(_FORMATS)) or 'no registered formats'}")

@@ -1,15 +1,13 @@
 """Models: two-stream backbones, modules, heads, losses and the methods that compose them.
 
-Registries (config names -> classes): ``BACKBONES`` (``two_stream``), ``MODULES`` (``gem``,
-``avg``, ``max``, ``non_local``), ``HEADS`` (``bnneck``, ``identity_neck``, ``linear``),
-``LOSSES`` (``cross_entropy``, ``triplet``, ``wrt``, ``hetero_center_triplet``, ``center``),
-``METHODS`` (``baseline``). A new method registers itself the same way from its own file and
-is imported here. timm is imported only when a backbone is built.
+Registries (config names -> classes): ``BACKBONES``, ``MODULES``, ``HEADS``, ``LOSSES`` and ``METHODS``
+(:mod:`vireid.modeling.registries`). Each part registers itself from its own file; :mod:`vireid.builtins`
+imports every built-in one, and ``vireid list`` prints what each registry holds. timm is imported only
+when a backbone is built.
 """
 
 from vireid.modeling.registries import BACKBONES, HEADS, LOSSES, METHODS, MODULES
 
-from vireid.modeling import backbones, heads, losses, methods, modules  # noqa: E402,F401  (registers parts)
 from vireid.modeling.backbones import TwoStreamBackbone
 from vireid.modeling.heads import BNNeck, LinearClassifier
 from vireid.modeling.losses import (
@@ -24,7 +22,8 @@ from vireid.modeling.modules import GeneralizedMeanPooling, NonLocalBlock
 
 
 def build_method(name: str, **kwargs: object) -> object:
-    """Build a registered method by config name, e.g. ``build_method("baseline", num_classes=395)``."""
+    """Build a registered method by config name, e.g. ``build_method("baseline", num_classes=395)``
+    (the registries are filled by ``import vireid.builtins``)."""
     return METHODS.build(name, **kwargs)
 
 

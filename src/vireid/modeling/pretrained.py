@@ -233,7 +233,9 @@ def create_timm_model(
     ``create_kwargs`` go to :func:`timm.create_model` (e.g. ``img_size`` for Swin). Never
     downloads unless ``pretrained`` asks for hub weights and ``HF_HUB_OFFLINE`` is not set.
     """
-    import vireid  # noqa: F401  - installs the torchvision guard before timm imports torchvision
+    from vireid._compat import ensure_torchvision
+
+    ensure_torchvision()  # the torchvision guard must be in place before timm imports torchvision
     import timm
 
     if not timm.is_model(name.split(".")[0]):

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+import vireid.builtins  # noqa: F401  (the dataset readers)
 from vireid.data.datasets.base import parse_modality
 from vireid.data.images import is_image_file
 from vireid.errors import DatasetError, VireidError

@@ -1,4 +1,4 @@
-"""Query images -> embeddings (:func:`vireid.inference.embedder.load_embedder`) -> index search ->
+"""Query images -> embeddings (:func:`vireid.inference.loading.load_embedder`) -> index search ->
 result rows (path, score, identity, camera, modality), as a table or JSON.
 
 A query's modality matters twice: two-stream models embed visible and infrared images through

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import vireid.builtins  # noqa: F401  (the dataset readers)
 from vireid.data.datasets.base import parse_modality
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.errors import DatasetError, VireidError

@@ -78,7 +78,7 @@ def evaluate_exported(model_path: str | Path, *, protocols: tuple[str, ...] = ()
     """``vireid eval`` for an exported model file (``.onnx``): same arguments as
     :func:`vireid.workflows.train_run.evaluate_checkpoint`. Results go to ``out`` when given, else beside the
     file as ``<model>.test_results.json``/``.md`` (its own data only; see :mod:`vireid.workflows.evaluate_run`)."""
-    from vireid.inference.embedder import load_embedder
+    from vireid.inference.loading import load_embedder
     from vireid.workflows.eval_data import DataChoice, load_eval_dataset, select_data
     from vireid.workflows.evaluate_model import apply_eval_overrides
     from vireid.workflows.evaluate_run import label_results, output_folder

@@ -314,7 +314,8 @@ def import_reference_checkpoint(checkpoint: str | Path, out: str | Path, *, conf
     by the class count, :func:`default_config_name`); its model section is replaced by the network
     of the checkpoint. ``embedding``: ``"fc"`` (default) or ``"pool"``. Returns a summary dict.
     """
-    from vireid.config import SHIPPED_CONFIGS, find_yaml, load_config, save_config, shipped_names
+    from vireid.config import SHIPPED_CONFIGS, find_yaml, save_config, shipped_names
+    from vireid.plugins import user_config
     from vireid.engine.checkpoint import atomic_torch_save
     from vireid.engine.trainer import build_model, validate_config
 
@@ -330,7 +331,7 @@ def import_reference_checkpoint(checkpoint: str | Path, out: str | Path, *, conf
     config_path = find_yaml(name, SHIPPED_CONFIGS)
     if config_path is None:
         raise VireidError(f"config {name!r} is neither a file nor a shipped config; shipped configs: {shipped_names(SHIPPED_CONFIGS)}")
-    cfg = load_config(config_path, list(overrides))
+    cfg = user_config(config_path, list(overrides))
     cfg.name = out.name
     cfg.published = {}  # the imported network is not the recipe whose published numbers the config states
     cfg.model.method = "baseline"

@@ -104,7 +104,7 @@ def start_training(*, config: Optional[str] = None, overrides: Sequence[str] = (
     """``vireid train``: a new run from ``config`` + ``overrides`` (or a fine-tuning run ``init_from`` a trained
     model, first ``freeze`` stages fixed), or the interrupted run in ``resume`` continued; then
     :func:`run_training`."""
-    from vireid.config import config_from_dict, load_config
+    from vireid.plugins import stored_config, user_config
     from vireid.engine.checkpoint import load_checkpoint
     from vireid.engine.trainer import validate_config
 
@@ -118,7 +118,7 @@ def start_training(*, config: Optional[str] = None, overrides: Sequence[str] = (
         from vireid.modeling.modules.non_local import upgrade_non_local_params
 
         saved = load_checkpoint(ckpt_path)
-        cfg = config_from_dict(saved["config"], source=f"run {resume}")
+        cfg = stored_config(saved["config"], source=f"run {resume}")
         upgrade_non_local_params(cfg.model.params, saved["model"])  # a run started when "agw" meant C/2 blocks
         if overrides or init_from is not None or freeze is not None:
             raise VireidError("--resume continues a run with its own config; drop the key=value overrides, --init-from and --freeze")
@@ -133,10 +133,10 @@ def start_training(*, config: Optional[str] = None, overrides: Sequence[str] = (
             if config is None:
                 cfg = transfer_config(init_from.resolve(), extra)
             else:
-                cfg = load_config(resolve_config(config), extra)
+                cfg = user_config(resolve_config(config), extra)
                 cfg.train.init_from = str(init_from.resolve())
         else:
-            cfg = load_config(resolve_config(config) if config else None, extra)
+            cfg = user_config(resolve_config(config) if config else None, extra)
         validate_config(cfg)
         folder = run_dir or Path(cfg.output_dir) / cfg.name
         if (folder / "last.pt").exists():

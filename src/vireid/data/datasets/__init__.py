@@ -4,7 +4,9 @@
 :class:`~vireid.data.datasets.base.VIReIDDataset` whose ``train`` / ``val`` / ``test`` (and,
 for user data, ``query`` / ``gallery``) are lists of
 :class:`~vireid.data.records.ImageRecord`. Formats: ``sysu-mm01``, ``regdb``, ``llcm``,
-``npu-reid`` (dual-path Swin), ``folder`` and ``csv`` (users' own data, see :mod:`vireid.data.datasets.folder`).
+``npu-reid`` (dual-path Swin), ``folder`` and ``csv`` (users' own data, see :mod:`vireid.data.datasets.folder`):
+``vireid list datasets``. Each reader registers itself in ``DATASETS`` from its own file; :mod:`vireid.builtins`
+imports them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from vireid.data.datasets import folder, llcm, npu_reid, regdb, sysu_mm01  # noqa: F401  (register the readers)
 from vireid.data.datasets.base import DATASETS, CheckReport, VIReIDDataset
 from vireid.errors import ConfigError, DatasetError
 

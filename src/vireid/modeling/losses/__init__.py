@@ -1,7 +1,6 @@
 """Losses, each a small module with the call ``loss(inputs, labels, modalities=None)``.
 
-Registered names (``LOSSES``): ``cross_entropy``, ``triplet``, ``wrt``,
-``hetero_center_triplet``, ``center``. Each class's ``input_key`` says which model output it
+Registered in ``LOSSES`` by name (``vireid list losses``). Each class's ``input_key`` says which model output it
 reads by default (``"logits"`` or ``"features"``).
 """
 
@@ -23,6 +22,3 @@ __all__ = [
     "WeightedRegularizedTripletLoss",
     "pairwise_euclidean",
 ]
-from vireid.modeling.losses import overlap, partwise  # noqa: E402,F401  (DFW+SLN: "overlap_penalty", "partwise")
-from vireid.modeling.losses import multi_masking  # noqa: E402,F401  (dual-path Swin: "multi_masking_triplet")
-from vireid.modeling.losses import cmce  # noqa: E402,F401  (PDFENet: "cmce", "center_contrast")

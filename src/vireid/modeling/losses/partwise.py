@@ -40,15 +40,9 @@ class PartwiseLoss(ReIDLoss):
         self, loss: str, params: dict | None = None, num_classes: int | None = None
     ) -> None:
         super().__init__()
-        from vireid.config import check_kwargs
-
         if loss == "partwise":
             raise ConfigError("partwise loss cannot wrap itself; name a per-part loss such as cross_entropy")
-        try:
-            cls = LOSSES.get(loss)
-        except KeyError as err:
-            raise ConfigError(f"partwise loss: {err.args[0]}") from None
-        kwargs = check_kwargs(cls, dict(params or {}), f"partwise({loss}).params")
+        cls, kwargs = LOSSES.check(loss, params, f"partwise({loss}).params", where="partwise loss")
         accepted = inspect.signature(cls).parameters
         if "num_classes" in accepted and num_classes is not None:
             kwargs.setdefault("num_classes", num_classes)

@@ -3,7 +3,3 @@
 from vireid.modeling.methods.baseline import BaselineReID
 
 __all__ = ["BaselineReID"]
-from vireid.modeling.methods import dfw_sln  # noqa: E402,F401  (DFW+SLN: registers "dfw_sln")
-from vireid.modeling.methods import dual_path_swin  # noqa: E402,F401  (dual-path Swin: registers "dual_path_swin")
-from vireid.modeling.methods import multimodal_fusion  # noqa: E402,F401  (the survey §4.1/§4.2: registers "fusion")
-from vireid.modeling.methods import pdfenet  # noqa: E402,F401  (PDFENet: registers "pdfenet")

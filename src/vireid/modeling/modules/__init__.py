@@ -1,4 +1,5 @@
-"""Parts that go between or after backbone stages: pooling, non-local blocks (and later DFW, SLN, ADMG, IDI)."""
+"""Parts that go between or after backbone stages: pooling, non-local blocks, DFW, SLN, ADMG, IDI, fusion layers
+(registered in ``MODULES``; ``vireid list modules``)."""
 
 from vireid.modeling.modules.non_local import (
     AGW_INTER_CHANNELS,
@@ -25,6 +26,3 @@ __all__ = [
     "build_pooling",
     "resolve_non_local",
 ]
-from vireid.modeling.modules import dfw, sln  # noqa: E402,F401  (DFW+SLN: registers "dfw", "sln")
-from vireid.modeling.modules import fusion_layers  # noqa: E402,F401  (the survey: registers "early_fusion", "late_fusion", "attention_fusion")
-from vireid.modeling.modules import admg, idi  # noqa: E402,F401  (PDFENet: registers "admg", "idi")

@@ -38,9 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vireid.config import Config, load_config
+from vireid.config import Config
 from vireid.engine.checkpoint import atomic_write_text
 from vireid.errors import ConfigError, VireidError
+from vireid.plugins import user_config
 from vireid.workflows.ablation.grid import AblationGrid, AblationRow, row_folder_name, row_overrides
 from vireid.workflows.ablation.pool import RowJob, run_rows_in_processes
 from vireid.workflows.ablation.state import row_state, row_results
@@ -113,7 +114,7 @@ def run_ablation(
     for row in grid.rows:  # build and check every row before training any (a typo in row 8 fails at once)
         overrides = row_overrides(grid, row, cli_overrides, out)
         try:
-            cfg = load_config(config_path, overrides)
+            cfg = user_config(config_path, overrides)
             validate_config(cfg)
         except ConfigError as err:
             raise ConfigError(f"ablation row {row.name!r}: {err}") from None
@@ -122,7 +123,7 @@ def run_ablation(
                 units.append(_Unit(row, seed, cfg, overrides, out / row_folder_name(row)))
                 continue
             seeded = row_overrides(grid, row, cli_overrides, out, seed=seed)
-            units.append(_Unit(row, seed, load_config(config_path, seeded), seeded, out / row_folder_name(row, seed)))
+            units.append(_Unit(row, seed, user_config(config_path, seeded), seeded, out / row_folder_name(row, seed)))
     total = len(units)
     states = [row_state(unit.cfg, unit.folder) for unit in units]
     labels = [f"[{i}/{total}] {unit.folder.name}" for i, unit in enumerate(units, start=1)]

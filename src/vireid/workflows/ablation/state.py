@@ -8,8 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from vireid.config import Config, config_from_dict
+from vireid.config import Config
 from vireid.errors import VireidError
+from vireid.plugins import stored_config
 
 #: Config keys that do not change what a run computes (ignored when checking a folder's config).
 RUNTIME_KEYS = ("output_dir", "train.progress", "train.threads", "train.device", "data.workers")
@@ -40,7 +41,7 @@ def row_state(cfg: Config, folder: Path) -> str:
         return "new"
     previous = yaml.safe_load(saved.read_text()) or {}
     try:  # fill in keys a newer vireid added since that run (with their defaults), so they compare equal
-        previous = config_from_dict(previous).to_dict()
+        previous = stored_config(previous).to_dict()
     except VireidError:
         pass  # an old key that no longer exists: compared as saved, so the folder is refused below
     finished_nothing = not any((folder / f).exists() for f in ("last.pt", "train_summary.json", "test_results.json"))

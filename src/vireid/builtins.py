@@ -1,0 +1,89 @@
+"""The one registration point: importing this module registers every part vireid ships.
+
+Each part registers itself with a decorator in its own file (``@METHODS.register("pdfenet")``); this module
+is the single list of those files, so the registries below are filled by ``import vireid.builtins`` and
+nowhere else (no package ``__init__`` imports its members for their side effect). The layers that wire
+parts together import it: the trainer, inference, the workflows and the CLI (and :mod:`vireid.plugins`,
+before a user's plugin adds to the registries). Python code that uses a registry directly imports it
+first. ``vireid list`` prints what the registries hold.
+
+=====================  ================================================  ======================================
+registry               where it is defined                               what a config names with it
+=====================  ================================================  ======================================
+``METHODS``            :mod:`vireid.modeling.registries`                 ``model.method``
+``LOSSES``             :mod:`vireid.modeling.registries`                 ``losses.<term>`` (``type``)
+``BACKBONES``          :mod:`vireid.modeling.registries`                 a method's backbone
+``MODULES``            :mod:`vireid.modeling.registries`                 pooling, non-local, DFW, SLN, ...
+``HEADS``              :mod:`vireid.modeling.registries`                 necks and classifiers
+``TRANSFORM_STEPS``    :mod:`vireid.data.transforms`                     ``augment.steps`` (batch steps)
+``DATASETS``           :mod:`vireid.data.datasets.base`                  ``data.format`` (readers)
+``PROTOCOLS``          :mod:`vireid.evaluation.protocols`                ``eval.protocols``
+=====================  ================================================  ======================================
+
+A new built-in part is one new file plus one line here; a user's part is a plugin (docs/extending.md).
+"""
+
+from __future__ import annotations
+
+# ----------------------------------------------------------------------------- dataset readers
+import vireid.data.datasets.folder  # noqa: F401  ("folder", "csv": users' own data)
+import vireid.data.datasets.llcm  # noqa: F401
+import vireid.data.datasets.npu_reid  # noqa: F401  (dual-path Swin's NPU-ReID)
+import vireid.data.datasets.regdb  # noqa: F401
+import vireid.data.datasets.sysu_mm01  # noqa: F401
+
+# ----------------------------------------------------------------------------- batch (transform) steps
+import vireid.data.corruptions  # noqa: F401  (the corruption suite as a training step)
+import vireid.data.modality_augmentation  # noqa: F401  (MAG: modality patch exchange)
+import vireid.data.paired  # noqa: F401  (paired crop/flip of registered visible-infrared pairs)
+import vireid.data.transforms  # noqa: F401  (crop/flip, grayscale, erasing, channel augmentation, ...)
+
+# ----------------------------------------------------------------------------- evaluation protocols
+import vireid.evaluation.mixed  # noqa: F401  (mixed-modality galleries)
+import vireid.evaluation.npu  # noqa: F401  (NPU-ReID protocols)
+import vireid.evaluation.protocols  # noqa: F401  (SYSU-MM01, RegDB, LLCM, given query/gallery)
+
+# ----------------------------------------------------------------------------- backbones, heads, modules
+import vireid.modeling.backbones.two_stream  # noqa: F401
+import vireid.modeling.heads  # noqa: F401
+import vireid.modeling.modules.admg  # noqa: F401  (PDFENet)
+import vireid.modeling.modules.dfw  # noqa: F401  (DFW+SLN)
+import vireid.modeling.modules.fusion_layers  # noqa: F401  (the survey's early / late / attention fusion)
+import vireid.modeling.modules.idi  # noqa: F401  (PDFENet)
+import vireid.modeling.modules.non_local  # noqa: F401
+import vireid.modeling.modules.pooling  # noqa: F401
+import vireid.modeling.modules.sln  # noqa: F401  (DFW+SLN)
+
+# ----------------------------------------------------------------------------- losses
+import vireid.modeling.losses.center  # noqa: F401
+import vireid.modeling.losses.cmce  # noqa: F401  (PDFENet)
+import vireid.modeling.losses.identity  # noqa: F401
+import vireid.modeling.losses.multi_masking  # noqa: F401  (dual-path Swin)
+import vireid.modeling.losses.overlap  # noqa: F401  (DFW+SLN)
+import vireid.modeling.losses.partwise  # noqa: F401  (DFW+SLN)
+import vireid.modeling.losses.triplet  # noqa: F401
+
+# ----------------------------------------------------------------------------- methods
+import vireid.modeling.methods.baseline  # noqa: F401
+import vireid.modeling.methods.dfw_sln  # noqa: F401  (DFW+SLN)
+import vireid.modeling.methods.dual_path_swin  # noqa: F401  (dual-path Swin / MAG / MMT)
+import vireid.modeling.methods.multimodal_fusion  # noqa: F401  (the survey §4.1/§4.2)
+import vireid.modeling.methods.pdfenet  # noqa: F401  (PDFENet)
+from vireid.data.datasets.base import DATASETS
+from vireid.data.transforms import TRANSFORM_STEPS
+from vireid.evaluation.protocols import PROTOCOLS
+from vireid.modeling.registries import BACKBONES, HEADS, LOSSES, METHODS, MODULES
+
+#: Every registry, by the name ``vireid list NAME`` takes, in the order it prints them.
+REGISTRIES = {
+    "methods": METHODS,
+    "losses": LOSSES,
+    "backbones": BACKBONES,
+    "modules": MODULES,
+    "heads": HEADS,
+    "steps": TRANSFORM_STEPS,
+    "datasets": DATASETS,
+    "protocols": PROTOCOLS,
+}
+
+__all__ = ["REGISTRIES"]
