@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from vireid.config import Config, check_kwargs, load_config
+from vireid.config import Config, load_config
+from vireid.registry import check_kwargs
 from vireid.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -91,7 +92,7 @@ def test_check_kwargs_names_key():
 def test_check_kwargs_follows_kwargs_to_the_base_class():
     """A method that changes a few of its base's defaults and forwards ``**kwargs`` accepts (and
     type-checks) the base's keys, takes its own defaults first, and still rejects unknown keys."""
-    from vireid.config import accepted_parameters
+    from vireid.registry import accepted_parameters
     from vireid.modeling.methods.dfw_sln import DFWSLNReID
 
     params, _, accepts_any = accepted_parameters(DFWSLNReID)

@@ -70,32 +70,33 @@ def test_the_pages_plugin_trains_and_evaluates_through_the_cli(tmp_path, tiny_sy
 
 
 def test_plugin_keys_are_checked_against_the_method_and_its_base(tmp_path):
-    from vireid.config import load_config
     from vireid.engine.trainer import validate_config
+    from vireid.plugins import user_config
 
     _write_page_files(tmp_path)
     config = tmp_path / "se_synth.yaml"
-    validate_config(load_config(config, ["model.params.se_reduction=4", "model.params.gem_p=2"]))
+    validate_config(user_config(config, ["model.params.se_reduction=4", "model.params.gem_p=2"]))
     with pytest.raises(ConfigError, match=r"model\.params\.se_reduce'.*se_reduction"):
-        validate_config(load_config(config, ["model.params.se_reduce=4"]))
+        validate_config(user_config(config, ["model.params.se_reduce=4"]))
 
 
 def test_plugin_errors_are_one_sentence(tmp_path, monkeypatch):
     from vireid.config import load_config
+    from vireid.plugins import user_config
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"plugin file .*missing\.py .*does not exist"):
-        load_config(None, ["plugins=[./missing.py]"])
+        user_config(None, ["plugins=[./missing.py]"])
     with pytest.raises(ConfigError, match=r"plugin module 'no_such_lab_module' .*not installed or not on PYTHONPATH"):
-        load_config(None, ["plugins=[no_such_lab_module]"])
+        user_config(None, ["plugins=[no_such_lab_module]"])
     (tmp_path / "broken.py").write_text("raise RuntimeError('oops')\n")
     with pytest.raises(ConfigError, match=r"broken\.py .*failed while importing: RuntimeError: oops"):
-        load_config(None, ["plugins=[broken.py]"])
+        user_config(None, ["plugins=[broken.py]"])
     (tmp_path / "clash.py").write_text(
         "from vireid.modeling.registries import METHODS\n\n@METHODS.register('baseline')\nclass Mine:\n    pass\n"
     )
     with pytest.raises(ConfigError, match=r"clash\.py .*'baseline' is already registered"):
-        load_config(None, ["plugins=[clash.py]"])
+        user_config(None, ["plugins=[clash.py]"])
     # a base config by shipped name, and a clear error for one that is neither beside nor shipped
     (tmp_path / "mine.yaml").write_text("_base_: agw_sysu\n")
     assert load_config(tmp_path / "mine.yaml").model.method == "baseline"
