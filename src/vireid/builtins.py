@@ -72,6 +72,7 @@ import vireid.modeling.methods.pdfenet  # noqa: F401  (PDFENet)
 from vireid.data.datasets.base import DATASETS
 from vireid.data.transforms import TRANSFORM_STEPS
 from vireid.evaluation.protocols import PROTOCOLS
+from vireid.errors import VireidError
 from vireid.modeling.registries import BACKBONES, HEADS, LOSSES, METHODS, MODULES
 
 #: Every registry, by the name ``vireid list NAME`` takes, in the order it prints them.
@@ -86,4 +87,46 @@ REGISTRIES = {
     "protocols": PROTOCOLS,
 }
 
-__all__ = ["REGISTRIES"]
+#: Where a config names each registry's entries (printed beside the registry's name).
+CONFIG_KEYS = {
+    "methods": "model.method",
+    "losses": "losses.<term> (or its type:)",
+    "backbones": "a method's backbone",
+    "modules": "a method's modules (pooling, non_local, ...)",
+    "heads": "a method's neck and classifiers",
+    "steps": "augment.steps (batch steps)",
+    "datasets": "data.format (dataset readers)",
+    "protocols": "eval.protocols, vireid eval --protocol",
+}
+#: Other spellings ``vireid list`` accepts.
+ALIASES = {"readers": "datasets", "formats": "datasets", "batch-steps": "steps", "batch_steps": "steps",
+           "transforms": "steps", "transform-steps": "steps"}
+
+
+def registry_named(name: str) -> str:
+    """The :data:`REGISTRIES` key ``name`` means (plural, singular or an alias); one sentence if none."""
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in REGISTRIES and f"{key}s" in REGISTRIES:
+        key = f"{key}s"
+    if key not in REGISTRIES:
+        raise VireidError(f"there is no registry {name!r}; choose one of {', '.join(REGISTRIES)} "
+                          "(or run vireid list without a name for all of them)")
+    return key
+
+
+def format_registries(names: list[str] | tuple[str, ...] = ()) -> str:
+    """The text of ``vireid list``: per registry (all, or the ``names`` given) its config key, then one line
+    per entry with its name and a one-line summary from its docstring (:meth:`~vireid.registry.Registry.summary`)."""
+    keys = [registry_named(n) for n in names] or list(REGISTRIES)
+    blocks = []
+    for key in keys:
+        registry = REGISTRIES[key]
+        width = max((len(n) for n in registry), default=0)
+        lines = [f"{key} ({len(registry)}) -- {CONFIG_KEYS[key]}"]
+        lines += [f"  {n:<{width}}  {registry.summary(n)}".rstrip() for n in registry]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+__all__ = ["ALIASES", "CONFIG_KEYS", "REGISTRIES", "format_registries", "registry_named"]

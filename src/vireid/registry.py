@@ -83,14 +83,23 @@ class Registry(Generic[T]):
         """Build ``name`` from config ``params`` checked by :meth:`check`, plus the ``fixed`` arguments the
         caller supplies (e.g. ``num_classes``, listed in ``skip`` so a config cannot set them)."""
         obj, checked = self.check(name, params, key, where=where, skip=skip)
+        accepted, _, _ = accepted_parameters(obj)
+        missing = [n for n, p in accepted.items()
+                   if p.default is inspect.Parameter.empty and n not in checked and n not in fixed]
+        if missing:
+            raise ConfigError(f"config key '{key}' lacks {', '.join(missing)}, which {self.kind} {name!r} needs; "
+                              f"its parameters are {', '.join(sorted(n for n in accepted if n not in skip)) or 'none'}")
         return obj(**checked, **fixed)  # type: ignore[operator]
 
     def summary(self, name: str) -> str:
-        """The first sentence of the registered object's docstring (what ``vireid list`` prints)."""
-        doc = inspect.getdoc(self.get(name)) or ""
-        first = " ".join(doc.strip().split("\n\n")[0].split())
-        end = first.find(". ")
-        return first[:end + 1] if end >= 0 else first
+        """One line about the registered ``name`` (what ``vireid list`` prints): its ``description``
+        attribute when it has one (e.g. a protocol setting), else the first sentence of its docstring."""
+        obj = self.get(name)
+        description = getattr(obj, "description", None)
+        if isinstance(description, str) and description.strip():
+            return " ".join(description.split())
+        doc = inspect.getdoc(obj) if (inspect.isclass(obj) or inspect.isroutine(obj)) else None
+        return first_sentence(" ".join((doc or "").strip().split("\n\n")[0].split()))
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
         factory = self.get(name)
@@ -110,6 +119,17 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
+
+
+def first_sentence(text: str) -> str:
+    """``text`` up to the first full stop outside parentheses that a capital letter follows (so "eq. 3",
+    "Sec. 3.2" and "(Ye et al., 2021)" do not end it)."""
+    depth = 0
+    for i, char in enumerate(text):
+        depth += (char in "([") - (char in ")]")
+        if char == "." and depth <= 0 and text[i + 1:i + 2] == " " and text[i + 2:i + 3].isupper():
+            return text[:i + 1]
+    return text
 
 
 def accepted_parameters(func: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
