@@ -107,8 +107,9 @@ def registry_named(name: str) -> str:
     """The :data:`REGISTRIES` key ``name`` means (plural, singular or an alias); one sentence if none."""
     key = name.strip().lower()
     key = ALIASES.get(key, key)
-    if key not in REGISTRIES and f"{key}s" in REGISTRIES:
-        key = f"{key}s"
+    for plural in (f"{key}s", f"{key}es"):
+        if key not in REGISTRIES and plural in REGISTRIES:
+            key = plural
     if key not in REGISTRIES:
         raise VireidError(f"there is no registry {name!r}; choose one of {', '.join(REGISTRIES)} "
                           "(or run vireid list without a name for all of them)")
