@@ -138,3 +138,20 @@ def test_first_sentence_skips_abbreviations_and_parentheses():
     assert first_sentence("Random erasing (Zhong et al. AAAI 2020, Alg. 1) on images. Then") == \
         "Random erasing (Zhong et al. AAAI 2020, Alg. 1) on images."
     assert first_sentence("No full stop") == "No full stop"
+
+
+def test_the_architecture_page_examples_run():
+    """docs/architecture.md's Python example and the commands it names work as written."""
+    import re
+
+    page = (REPO / "docs" / "architecture.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    assert blocks
+    for block in blocks:
+        scope: dict = {}
+        exec(compile(block, "docs/architecture.md", "exec"), scope)  # noqa: S102 - the page's own example
+    assert scope["model"].__class__.__name__ == "BaselineReID"
+    for line in re.findall(r"```bash\n(.*?)```", page, flags=re.S)[0].splitlines():
+        args = line.split("#")[0].split()[1:]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and result.output.startswith(f"{args[1] if len(args) > 1 else 'methods'} ("), line
