@@ -79,7 +79,7 @@ def test_graph_has_dynamic_batch_and_both_inputs(exported) -> None:
 def test_onnx_embedder_equals_torch_embedder(exported) -> None:
     from vireid.inference.embedder import TorchEmbedder
     from vireid.inference.loading import load_embedder
-    from vireid.export.onnx import OnnxEmbedder
+    from vireid.inference.onnx_embedder import OnnxEmbedder
 
     ckpt, path, _ = exported
     onnx_embedder = load_embedder(path)
@@ -96,7 +96,7 @@ def test_onnx_embedder_equals_torch_embedder(exported) -> None:
         assert a.shape == (7, onnx_embedder.dim)
         np.testing.assert_allclose(a, b, atol=2e-5)
     # the graph itself, given a mixed batch, runs both branches and selects per sample
-    from vireid.export.onnx import make_session
+    from vireid.inference.onnx_embedder import make_session
 
     session = make_session(path)
     x = onnx_embedder.preprocess(torch.as_tensor(pixels)).numpy()

@@ -5,7 +5,7 @@ onnxruntime's MLAS kernels run int8 QDQ convolutions much faster than its fp32 o
 two-stream ResNet-18 at 256x128: 55 -> 14 ms per image, batch 1, one thread; depthwise
 MobileNets gain less, their depthwise layers being memory-bound; docs/benchmarks.md,
 "Lightweight deployment", has the measured table), the quantized model is an ordinary ONNX
-file that the :class:`~vireid.export.onnx.OnnxEmbedder` serves unchanged (``vireid eval``,
+file that the :class:`~vireid.inference.onnx_embedder.OnnxEmbedder` serves unchanged (``vireid eval``,
 search, the web service), and nothing new needs installing. ``torch.ao`` eager/FX static
 quantization is being retired in favour of torchao's PT2E flow (torchao is not a dependency),
 and PyTorch's dynamic quantization only covers ``Linear``/LSTM layers, i.e. almost nothing of a

@@ -153,7 +153,7 @@ def experiment_config(model_path: Path) -> dict | None:
     """The training config of a model file or run folder, as a dict (None when it records none)."""
     if model_path.suffix.lower() == ".onnx":
         try:
-            from vireid.export.onnx import read_metadata
+            from vireid.inference.onnx_embedder import read_metadata
 
             meta = read_metadata(model_path)
             return json.loads(meta["config"]) if "config" in meta else None
