@@ -41,6 +41,11 @@ from vireid.workflows.ablation.tables import METRIC_COLUMNS, AblationReport, com
 
 __all__ = [
     "METRIC_COLUMNS",
+    "RUNTIME_KEYS",
+    "RowJob",
+    "combine_seeds",
+    "row_folder_name",
+    "run_rows_in_processes",
     "AblationGrid",
     "AblationReport",
     "AblationRow",
