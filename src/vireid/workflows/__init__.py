@@ -8,5 +8,6 @@
 - :mod:`~vireid.workflows.prune` -- prune + fine-tune;
 - :mod:`~vireid.workflows.ablation` -- ablation grids;
 - :mod:`~vireid.workflows.evaluate_fusion` -- fused multi-modal queries;
-- :mod:`~vireid.workflows.import_agw` -- importing an AGW checkpoint.
+- :mod:`~vireid.workflows.import_agw` -- importing an AGW checkpoint;
+- :mod:`~vireid.workflows.demo` -- the end-to-end demo on synthetic data.
 """

@@ -7,7 +7,7 @@
 4. evaluate its best checkpoint (chosen on held-out validation identities) with and without
    k-reciprocal re-ranking, and print one table with everything side by side.
 
-The run folder holds the config, checkpoints, metrics (JSON lines + TensorBoard), the training
+:func:`run_demo` is the job; ``vireid demo`` (:mod:`vireid.cli.demo`) parses its options. The run folder holds the config, checkpoints, metrics (JSON lines + TensorBoard), the training
 curves plot and the results table.
 """
 
@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional
 
-import typer
-
-from vireid.cli.app import app
 from vireid.workflows.train_run import resolve_config
+
+
+def _plain(text: str, bold: bool = False) -> None:
+    print(text, flush=True)
 
 
 def baseline_results(dataset, cfg, progress: bool = True) -> list:
@@ -48,13 +49,10 @@ def baseline_results(dataset, cfg, progress: bool = True) -> list:
     return out
 
 
-@app.command("demo")
-def demo_command(
-    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides key=value (e.g. train.epochs=4)."),
-    config: str = typer.Option("baseline_synth", "--config", "-c", help="Config to train (default: the CPU demo config)."),
-    run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir", help="Run folder (replaced on every demo run)."),
-) -> None:
-    """Generate synthetic data, evaluate reference matchers, train a two-stream model and evaluate it."""
+def run_demo(config: str = "baseline_synth", overrides: Sequence[str] = (), run_dir: Path = Path("runs/demo"),
+             say: Callable[..., None] = _plain) -> list:
+    """Generate synthetic data, evaluate reference matchers, train a two-stream model and evaluate it;
+    ``say(text, bold=...)`` prints each line. Returns the results (reference matchers, then the trained model)."""
     from vireid.workflows.train_run import evaluate_checkpoint, run_training
     from vireid.config import save_config
     from vireid.plugins import user_config
@@ -62,32 +60,34 @@ def demo_command(
     from vireid.engine.checkpoint import atomic_write_text
     from vireid.evaluation.protocols import format_results_table
 
+    run_dir = Path(run_dir)
     t_start = time.perf_counter()
     cfg = user_config(resolve_config(config), overrides or [])
-    typer.secho("[1/4] synthetic visible-infrared data", bold=True)
+    say("[1/4] synthetic visible-infrared data", bold=True)
     dataset = prepare_dataset(cfg.data)
     splits = dataset.summary()["splits"]
     counts = ", ".join(f"{name} {v['ids']} ids / {v['images']} images" for name, v in splits.items() if v["images"])
-    typer.echo(f"      {cfg.data.root}: {counts}")
+    say(f"      {cfg.data.root}: {counts}")
 
-    typer.secho("[2/4] reference matchers (random features = chance level, colour histogram)", bold=True)
+    say("[2/4] reference matchers (random features = chance level, colour histogram)", bold=True)
     reference = baseline_results(dataset, cfg)
 
-    typer.secho(f"[3/4] training {cfg.model.method} ({cfg.model.params.get('backbone', '')}) for {cfg.train.epochs} epochs on {cfg.train.device}", bold=True)
+    say(f"[3/4] training {cfg.model.method} ({cfg.model.params.get('backbone', '')}) for {cfg.train.epochs} epochs on {cfg.train.device}", bold=True)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_training(cfg, run_dir, evaluate=False)
 
-    typer.secho("[4/4] evaluation of the best checkpoint (without / with re-ranking)", bold=True)
+    say("[4/4] evaluation of the best checkpoint (without / with re-ranking)", bold=True)
     trained = evaluate_checkpoint(run_dir, rerank=[False, True], progress=True, quiet=True)
     for r in trained:
         r.settings["method"] = f"two-stream {cfg.model.params.get('backbone', '')} (trained)"
     table = format_results_table(reference + trained)
     minutes = (time.perf_counter() - t_start) / 60
-    typer.echo("")
-    typer.echo(table)
-    typer.echo(f"\nrun folder: {run_dir} (config.yaml, best.pt, last.pt, metrics.jsonl, tensorboard/, curves.png, results.md)")
-    typer.echo(f"total time: {minutes:.1f} min")
+    say("")
+    say(table)
+    say(f"\nrun folder: {run_dir} (config.yaml, best.pt, last.pt, metrics.jsonl, tensorboard/, curves.png, results.md)")
+    say(f"total time: {minutes:.1f} min")
     save_config(cfg, run_dir / "config.yaml")
     atomic_write_text(run_dir / "results.md", table + "\n")
     atomic_write_text(run_dir / "results.json", json.dumps([r.to_dict() for r in reference + trained], indent=2))
+    return reference + trained
