@@ -3,10 +3,9 @@
 ``build_dataset("sysu-mm01", "/data/SYSU-MM01")`` returns a
 :class:`~vireid.data.datasets.base.VIReIDDataset` whose ``train`` / ``val`` / ``test`` (and,
 for user data, ``query`` / ``gallery``) are lists of
-:class:`~vireid.data.records.ImageRecord`. Formats: ``sysu-mm01``, ``regdb``, ``llcm``,
-``npu-reid`` (dual-path Swin), ``folder`` and ``csv`` (users' own data, see :mod:`vireid.data.datasets.folder`):
-``vireid list datasets``. Each reader registers itself in ``DATASETS`` from its own file; :mod:`vireid.builtins`
-imports them.
+:class:`~vireid.data.records.ImageRecord`. Each reader (one file per format; users' own data:
+:mod:`vireid.data.datasets.folder`) registers itself in ``DATASETS``; :mod:`vireid.builtins` imports them
+and ``vireid list datasets`` prints the formats.
 """
 
 from __future__ import annotations
