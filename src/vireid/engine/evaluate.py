@@ -145,10 +145,10 @@ def evaluate_pool(features_of: Callable[[list, object], torch.Tensor], dataset, 
 def evaluate_model(model: nn.Module, dataset, cfg: Config, device: torch.device | str = "cpu", *,
                    protocols: Sequence[str] = (), rerank: bool | Sequence[bool] | None = None, progress: bool = True,
                    method: str = "", features_out: dict | None = None, amp: str | None = None) -> list:
-    """:func:`evaluate_pool` with the features of a PyTorch model (body joints passed when configured),
+    """:func:`evaluate_pool` with the features of a PyTorch model (the configured side inputs passed, e.g. body joints),
     computed in the precision ``amp`` resolves to on ``device`` (default: the run's ``cfg.train.amp``
     where it runs well there, :func:`vireid.engine.precision.inference_amp`)."""
-    from vireid.data.build import joints_for_records, modality_codes
+    from vireid.data.build import extras_for_records, modality_codes
     from vireid.engine.inference import extract_features
     from vireid.engine.precision import announce_precision, inference_amp, resolve_precision
 
@@ -157,7 +157,7 @@ def evaluate_model(model: nn.Module, dataset, cfg: Config, device: torch.device 
 
     def features_of(pool: list, cache) -> torch.Tensor:
         return extract_features(model, cache, modality_codes(pool), device, cfg.eval.batch_size, progress=progress,
-                                joints=joints_for_records(pool, cfg.data), flip=bool(cfg.eval.flip),
+                                extras=extras_for_records(pool, cfg.data), flip=bool(cfg.eval.flip),
                                 precision=precision)
 
     return evaluate_pool(features_of, dataset, cfg, protocols=protocols, rerank=rerank, progress=progress,

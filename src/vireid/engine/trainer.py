@@ -77,6 +77,9 @@ def _method_and_params(cfg: Config) -> tuple[Any, dict]:
         method = METHODS.get(cfg.model.method)
     except KeyError as err:
         raise ConfigError(f"config key 'model.method': {err.args[0]}") from None
+    from vireid.data.extras import check_configured_extras  # the side inputs the config gives the method
+
+    check_configured_extras(cfg.data, method, cfg.model.method)
     return method, check_kwargs(method, dict(cfg.model.params), "model.params", skip=("num_classes",))
 
 
