@@ -36,10 +36,12 @@ def _protocol(dataset, protocol: str | None) -> str:
 
 
 def _options(cfg, protocol: str, trials: int | None, rerank) -> dict:
+    from vireid.evaluation.protocols import protocol_accepts
+
     options: dict = {"metric": cfg.eval.metric, "rerank": rerank}
-    if protocol.startswith(("sysu", "llcm", "npu")):
+    if protocol_accepts(protocol, "trials"):
         options["trials"] = trials or cfg.eval.trials
-    if protocol.startswith("sysu"):
+    if protocol_accepts(protocol, "draw"):
         options["draw"] = cfg.eval.draw
         if cfg.eval.draw == "official":
             raise ConfigError("robustness/compare use the seeded SYSU-MM01 draw; evaluate with eval.draw=seeded")
