@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from vireid.data.records import INFRARED, MODALITY_CODE, VISIBLE, ImageRecord
+from vireid.data.records import MODALITY_CODE, VISIBLE, ImageRecord
 from vireid.evaluation.protocols.results import ProtocolError
 
 SYSU_GALLERY_CAMERAS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
