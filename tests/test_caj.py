@@ -34,12 +34,12 @@ def _batch():
 
 def test_duplicate_views_appends_a_copy_of_each_visible_row_with_its_side_information():
     images, modalities, labels, joints = _batch()
-    context = BatchContext(labels=labels, joints=joints)
+    context = BatchContext(labels=labels, extras={"joints": joints})
     out = BatchTransform([DuplicateViews()])(images, modalities, torch.Generator().manual_seed(1), context=context)
     assert out.shape[0] == 6 and torch.equal(out[:4], images) and torch.equal(out[4:], images[:2])
     assert context.rows.tolist() == [0, 1, 2, 3, 0, 1] and context.views.tolist() == [0, 0, 0, 0, 1, 1]
     assert context.labels.tolist() == [7, 8, 7, 8, 7, 8] and context.modalities.tolist() == [0, 0, 1, 1, 0, 0]
-    assert torch.equal(context.joints[4:], joints[:2])
+    assert torch.equal(context.extras["joints"][4:], joints[:2])
     two = BatchTransform([DuplicateViews(modalities=["visible", "infrared"], copies=2)])
     context = BatchContext(labels=labels)
     assert two(images, modalities, torch.Generator(), context=context).shape[0] == 12

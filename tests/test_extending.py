@@ -103,3 +103,32 @@ def test_plugin_errors_are_one_sentence(tmp_path, monkeypatch):
     (tmp_path / "bad.yaml").write_text("_base_: agw_sysuu\n")
     with pytest.raises(ConfigError, match=r"_base_ 'agw_sysuu' is neither a file beside it nor a shipped config"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_the_pages_side_input_and_protocol_run_through_the_cli(tmp_path, tiny_synth_root):
+    """Sections 4 and 5: a mask kind and a method that refuses to run without it, trained and evaluated
+    (the mask reaches the model in training, validation, calibration and evaluation), then the run
+    evaluated with the page's protocol spec, imported with --plugins."""
+    work = tmp_path / "project"
+    work.mkdir()
+    _write_page_files(work)
+    assert (work / "my_mask.py").is_file() and (work / "masked_synth.yaml").is_file() and (work / "my_protocol.py").is_file()
+    blocks = _blocks("bash")
+    train_cmd, eval_cmd = (line.split() for line in blocks[1].strip().splitlines())
+    protocol_cmd = blocks[2].strip().split()
+    assert train_cmd[:4] == ["vireid", "train", "--config", "masked_synth.yaml"] and eval_cmd[:3] == ["vireid", "eval", "runs/masked_synth"]
+    assert protocol_cmd[:3] == ["vireid", "eval", "runs/masked_synth"] and "sysu-camera3-single" in protocol_cmd
+
+    tiny = tiny_overrides(tiny_synth_root, Path("runs"), name="masked_synth", **{"train.epochs": 1, "eval.trials": 1})
+    train = _vireid(train_cmd[1:] + tiny, cwd=work)  # trains, then evaluates and calibrates (the page's eval, too)
+    assert train.returncode == 0, train.stderr[-3000:]
+    run = work / "runs" / "masked_synth"
+    assert "masked_synth" in (run / "config.yaml").read_text() and "foreground" in (run / "config.yaml").read_text()
+    assert {r["name"] for r in json.loads((run / "test_results.json").read_text())} >= {"sysu-all-single"}
+
+    evaluate = _vireid(protocol_cmd[1:], cwd=work)
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    (result,) = [r for r in json.loads((run / "test_results.json").read_text()) if r["name"] == "sysu-camera3-single"]
+    assert result["settings"]["trials"] == 3 and result["settings"]["draw"] == "seeded"
+    queries = [p for p in (tiny_synth_root / "cam3").rglob("*.jpg")]
+    assert 0 < result["trials"][0]["num_query"] < len(queries)  # the test identities' camera-3 images only

@@ -16,7 +16,7 @@ from vireid.data.records import INFRARED, VISIBLE, ImageRecord
 from vireid.evaluation import distance as distance_module
 from vireid.evaluation import evaluate_ranking_loop
 from vireid.evaluation import metrics as metrics_module
-from vireid.evaluation import protocols as protocols_module
+from vireid.evaluation.protocols import runner as protocols_module
 from vireid.evaluation.distance import accumulation_factor, bf16_screen, prepare_screen
 from vireid.evaluation.metrics import TrialTable, evaluate_ranking_trials, undecided_comparisons
 from vireid.evaluation.protocols import ProtocolError, llcm_protocol, regdb_protocol, sysu_protocol

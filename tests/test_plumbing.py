@@ -36,9 +36,9 @@ def test_joints_follow_pad_crop_flip():
     joints = torch.zeros(batch, 1, 3)
     joints[:, 0, 0], joints[:, 0, 1], joints[:, 0, 2] = xs.float(), ys.float(), 1.0
     step = RandomPadCropFlip(pad=2, flip=0.5)
-    context = BatchContext(joints=joints)
+    context = BatchContext(extras={"joints": joints})
     out = step(images, None, gen, context=context)
-    moved = context.joints
+    moved = context.extras["joints"]
     assert step.last_flipped.any() and (~step.last_flipped).any()
     for b in range(batch):
         if moved[b, 0, 2] > 0:
@@ -93,13 +93,13 @@ def test_loader_passes_joints_as_extras(tiny_synth_root):
     joints[..., 2] = 1
     batches = [[0, 1, 2, 3]]
     loader = TrainLoader(cache, np.zeros(8), np.zeros(8), batches, build_train_transform(16, 8, pad=0, flip=0.0,
-                         random_erasing=0.0), joints=joints)
+                         random_erasing=0.0), extras={"joints": joints})
     batch = next(iter(loader))
     assert torch.allclose(batch.extras["joints"], joints[:4])
-    images, indices, extras = next(iter(EvalLoader(cache, batch_size=5, joints=joints)))
+    images, indices, extras = next(iter(EvalLoader(cache, batch_size=5, extras={"joints": joints})))
     assert torch.equal(extras["joints"], joints[:5])
     with pytest.raises(ConfigError, match="joints"):
-        EvalLoader(cache, joints=torch.zeros(3, 16, 3))
+        EvalLoader(cache, extras={"joints": torch.zeros(3, 16, 3)})
 
 
 def test_embedder_matches_model_and_normalises(tmp_path, tiny_synth_root):

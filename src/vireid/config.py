@@ -62,6 +62,9 @@ class DataConfig:
     # body joints per image for pose-guided methods (PDFENet): None (off) | "synthetic" (the generator's
     # stored joints) | "auto" (synthetic joints, else the dataset's pose cache) | path of a pose-cache file
     joints: str | None = None
+    # named side inputs per image (vireid.data.extras.EXTRAS): {kind name: source string or {parameter: value}};
+    # data.joints is the short form of extras.joints
+    extras: dict = field(default_factory=dict)
     synth: SynthConfig = field(default_factory=SynthConfig)
 
 

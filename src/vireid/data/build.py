@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from vireid.config import Config, DataConfig
+from vireid.data import paired as _paired  # noqa: F401  (registers the paired_pad_crop_flip step)
+from vireid.data.extras import load_extras
 from vireid.data.records import MODALITY_CODE, ImageRecord
 from vireid.errors import ConfigError
 
@@ -107,17 +109,14 @@ class TrainData:
     train_loader: object
     val_records: list[ImageRecord]
     val_cache: object | None
-    val_joints: object | None = None  # [N, J, 3] joints of the validation images (pose-guided methods)
+    #: named side inputs of the validation images (:mod:`vireid.data.extras`; e.g. PDFENet's joints)
+    val_extras: dict = field(default_factory=dict)
 
 
-def joints_for_records(records: list[ImageRecord], data_cfg: DataConfig) -> torch.Tensor | None:
-    """Body joints ``[N, J, 3]`` (x, y, visible) of ``records`` in the cached images' pixel coordinates
-    (``data.height`` x ``data.width``), or None when ``data.joints`` is off."""
-    if not data_cfg.joints:
-        return None
-    from vireid.data.pose import load_record_joints
-
-    return load_record_joints(records, data_cfg)
+def extras_for_records(records: list[ImageRecord], data_cfg: DataConfig) -> dict:
+    """The side inputs ``data_cfg`` configures (``data.extras``, ``data.joints``) of ``records``, each in
+    the cached images' pixel frame (``data.height`` x ``data.width``); {} when none is configured."""
+    return load_extras(records, data_cfg)
 
 
 def build_train_transform_from_config(cfg: Config):
@@ -168,7 +167,7 @@ def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: to
         sampler = CrossModalityIdentitySampler(labels, mods, **sampler_kwargs)
     transform = build_train_transform_from_config(cfg)
     loader = TrainLoader(cache, labels, mods, sampler, transform, device=device, seed=cfg.seed,
-                         joints=joints_for_records(train, cfg.data))
+                         extras=extras_for_records(train, cfg.data))
 
     val = list(getattr(dataset, "val", []) or [])
     val_cache = None
@@ -185,5 +184,5 @@ def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: to
             val = []
         elif rank == 0:
             val_cache = build_image_cache(val, cfg.data, progress=progress)
-    val_joints = joints_for_records(val, cfg.data) if val_cache is not None else None
-    return TrainData(dataset, train, num_classes, id_map, loader, val, val_cache, val_joints)
+    val_extras = extras_for_records(val, cfg.data) if val_cache is not None else {}
+    return TrainData(dataset, train, num_classes, id_map, loader, val, val_cache, val_extras)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from vireid.data.cache import ImageCache
+from vireid.data.extras import check_extras, extras_to, select_extras
 from vireid.errors import ConfigError
 
 T = TypeVar("T")
@@ -40,26 +41,17 @@ class Batch:
     labels: torch.Tensor
     modalities: torch.Tensor
     indices: torch.Tensor
-    #: extra model inputs passed to ``model(images, modalities, **extras)`` (e.g. ``joints`` [B, J, 3])
+    #: named side inputs passed to ``model(images, modalities, **extras)`` (:mod:`vireid.data.extras`)
     extras: dict = field(default_factory=dict)
 
 
 class EvalBatch(NamedTuple):
     """One evaluation batch: float ``images`` [B,3,H,W] on the device, dataset ``indices`` (CPU) and
-    extra model inputs (``joints`` when the loader was given them)."""
+    named side inputs (:mod:`vireid.data.extras`) when the loader was given them."""
 
     images: torch.Tensor
     indices: torch.Tensor
     extras: dict = {}
-
-
-def _as_joints(joints: np.ndarray | torch.Tensor | None, length: int) -> torch.Tensor | None:
-    if joints is None:
-        return None
-    tensor = torch.as_tensor(np.asarray(joints) if not isinstance(joints, torch.Tensor) else joints).float().cpu()
-    if tensor.dim() != 3 or tensor.shape[0] != length or tensor.shape[2] != 3:
-        raise ConfigError(f"loader got joints of shape {tuple(tensor.shape)} for {length} images; expected [N, J, 3] (x, y, visible)")
-    return tensor
 
 
 def default_prefetch(device: torch.device) -> int:
@@ -164,7 +156,9 @@ class TrainLoader:
 
     ``labels``/``modalities`` are per cache image (index-aligned with it). ``batch_sampler`` yields lists
     of cache indices (normally a :class:`~vireid.data.sampler.CrossModalityIdentitySampler`); its
-    ``set_epoch``/``state_dict``/``load_state_dict`` are forwarded. ``transform`` is called as
+    ``set_epoch``/``state_dict``/``load_state_dict`` are forwarded. ``extras`` (``{name: values}``, one
+    row per cache image; :mod:`vireid.data.extras`) are gathered with the batch, changed by the
+    transform's geometric steps as their kinds say, and handed to the model as ``batch.extras``. ``transform`` is called as
     ``transform(images_uint8_on_device, modalities_cpu, generator)`` with a CPU generator. ``prefetch`` batches are
     prepared ahead in a background thread (0: prepared inline; default: see :func:`default_prefetch`). On CUDA the uint8 batch is
     gathered straight into pinned memory (:meth:`ImageCache.gather`) and copied asynchronously; the
@@ -181,10 +175,10 @@ class TrainLoader:
         device: str | torch.device = "cpu",
         seed: int = 0,
         prefetch: int | None = None,
-        joints: np.ndarray | torch.Tensor | None = None,
+        extras: dict | None = None,
     ) -> None:
         self.cache = cache
-        self.joints = _as_joints(joints, len(cache))
+        self.extras = check_extras(extras, len(cache))
         self.labels = _as_long_tensor(labels, "labels", len(cache))
         self.modalities = _as_long_tensor(modalities, "modality codes", len(cache))
         self.batch_sampler = batch_sampler
@@ -234,18 +228,16 @@ class TrainLoader:
         # the steps decide per sample on the CPU, so they get the CPU codes (no device round trip)
         from vireid.data.transforms import BatchContext, BatchTransform
 
-        extras: dict = {}
+        extras = select_extras(self.extras, index)
         if isinstance(self.transform, BatchTransform):
-            context = BatchContext(labels=labels, joints=None if self.joints is None else self.joints[index])
+            context = BatchContext(labels=labels, extras=extras)
             images = self.transform(pixels, modalities, generator, context=context)
-            if context.joints is not None:
-                extras["joints"] = context.joints.to(self.device, non_blocking=True)
+            extras = context.extras
             if context.rows is not None and images.shape[0] != index.shape[0]:  # a step added views
                 index, labels, modalities = index[context.rows], context.labels, context.modalities
         else:
             images = self.transform(pixels, modalities, generator)
-            if self.joints is not None:
-                extras["joints"] = self.joints[index].to(self.device, non_blocking=True)
+        extras = extras_to(extras, self.device, non_blocking=True)
         return Batch(
             images=images,
             labels=labels.to(self.device, non_blocking=True),
@@ -275,7 +267,8 @@ class EvalLoader:
     """Sequential batches ``(images, indices)`` over a whole :class:`ImageCache`, in index order.
 
     ``transform`` defaults to :func:`~vireid.data.transforms.build_eval_transform` (normalisation only)
-    and is called as ``transform(images_uint8_on_device)``.
+    and is called as ``transform(images_uint8_on_device)``. ``extras`` (``{name: values}``, one row per
+    cache image) come with each batch unchanged, sliced to its rows.
     """
 
     def __init__(
@@ -285,7 +278,7 @@ class EvalLoader:
         transform: TransformFn | None = None,
         device: str | torch.device = "cpu",
         prefetch: int | None = None,
-        joints: np.ndarray | torch.Tensor | None = None,
+        extras: dict | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"evaluation batch_size={batch_size} is invalid; use a positive integer")
@@ -294,7 +287,7 @@ class EvalLoader:
 
             transform = build_eval_transform()
         self.cache = cache
-        self.joints = _as_joints(joints, len(cache))
+        self.extras = check_extras(extras, len(cache))
         self.batch_size = int(batch_size)
         self.transform = transform
         self.device = torch.device(device)
@@ -308,7 +301,7 @@ class EvalLoader:
             stop = min(start + self.batch_size, len(self.cache))
             pixels = self.cache.gather(slice(start, stop), pin=self.device.type == "cuda")
             pixels = pixels.to(self.device, non_blocking=True)
-            extras = {} if self.joints is None else {"joints": self.joints[start:stop].to(self.device)}
+            extras = extras_to(select_extras(self.extras, slice(start, stop)), self.device)
             yield EvalBatch(self.transform(pixels), torch.arange(start, stop, dtype=torch.int64), extras)
 
     def __iter__(self) -> Iterator[EvalBatch]:

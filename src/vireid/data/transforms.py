@@ -21,11 +21,12 @@ inserted by name with :meth:`BatchTransform.insert`, and steps are registered in
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
+from vireid.data.extras import shift_flip_extras
+from vireid.data.geometry import MPII_FLIP_PAIRS, move_joints, shift_and_flip  # noqa: F401 - re-exported here
 from vireid.data.records import MODALITY_CODE
 from vireid.errors import ConfigError
 from vireid.registry import Registry
@@ -41,32 +42,43 @@ GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 TRANSFORM_STEPS: Registry = Registry("transform step")
 
 
-#: MPII joint pairs (right, left) that trade places when an image is mirrored.
-MPII_FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
-
-
-@dataclass
 class BatchContext:
     """Side information of a batch for the steps that need more than pixels and modalities.
 
     ``labels``: int64 [B] identity labels (e.g. modality patch exchange pairs images of one identity).
-    ``joints``: float [B, J, 3] body joints ``(x, y, visible)`` in pixel coordinates of the current
-    images; geometric steps move them with the pixels (and swap MPII left/right joints on a mirror), so
-    pose-guided methods see joints that match the augmented image. Steps that use the context set the
-    class attribute ``uses_context = True`` and are called with ``context=`` as a keyword. A context
-    step may add rows to the batch (:class:`DuplicateViews`): it then indexes every per-row field here
-    the same way, and later steps get the new ``modalities``.
+    ``extras``: the batch's named side inputs (:mod:`vireid.data.extras`), e.g. ``joints`` float [B, J, 3]
+    ``(x, y, visible)`` in pixel coordinates of the current images; geometric steps change each by its
+    registered kind (:func:`~vireid.data.extras.shift_flip_extras`: joints move with the pixels and swap
+    MPII left/right joints on a mirror, a mask is cropped and mirrored like the image), so methods see
+    side inputs that match the augmented image. Steps that use the context set the class attribute ``uses_context = True`` and
+    are called with ``context=`` as a keyword. A context step may add rows to the batch
+    (:class:`DuplicateViews`): it then indexes every per-row field here (extras included) the same way,
+    and later steps get the new ``modalities``.
     """
 
-    labels: torch.Tensor | None = None
-    joints: torch.Tensor | None = None
-    #: CPU int64 [B] modality codes of the current rows (set by :class:`BatchTransform`).
-    modalities: torch.Tensor | None = None
-    #: CPU int64 [B]: the row of the sampled batch each current image comes from (identity unless a step
-    #: such as :class:`DuplicateViews` adds rows; the loader then repeats labels and indices to match).
-    rows: torch.Tensor | None = None
-    #: CPU int64 [B]: 0 for a sampled image, k for its k-th extra view (:class:`DuplicateViews`).
-    views: torch.Tensor | None = None
+    #: fields with one row per image, indexed together when a step adds rows (extras are too)
+    ROW_FIELDS = ("labels", "modalities", "rows")
+
+    def __init__(self, labels: torch.Tensor | None = None, extras: dict | None = None,
+                 modalities: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+                 views: torch.Tensor | None = None) -> None:
+        self.labels = labels
+        self.extras: dict = dict(extras or {})
+        #: CPU int64 [B] modality codes of the current rows (set by :class:`BatchTransform`).
+        self.modalities = modalities
+        #: CPU int64 [B]: the row of the sampled batch each current image comes from (identity unless a step
+        #: such as :class:`DuplicateViews` adds rows; the loader then repeats labels and indices to match).
+        self.rows = rows
+        #: CPU int64 [B]: 0 for a sampled image, k for its k-th extra view (:class:`DuplicateViews`).
+        self.views = views
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Index every per-row field and every extra by ``rows`` (CPU int64)."""
+        for field_name in self.ROW_FIELDS:
+            value = getattr(self, field_name)
+            if value is not None:
+                setattr(self, field_name, value[rows.to(value.device)])
+        self.extras = {name: value[rows.to(value.device)] for name, value in self.extras.items()}
 
 
 class Step(Protocol):
@@ -141,50 +153,9 @@ class RandomPadCropFlip:
         _, _, height, width = images.shape
         offsets, flipped = self._draw(images.shape[0], modalities, generator)
         self.last_offsets, self.last_flipped = offsets, flipped
-        if context is not None and context.joints is not None:
-            context.joints = move_joints(context.joints, offsets - self.pad, flipped, width, height)
+        if context is not None and context.extras:
+            context.extras = shift_flip_extras(context.extras, offsets - self.pad, flipped, width, height)
         return shift_and_flip(images, offsets - self.pad, flipped, self.pad)
-
-
-def shift_and_flip(images: torch.Tensor, shift: torch.Tensor, flipped: torch.Tensor, pad: int) -> torch.Tensor:
-    """Output pixel ``(r, c)`` of sample ``b`` = input ``(r + dy_b, c + dx_b)`` (0 outside), columns
-    reversed where ``flipped``: zero-pad + crop + mirror as one gather over the whole batch."""
-    batch, channels, height, width = images.shape
-    if pad == 0 and not bool(flipped.any()):
-        return images
-    device = images.device
-    shift = shift.to(device)
-    rows = torch.arange(height, device=device).unsqueeze(0) + shift[:, :1]  # [B,H] source row
-    cols = torch.arange(width, device=device).unsqueeze(0) + shift[:, 1:]  # [B,W] source column
-    cols = torch.where(flipped.to(device).unsqueeze(1), cols.flip(1), cols)
-    valid = ((rows >= 0) & (rows < height)).unsqueeze(2) & ((cols >= 0) & (cols < width)).unsqueeze(1)
-    flat = rows.clamp(0, height - 1).unsqueeze(2) * width + cols.clamp(0, width - 1).unsqueeze(1)
-    flat = flat.view(batch, 1, height * width).expand(batch, channels, height * width)
-    out = images.reshape(batch, channels, height * width).gather(2, flat).view(batch, channels, height, width)
-    return out.mul_(valid.unsqueeze(1).to(images.dtype)) if pad else out
-
-
-def move_joints(joints: torch.Tensor, shift: torch.Tensor, flipped: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Joints ``[B, J, 3]`` after :class:`RandomPadCropFlip`: output pixel ``(r, c)`` shows source pixel
-    ``(r + dy, c + dx)`` (``shift`` = [B, 2] of (dy, dx)), mirrored samples show column ``W-1-c``.
-
-    So ``y' = y - dy``, ``x' = x - dx`` and, mirrored, ``x' = W - 1 - (x - dx)`` with MPII left/right joints
-    swapped (16 joints). Joints that leave the image get visibility 0.
-    """
-    out = joints.clone().float()
-    shift = shift.to(out.device, out.dtype)
-    flip = flipped.to(out.device)
-    out[..., 0] = out[..., 0] - shift[:, 1:2]
-    out[..., 1] = out[..., 1] - shift[:, 0:1]
-    out[..., 0] = torch.where(flip.unsqueeze(1), (width - 1) - out[..., 0], out[..., 0])
-    if out.shape[1] == 16 and bool(flip.any()):
-        order = torch.arange(16, device=out.device)
-        for right, left in MPII_FLIP_PAIRS:
-            order[right], order[left] = left, right
-        out = torch.where(flip.view(-1, 1, 1), out[:, order], out)
-    inside = (out[..., 0] >= 0) & (out[..., 0] <= width - 1) & (out[..., 1] >= 0) & (out[..., 1] <= height - 1)
-    out[..., 2] = out[..., 2] * inside.to(out.dtype)
-    return out
 
 
 @TRANSFORM_STEPS.register("grayscale")
@@ -423,7 +394,7 @@ class DuplicateViews:
     """CAJ's two views of each visible image (Ye et al., ICCV 2021, Sec. 3.1 and its released training
     code): every sample of ``modalities`` is appended ``copies`` more times to the batch, so later
     steps augment each view independently (crop, flip, erasing) and view-restricted steps (e.g.
-    ``channel_exchange`` with ``views: [1]``) change only the copies. Labels, modalities, joints and
+    ``channel_exchange`` with ``views: [1]``) change only the copies. Labels, modalities, side inputs (extras) and
     dataset indices are repeated with the rows (:class:`BatchContext`); the loss sees every view.
 
     Place it before ``pad_crop_flip`` (``before: pad_crop_flip``) so the views get their own geometry,
@@ -450,10 +421,7 @@ class DuplicateViews:
         added_views = torch.arange(1, self.copies + 1).repeat_interleave(source.numel())
         views = context.views if context.views is not None else torch.zeros(batch, dtype=torch.int64)
         context.views = torch.cat([views, added_views])
-        for field_name in ("labels", "modalities", "joints", "rows"):
-            value = getattr(context, field_name)
-            if value is not None:
-                setattr(context, field_name, value[rows.to(value.device)])
+        context.select_rows(rows)
         if context.modalities is None and modalities is not None:
             context.modalities = torch.as_tensor(modalities).to("cpu").reshape(-1)[rows]
         return images[rows.to(images.device)]
@@ -504,8 +472,8 @@ class BatchTransform:
         generator: torch.Generator | None = None,
         context: BatchContext | None = None,
     ) -> torch.Tensor:
-        """Augment a batch. ``context`` carries labels/joints for the steps that use them; joints in it
-        are updated in place of the context (read ``context.joints`` afterwards)."""
+        """Augment a batch. ``context`` carries labels/extras for the steps that use them; the extras in it
+        are updated in place of the context (read ``context.extras`` afterwards)."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
         if images.dtype != torch.uint8:

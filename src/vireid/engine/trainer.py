@@ -76,8 +76,12 @@ def _method_and_params(cfg: Config) -> tuple[Any, dict]:
     """The registered method class and its ``model.params``, checked against its signature."""
     from vireid.modeling.registries import METHODS
 
-    return METHODS.check(cfg.model.method, cfg.model.params, "model.params", where="config key 'model.method'",
-                         skip=("num_classes",))
+    method, params = METHODS.check(cfg.model.method, cfg.model.params, "model.params",
+                                   where="config key 'model.method'", skip=("num_classes",))
+    from vireid.data.extras import check_configured_extras  # the side inputs the config gives the method
+
+    check_configured_extras(cfg.data, method, cfg.model.method)
+    return method, params
 
 
 def _loss_specs(cfg: Config) -> dict[str, tuple[Any, dict]]:

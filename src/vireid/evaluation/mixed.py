@@ -49,32 +49,28 @@ import torch
 from vireid.data.records import INFRARED, MODALITY_CODE, VISIBLE, ImageRecord
 from vireid.evaluation.distance import pairwise_distance
 from vireid.evaluation.metrics import TrialTable, finish_trials, rank_trials
-from vireid.evaluation.protocols import (
-    DRAWS,
-    PROTOCOLS,
-    SYSU_GALLERY_CAMERAS,
+from vireid.evaluation.protocols.draws import (
     SYSU_QUERY_CAMERAS,
-    ProtocolError,
-    ProtocolResult,
-    ProtocolSetting,
+    ConcatDraws,
+    QueryRule,
     RandPermCam,
-    _check_features,
-    _groups,
-    _llcm_gallery_draws,
-    _official_sysu_draw,
+    SeededPerCamera,
+    SysuGalleryDraw,
+    WholeModality,
     _pool_columns,
-    _seeded_draw,
-    _summarise,
     _sysu_gallery_draws,
-    _trial_figures,
-    load_rand_perm_cam,
 )
+from vireid.evaluation.protocols.options import ProtocolOptions
+from vireid.evaluation.protocols.results import ProtocolError, ProtocolResult, _summarise, _trial_figures
+from vireid.evaluation.protocols.specs import ProtocolSpec, register_protocol
 from vireid.evaluation.rerank_modality import rerank_distances, rerank_settings
 
 #: Infrared gallery cameras of the mixed SYSU-MM01 protocols, per search mode.
 SYSU_INFRARED_GALLERY_CAMERAS = {"all": (3, 6), "indoor": (3,)}
 SYSU_SKIP = (3, 2)  # (query camera, gallery camera) of SYSU-MM01's camera rule
 GALLERY_MODALITIES = (VISIBLE, INFRARED)
+#: camera rules of the mixed runner: SYSU-MM01's plus same-camera, same-camera, or only the query itself
+MIXED_CAM_RULES = ("sysu+same-camera", "same-camera", "query-itself")
 
 
 def _run_mixed(
@@ -85,20 +81,23 @@ def _run_mixed(
     query_idx: np.ndarray,
     gallery_draws: list[np.ndarray],
     *,
-    rule_cams: np.ndarray | None,
-    sysu_rule: bool,
+    cam_rule: str,
     dedup_cmc: bool,
-    metric: str,
-    normalize: bool,
-    rerank: bool | str,
-    rerank_params: dict | None,
-    max_rank: int,
+    options: ProtocolOptions | None = None,
 ) -> ProtocolResult:
-    """Rank each trial's mixed gallery; figures overall and per gallery modality.
+    """Rank each trial's mixed gallery; figures overall and per gallery modality (the runner of the
+    mixed :class:`~vireid.evaluation.protocols.specs.ProtocolSpec` objects).
 
-    ``rule_cams``: per pool image the "camera" of the same-camera rule (real cameras, or the pool
-    index for "only the query itself"); ``sysu_rule``: camera-3 queries also ignore camera 2.
+    ``cam_rule`` (:data:`MIXED_CAM_RULES`): the same-camera rule on real cameras, or on the pool index
+    for ``"query-itself"`` (only the query itself is removed); ``"sysu+..."``: camera-3 queries also
+    ignore camera 2. ``options``: how to rank (fp32 always; ``precision`` is not used).
     """
+    if cam_rule not in MIXED_CAM_RULES:
+        raise ProtocolError(f"mixed-gallery camera rule {cam_rule!r} is unknown; use one of {', '.join(MIXED_CAM_RULES)}")
+    options = options if options is not None else ProtocolOptions()
+    metric, normalize, max_rank = options.metric, options.normalize, options.max_rank
+    rerank, rerank_params = options.rerank, options.rerank_params
+    sysu_rule = cam_rule.startswith("sysu")
     if len(query_idx) == 0:
         raise ProtocolError(f"protocol {name}: the pool holds no query image; check the pool's modalities/cameras")
     if any(len(g) == 0 for g in gallery_draws):
@@ -106,6 +105,7 @@ def _run_mixed(
     q_source, g_source = features if isinstance(features, tuple) else (features, features)
     device = q_source.device
     pids, cams, mods = _pool_columns(pool)
+    rule_cams = np.arange(len(pool)) if cam_rule == "query-itself" else cams
     union = np.unique(np.concatenate(gallery_draws))
     q_feat = q_source[torch.as_tensor(query_idx, device=device)]
     u_feat = g_source[torch.as_tensor(union, device=device)]
@@ -116,8 +116,8 @@ def _run_mixed(
     # Query groups: SYSU-MM01's rule removes camera 2 for camera-3 queries (a column subset per group).
     skip_group = cams[query_idx] == SYSU_SKIP[0] if sysu_rule else np.zeros(len(query_idx), dtype=bool)
     groups = [g for g in (np.flatnonzero(~skip_group), np.flatnonzero(skip_group)) if len(g)]
-    q_rule = rule_cams[query_idx] if rule_cams is not None else None
-    cam_rule = "same-camera" if rule_cams is not None else None
+    q_rule = rule_cams[query_idx]
+    table_rule = "same-camera"  # on rule_cams: real cameras, or pool indices for "query-itself"
     subsets = {"all": None, **{m: MODALITY_CODE[m] for m in GALLERY_MODALITIES}}
     figures = {key: [np.zeros((len(query_idx), len(gallery_draws))) for _ in range(4)] for key in subsets}
     for t, g_idx in enumerate(gallery_draws):
@@ -141,8 +141,7 @@ def _run_mixed(
                     continue
                 table = TrialTable.build(
                     pids[query_idx[group]], pids[g_idx], [positions[keep]],
-                    q_rule[group] if q_rule is not None else None,
-                    rule_cams[g_idx] if rule_cams is not None else None, cam_rule, device,
+                    q_rule[group], rule_cams[g_idx], table_rule, device,
                 )  # fmt: skip
                 rows = torch.as_tensor(group, device=device)
                 part = rank_trials(scores.index_select(0, rows).contiguous(), table, dedup_cmc)
@@ -168,7 +167,7 @@ def _run_mixed(
     full = {
         **settings,
         "gallery_modality": "mixed",
-        "cam_rule": ("sysu + " if sysu_rule else "") + ("same-camera" if settings.get("dataset") != "regdb" else "query itself"),
+        "cam_rule": ("sysu + " if sysu_rule else "") + ("query itself" if cam_rule == "query-itself" else "same-camera"),
         "dedup_cmc": dedup_cmc,
         "metric": metric,
         "normalize": normalize,
@@ -205,136 +204,88 @@ def with_modality_rows(result: ProtocolResult) -> list[ProtocolResult]:
 
 
 def _sysu_infrared_draws(pool, mode, shots, trials, draw, perms) -> list[np.ndarray]:
-    cameras = SYSU_INFRARED_GALLERY_CAMERAS[mode]
-    _, cams, mods = _pool_columns(pool)
-    candidates = np.flatnonzero((mods == MODALITY_CODE[INFRARED]) & np.isin(cams, cameras))
-    groups = _groups(pool, candidates)
-    if draw == "seeded":
-        return [_seeded_draw(groups, cameras, t, shots) for t in trials]
-    for pid in {r.orig_pid for r in pool}:
-        for cam in cameras:
-            groups.setdefault((pid, cam), [])
-    return [_official_sysu_draw(groups, cameras, t, shots, perms, pool) for t in trials]
+    """The infrared part of each trial's mixed SYSU-MM01 gallery (as the spec's second draw makes it)."""
+    return _sysu_gallery_draws(pool, mode, shots, trials, draw, perms, INFRARED, SYSU_INFRARED_GALLERY_CAMERAS)
 
 
-def sysu_mixed_protocol(
-    features: Any,
-    pool: Sequence[ImageRecord],
-    mode: str = "all",
-    shots: int = 1,
-    trials: int = 10,
-    draw: str = "seeded",
-    rand_perm_cam: str | os.PathLike | RandPermCam | None = None,
-    rerank: bool | str = False,
-    rerank_params: dict | None = None,
-    metric: str = "euclidean",
-    normalize: bool = True,
-    max_rank: int = 20,
-    precision: str = "auto",
-) -> ProtocolResult:
-    """SYSU-MM01 with a mixed gallery (module docstring). ``precision`` is accepted for a uniform
-    call and ignored (fp32)."""
-    if trials < 1:
-        raise ProtocolError(f"trials must be at least 1, got {trials}")
-    if mode not in SYSU_GALLERY_CAMERAS:
-        raise ProtocolError(f"unknown SYSU-MM01 mode {mode!r}; use 'all' or 'indoor'")
-    if draw not in DRAWS:
-        raise ProtocolError(f"unknown gallery draw {draw!r}; use 'official' or 'seeded'")
-    feats = _check_features(features, pool)
-    perms = rand_perm_cam
-    if draw == "official" and rand_perm_cam is not None and not isinstance(rand_perm_cam, dict):
-        perms = load_rand_perm_cam(rand_perm_cam)
-    visible = _sysu_gallery_draws(pool, mode, shots, range(trials), draw, perms)
-    infrared = _sysu_infrared_draws(pool, mode, shots, range(trials), draw, perms)
-    draws = [np.concatenate([v, i]) for v, i in zip(visible, infrared)]
-    _, cams, mods = _pool_columns(pool)
-    query_idx = np.flatnonzero((mods == MODALITY_CODE[INFRARED]) & np.isin(cams, SYSU_QUERY_CAMERAS))
-    settings = {"dataset": "sysu-mm01", "mode": mode, "shots": shots, "trials": trials, "draw": draw}
-    return _run_mixed(
-        f"sysu-{mode}-mixed", settings, feats, pool, query_idx, draws, rule_cams=cams, sysu_rule=True,
-        dedup_cmc=True, metric=metric, normalize=normalize, rerank=rerank, rerank_params=rerank_params,
-        max_rank=max_rank,
-    )  # fmt: skip
+def sysu_mixed_spec(mode: str = "all") -> ProtocolSpec:
+    """SYSU-MM01 infrared queries against the visible gallery of ``sysu-{mode}-single`` plus ``shots``
+    infrared images per (identity, infrared camera of the mode), drawn the same way (module docstring)."""
+    return ProtocolSpec(
+        name=f"sysu-{mode}-mixed", description=f"SYSU-MM01 infrared queries, {'all-search' if mode == 'all' else mode} mixed gallery",
+        dataset="sysu-mm01", query=QueryRule(INFRARED, SYSU_QUERY_CAMERAS),
+        gallery=ConcatDraws((SysuGalleryDraw(), SysuGalleryDraw(INFRARED, SYSU_INFRARED_GALLERY_CAMERAS))),
+        cam_rule="sysu+same-camera", dedup_cmc=True, settings={"mode": mode}, params={"shots": 1}, runner=_run_mixed,
+    )
 
 
 _SHORT = {VISIBLE: "v", INFRARED: "i"}
 
 
-def llcm_mixed_protocol(
-    features: Any,
-    pool: Sequence[ImageRecord],
-    query_modality: str = INFRARED,
-    trials: int = 10,
-    rerank: bool | str = False,
-    rerank_params: dict | None = None,
-    metric: str = "euclidean",
-    normalize: bool = True,
-    max_rank: int = 20,
-    precision: str = "auto",
-) -> ProtocolResult:
-    """LLCM with a mixed gallery (module docstring); ``precision`` is ignored (fp32)."""
+def llcm_mixed_spec(query_modality: str = INFRARED) -> ProtocolSpec:
+    """LLCM queries of ``query_modality`` against each trial's LLCM draw of both modalities."""
     if query_modality not in GALLERY_MODALITIES:
         raise ProtocolError(f"unknown query modality {query_modality!r}; use 'visible' or 'infrared'")
-    if trials < 1:
-        raise ProtocolError(f"trials must be at least 1, got {trials}")
-    feats = _check_features(features, pool)
-    parts = [_llcm_gallery_draws(pool, m, range(trials)) for m in GALLERY_MODALITIES]
-    draws = [np.concatenate(pair) for pair in zip(*parts)]
-    _, cams, mods = _pool_columns(pool)
-    query_idx = np.flatnonzero(mods == MODALITY_CODE[query_modality])
-    settings = {"dataset": "llcm", "query_modality": query_modality, "trials": trials, "draw": "seeded"}
-    return _run_mixed(
-        f"llcm-{_SHORT[query_modality]}2mixed", settings, feats, pool, query_idx, draws, rule_cams=cams,
-        sysu_rule=False, dedup_cmc=True, metric=metric, normalize=normalize, rerank=rerank,
-        rerank_params=rerank_params, max_rank=max_rank,
-    )  # fmt: skip
+    return ProtocolSpec(
+        name=f"llcm-{_SHORT[query_modality]}2mixed", description=f"LLCM {query_modality} queries, gallery of both",
+        dataset="llcm", query=QueryRule(query_modality),
+        gallery=ConcatDraws(tuple(SeededPerCamera(m) for m in GALLERY_MODALITIES)), cam_rule="same-camera",
+        dedup_cmc=True, settings={"query_modality": query_modality}, runner=_run_mixed,
+    )
 
 
-def regdb_mixed_protocol(
-    features: Any,
-    pool: Sequence[ImageRecord],
-    query_modality: str = INFRARED,
-    split: int | None = None,
-    rerank: bool | str = False,
-    rerank_params: dict | None = None,
-    metric: str = "euclidean",
-    normalize: bool = True,
-    max_rank: int = 20,
-    precision: str = "auto",
-) -> ProtocolResult:
-    """RegDB (one split) with a mixed gallery: every test image, the query itself removed
-    (module docstring); ``precision`` is ignored (fp32)."""
+def regdb_mixed_spec(query_modality: str = INFRARED) -> ProtocolSpec:
+    """RegDB (one split) queries of ``query_modality`` against every test image, the query itself removed."""
     if query_modality not in GALLERY_MODALITIES:
         raise ProtocolError(f"unknown query modality {query_modality!r}; use 'visible' or 'infrared' (thermal)")
-    feats = _check_features(features, pool)
-    _, _, mods = _pool_columns(pool)
-    query_idx = np.flatnonzero(mods == MODALITY_CODE[query_modality])
-    settings = {"dataset": "regdb", "query_modality": query_modality, "split": split, "draw": "all"}
-    name = f"regdb-{'t' if query_modality == INFRARED else 'v'}2mixed"
-    return _run_mixed(
-        name, settings, feats, pool, query_idx, [np.arange(len(pool))], rule_cams=np.arange(len(pool)),
-        sysu_rule=False, dedup_cmc=False, metric=metric, normalize=normalize, rerank=rerank,
-        rerank_params=rerank_params, max_rank=max_rank,
-    )  # fmt: skip
+    return ProtocolSpec(
+        name=f"regdb-{'t' if query_modality == INFRARED else 'v'}2mixed",
+        description=f"RegDB {'thermal' if query_modality == INFRARED else 'visible'} queries, gallery of both",
+        dataset="regdb", query=QueryRule(query_modality), gallery=WholeModality(None), cam_rule="query-itself",
+        dedup_cmc=False, trials=None, settings={"query_modality": query_modality}, params={"split": None},
+        runner=_run_mixed,
+    )
 
 
-_MIXED_SETTINGS = [
-    ("sysu-all-mixed", sysu_mixed_protocol, {"mode": "all"}, "SYSU-MM01 infrared queries, all-search mixed gallery"),
-    ("sysu-indoor-mixed", sysu_mixed_protocol, {"mode": "indoor"}, "SYSU-MM01 infrared queries, indoor mixed gallery"),
-    ("regdb-t2mixed", regdb_mixed_protocol, {"query_modality": INFRARED}, "RegDB thermal queries, gallery of both"),
-    ("regdb-v2mixed", regdb_mixed_protocol, {"query_modality": VISIBLE}, "RegDB visible queries, gallery of both"),
-    ("llcm-i2mixed", llcm_mixed_protocol, {"query_modality": INFRARED}, "LLCM infrared queries, gallery of both"),
-    ("llcm-v2mixed", llcm_mixed_protocol, {"query_modality": VISIBLE}, "LLCM visible queries, gallery of both"),
-]
-for _name, _runner, _fixed, _description in _MIXED_SETTINGS:
-    PROTOCOLS.register(_name)(ProtocolSetting(_name, _runner, _fixed, _description))
+def sysu_mixed_protocol(features: Any, pool: Sequence[ImageRecord], mode: str = "all", shots: int = 1,
+                        trials: int = 10, draw: str = "seeded",
+                        rand_perm_cam: str | os.PathLike | RandPermCam | None = None,
+                        options: ProtocolOptions | None = None, **ranking: Any) -> ProtocolResult:
+    """SYSU-MM01 with a mixed gallery (module docstring). ``precision`` is accepted for a uniform
+    call and ignored (fp32)."""
+    return sysu_mixed_spec(mode)(features, pool, options, shots=shots, trials=trials, draw=draw,
+                                 rand_perm_cam=rand_perm_cam, **ranking)
 
-MIXED_PROTOCOLS = tuple(name for name, *_ in _MIXED_SETTINGS)
+
+def llcm_mixed_protocol(features: Any, pool: Sequence[ImageRecord], query_modality: str = INFRARED,
+                        trials: int = 10, options: ProtocolOptions | None = None, **ranking: Any) -> ProtocolResult:
+    """LLCM with a mixed gallery (module docstring); ``precision`` is ignored (fp32)."""
+    return llcm_mixed_spec(query_modality)(features, pool, options, trials=trials, **ranking)
+
+
+def regdb_mixed_protocol(features: Any, pool: Sequence[ImageRecord], query_modality: str = INFRARED,
+                         split: int | None = None, options: ProtocolOptions | None = None,
+                         **ranking: Any) -> ProtocolResult:
+    """RegDB (one split) with a mixed gallery: every test image, the query itself removed
+    (module docstring); ``precision`` is ignored (fp32)."""
+    return regdb_mixed_spec(query_modality)(features, pool, options, split=split, **ranking)
+
+
+_MIXED_SPECS = (sysu_mixed_spec("all"), sysu_mixed_spec("indoor"), regdb_mixed_spec(INFRARED), regdb_mixed_spec(VISIBLE),
+                llcm_mixed_spec(INFRARED), llcm_mixed_spec(VISIBLE))
+for _spec in _MIXED_SPECS:
+    register_protocol(_spec)
+
+MIXED_PROTOCOLS = tuple(spec.name for spec in _MIXED_SPECS)
 
 __all__ = [
+    "MIXED_CAM_RULES",
     "MIXED_PROTOCOLS",
     "llcm_mixed_protocol",
+    "llcm_mixed_spec",
     "regdb_mixed_protocol",
+    "regdb_mixed_spec",
     "sysu_mixed_protocol",
+    "sysu_mixed_spec",
     "with_modality_rows",
 ]

@@ -25,24 +25,18 @@ Names: ``npu-{v2t,t2v}-{all,indoor,outdoor}-{single,multi}``.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from vireid.data.datasets.npu_reid import NPU_CAMERA_MODALITY, NPU_INDOOR_CAMERAS, NPU_OUTDOOR_CAMERAS
 from vireid.data.records import INFRARED, MODALITY_CODE, VISIBLE, ImageRecord
-from vireid.evaluation.protocols import (
-    PROTOCOLS,
-    ProtocolError,
-    ProtocolResult,
-    ProtocolSetting,
-    _check_features,
-    _groups,
-    _pool_columns,
-    _run_trials,
-    _seeded_draw,
-)
+from vireid.evaluation.protocols.draws import GalleryDraw, QueryRule, SeededPerCamera, _groups, _pool_columns
+from vireid.evaluation.protocols.options import ProtocolOptions
+from vireid.evaluation.protocols.results import ProtocolError, ProtocolResult
+from vireid.evaluation.protocols.specs import ProtocolSpec, register_protocol
 
 NPU_DIRECTIONS = {"v2t": (VISIBLE, INFRARED), "t2v": (INFRARED, VISIBLE)}
 NPU_SCOPES = {"all": NPU_INDOOR_CAMERAS + NPU_OUTDOOR_CAMERAS, "indoor": NPU_INDOOR_CAMERAS, "outdoor": NPU_OUTDOOR_CAMERAS}
@@ -79,58 +73,59 @@ def npu_gallery_draws(pool: Sequence[ImageRecord], gallery_modality: str, scope:
     if gallery not in NPU_GALLERY_DRAWS:
         raise ProtocolError(f"unknown NPU-ReID gallery draw {gallery!r}; use 'per_person' (the paper's) or 'per_camera'")
     cameras = npu_gallery_cameras(gallery_modality, scope)
+    if gallery == "per_camera":
+        return SeededPerCamera(gallery_modality, cameras)(pool, trials, {"shots": shots})
     _, cams, mods = _pool_columns(pool)
     candidates = np.flatnonzero((mods == MODALITY_CODE[gallery_modality]) & np.isin(cams, cameras))
-    if gallery == "per_person":
-        return [_per_person_draw(pool, candidates, t, shots) for t in trials]
-    groups = _groups(pool, candidates)
-    return [_seeded_draw(groups, cameras, t, shots) for t in trials]
+    return [_per_person_draw(pool, candidates, t, shots) for t in trials]
 
 
-def npu_protocol(
-    features: Any,
-    pool: Sequence[ImageRecord],
-    direction: str = "v2t",
-    scope: str = "all",
-    shots: int = 1,
-    trials: int = 10,
-    gallery: str = "per_person",
-    rerank: bool = False,
-    rerank_params: dict | None = None,
-    metric: str = "euclidean",
-    normalize: bool = True,
-    max_rank: int = 20,
-    precision: str = "auto",
-) -> ProtocolResult:
-    """NPU-ReID: one direction, scope and shot setting over ``trials`` seeded gallery draws (module docstring)."""
+@dataclass(frozen=True)
+class NpuGalleryDraw(GalleryDraw):
+    """The NPU-ReID gallery of ``modality`` within ``values["scope"]``: option ``gallery`` (per_person,
+    the paper's, or per_camera), ``values["shots"]`` images each (:func:`npu_gallery_draws`)."""
+
+    modality: str = VISIBLE
+    keywords: Mapping[str, Any] = field(default_factory=lambda: {"gallery": "per_person"})
+
+    def settings(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return {"draw": "seeded", "gallery": values["gallery"]}
+
+    def __call__(self, pool, trials, values) -> list[np.ndarray]:
+        return npu_gallery_draws(pool, self.modality, values["scope"], int(values["shots"]), trials,
+                                 gallery=values["gallery"])
+
+
+def npu_spec(direction: str = "v2t", scope: str = "all", shots: int = 1) -> ProtocolSpec:
+    """The NPU-ReID protocol of one direction, scope and shot setting (module docstring)."""
     if direction not in NPU_DIRECTIONS:
         raise ProtocolError(f"unknown NPU-ReID direction {direction!r}; use 'v2t' or 't2v'")
+    query_mod, gallery_mod = NPU_DIRECTIONS[direction]
+    shot_name = "single" if shots == 1 else "multi"
+    return ProtocolSpec(
+        name=f"npu-{direction}-{scope}-{shot_name}",
+        description=f"NPU-ReID {query_mod} -> {'thermal' if gallery_mod == INFRARED else gallery_mod}, "
+                    f"{scope}-search, {shot_name}-shot",
+        dataset="npu-reid", query=QueryRule(query_mod), gallery=NpuGalleryDraw(gallery_mod), cam_rule="same-camera",
+        dedup_cmc=True, settings={"direction": direction, "scope": scope, "shots": shots},
+    )
+
+
+def npu_protocol(features: Any, pool: Sequence[ImageRecord], direction: str = "v2t", scope: str = "all",
+                 shots: int = 1, trials: int = 10, gallery: str = "per_person", options: ProtocolOptions | None = None,
+                 **ranking: Any) -> ProtocolResult:
+    """NPU-ReID: one direction, scope and shot setting over ``trials`` seeded gallery draws (module
+    docstring); ``ranking`` / ``options``: :class:`~vireid.evaluation.protocols.options.ProtocolOptions`."""
+    spec = npu_spec(direction, scope, shots)
     if shots < 1:
         raise ProtocolError(f"shots must be 1 (single-shot) or 10 (multi-shot), got {shots}")
-    if trials < 1:
-        raise ProtocolError(f"trials must be at least 1, got {trials}")
-    query_mod, gallery_mod = NPU_DIRECTIONS[direction]
-    feats = _check_features(features, pool)
-    draws = npu_gallery_draws(pool, gallery_mod, scope, shots, range(trials), gallery=gallery)
-    _, _, mods = _pool_columns(pool)
-    query_idx = np.flatnonzero(mods == MODALITY_CODE[query_mod])
-    name = f"npu-{direction}-{scope}-{'single' if shots == 1 else 'multi'}"
-    settings = {"dataset": "npu-reid", "direction": direction, "scope": scope, "shots": shots, "trials": trials,
-                "draw": "seeded", "gallery": gallery}
-    return _run_trials(
-        name, settings, feats, pool, query_idx, draws, cam_rule="same-camera", dedup_cmc=True, metric=metric,
-        normalize=normalize, rerank=rerank, rerank_params=rerank_params, max_rank=max_rank, precision=precision,
-    )  # fmt: skip
+    return spec(features, pool, options, trials=trials, gallery=gallery, **ranking)
 
 
 for _direction in NPU_DIRECTIONS:
     for _scope in NPU_SCOPES:
-        for _shot_name, _shots in (("single", 1), ("multi", NPU_MULTI_SHOT)):
-            _name = f"npu-{_direction}-{_scope}-{_shot_name}"
-            _q, _g = NPU_DIRECTIONS[_direction]
-            PROTOCOLS.register(_name)(ProtocolSetting(
-                _name, npu_protocol, {"direction": _direction, "scope": _scope, "shots": _shots},
-                f"NPU-ReID {_q} -> {'thermal' if _g == INFRARED else _g}, {_scope}-search, {_shot_name}-shot",
-            ))
+        for _shots in (1, NPU_MULTI_SHOT):
+            register_protocol(npu_spec(_direction, _scope, _shots))
 
-__all__ = ["NPU_DIRECTIONS", "NPU_GALLERY_DRAWS", "NPU_SCOPES", "npu_gallery_cameras", "npu_gallery_draws", "npu_protocol"]
+__all__ = ["NPU_DIRECTIONS", "NPU_GALLERY_DRAWS", "NPU_SCOPES", "NpuGalleryDraw", "npu_gallery_cameras",
+           "npu_gallery_draws", "npu_protocol", "npu_spec"]

@@ -27,6 +27,7 @@ the tests and benchmark hold it against.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -331,6 +332,56 @@ def _jaccard_final(original: _Original, ptr: torch.Tensor, cols: torch.Tensor, v
     return final.cpu().numpy()
 
 
+def _loop_inputs(q_g_dist: Any, q_q_dist: Any, g_g_dist: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three distance blocks as float32 numpy arrays (the loop twins work on the CPU)."""
+    return tuple(  # type: ignore[return-value]
+        np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
+        for x in (q_g_dist, q_q_dist, g_g_dist)
+    )
+
+
+def _loop_original(q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray) -> np.ndarray:
+    """Zhong et al.'s ``O``: the full (query + gallery) squared distances, each column divided by its
+    maximum, transposed (their ``re_ranking``: ``original_dist = transpose(dist / max(dist, axis=0))``)."""
+    dist = np.concatenate([np.concatenate([q_q, q_g], axis=1), np.concatenate([q_g.T, g_g], axis=1)], axis=0)
+    dist = np.power(dist.astype(np.float32), 2)
+    return np.transpose(dist / np.max(dist, axis=0))
+
+
+def _loop_encode_and_rank(original: np.ndarray, nq: int, own_set: Callable[[int], np.ndarray],
+                          half_set: Callable[[int], np.ndarray], expand_from: Callable[[int], np.ndarray], k2: int,
+                          lambda_value: float) -> np.ndarray:
+    """The per-image loop shared by the twins: expansion (Eq. 6, the 2/3 rule over each candidate's
+    ``half_set``), ``V`` (Eq. 7), local query expansion over ``expand_from`` (Eq. 11), Jaccard distance
+    and the final mix (Eq. 10, 12). ``own_set(i)`` is the k-reciprocal set the variant defines."""
+    n = original.shape[0]
+    V = np.zeros_like(original, dtype=np.float32)
+    for i in range(n):
+        own = own_set(i)
+        expansion = own
+        for candidate in own:
+            cand_set = half_set(candidate)
+            if len(np.intersect1d(cand_set, own)) > 2.0 / 3.0 * len(cand_set):
+                expansion = np.append(expansion, cand_set)
+        expansion = np.unique(expansion)
+        weight = np.exp(-original[i, expansion])
+        V[i, expansion] = weight / np.sum(weight)
+    if k2 != 1:
+        V_qe = np.zeros_like(V)
+        for i in range(n):
+            V_qe[i] = np.mean(V[expand_from(i)], axis=0)
+        V = V_qe
+    jaccard = np.zeros((nq, n), dtype=np.float32)
+    for i in range(nq):
+        overlap = np.zeros(n, dtype=np.float32)
+        for k in np.where(V[i] != 0)[0]:
+            partners = np.where(V[:, k] != 0)[0]
+            overlap[partners] += np.minimum(V[i, k], V[partners, k])
+        jaccard[i] = 1.0 - overlap / (2.0 - overlap)
+    final = jaccard * (1.0 - lambda_value) + original[:nq] * lambda_value
+    return final[:, nq:].astype(np.float32)
+
+
 def k_reciprocal_rerank_loop(
     q_g_dist: Any,
     q_q_dist: Any,
@@ -343,15 +394,9 @@ def k_reciprocal_rerank_loop(
 
     Follows the reference algorithm step by step; argsort is stable so ties go by index.
     """
-    q_g, q_q, g_g = (
-        np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
-        for x in (q_g_dist, q_q_dist, g_g_dist)
-    )
+    q_g, q_q, g_g = _loop_inputs(q_g_dist, q_q_dist, g_g_dist)
     nq, ng = _check_inputs(q_g, q_q, g_g, k1, k2, lambda_value)
-    dist = np.concatenate([np.concatenate([q_q, q_g], axis=1), np.concatenate([q_g.T, g_g], axis=1)], axis=0)
-    dist = np.power(dist.astype(np.float32), 2)
-    original = np.transpose(dist / np.max(dist, axis=0))
-    n = original.shape[0]
+    original = _loop_original(q_g, q_q, g_g)
     initial_rank = np.argsort(original, axis=1, kind="stable")
     half = int(np.around(k1 / 2.0))
 
@@ -360,28 +405,5 @@ def k_reciprocal_rerank_loop(
         backward = initial_rank[forward, : k + 1]
         return forward[np.where(backward == i)[0]]
 
-    V = np.zeros_like(original, dtype=np.float32)
-    for i in range(n):
-        own = reciprocal(i, k1)
-        expansion = own
-        for candidate in own:
-            cand_set = reciprocal(candidate, half)
-            if len(np.intersect1d(cand_set, own)) > 2.0 / 3.0 * len(cand_set):
-                expansion = np.append(expansion, cand_set)
-        expansion = np.unique(expansion)
-        weight = np.exp(-original[i, expansion])
-        V[i, expansion] = weight / np.sum(weight)
-    if k2 != 1:
-        V_qe = np.zeros_like(V)
-        for i in range(n):
-            V_qe[i] = np.mean(V[initial_rank[i, :k2]], axis=0)
-        V = V_qe
-    jaccard = np.zeros((nq, n), dtype=np.float32)
-    for i in range(nq):
-        overlap = np.zeros(n, dtype=np.float32)
-        for k in np.where(V[i] != 0)[0]:
-            partners = np.where(V[:, k] != 0)[0]
-            overlap[partners] += np.minimum(V[i, k], V[partners, k])
-        jaccard[i] = 1.0 - overlap / (2.0 - overlap)
-    final = jaccard * (1.0 - lambda_value) + original[:nq] * lambda_value
-    return final[:, nq:].astype(np.float32)
+    return _loop_encode_and_rank(original, nq, lambda i: reciprocal(i, k1), lambda i: reciprocal(i, half),
+                                 lambda i: initial_rank[i, :k2], k2, lambda_value)

@@ -50,6 +50,9 @@ from vireid.evaluation.rerank import (
     _check_inputs,
     _expand_candidate_sets,
     _jaccard_final,
+    _loop_encode_and_rank,
+    _loop_inputs,
+    _loop_original,
     _nearest,
     _Original,
     _query_expansion,
@@ -176,16 +179,12 @@ def modality_rerank_loop(
     k2: int = 6,
     lambda_value: float = 0.3,
 ) -> np.ndarray:
-    """Literal per-image numpy twin of :func:`modality_rerank` (dense, O(N^2) memory)."""
-    q_g, q_q, g_g = (
-        np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
-        for x in (q_g_dist, q_q_dist, g_g_dist)
-    )
+    """Literal per-image numpy twin of :func:`modality_rerank` (dense, O(N^2) memory): the per-image loop
+    of :func:`~vireid.evaluation.rerank.k_reciprocal_rerank_loop` with the intra/cross-modality sets."""
+    q_g, q_q, g_g = _loop_inputs(q_g_dist, q_q_dist, g_g_dist)
     nq, ng, mods = _check_modality_inputs(q_g, q_q, g_g, q_modalities, g_modalities, k_intra, k_cross, k2,
                                           lambda_value)
-    dist = np.concatenate([np.concatenate([q_q, q_g], axis=1), np.concatenate([q_g.T, g_g], axis=1)], axis=0)
-    dist = np.power(dist.astype(np.float32), 2)
-    original = np.transpose(dist / np.max(dist, axis=0))
+    original = _loop_original(q_g, q_q, g_g)
     n = original.shape[0]
     intra_rank, cross_rank = [], []
     for i in range(n):
@@ -202,31 +201,9 @@ def modality_rerank_loop(
         return np.concatenate([reciprocal(intra_rank, i, ki + 1), reciprocal(cross_rank, i, kc)])
 
     half_intra, half_cross = int(np.around(k_intra / 2.0)), int(np.around(k_cross / 2.0))
-    V = np.zeros_like(original, dtype=np.float32)
-    for i in range(n):
-        own = k_set(i, k_intra, k_cross)
-        expansion = own
-        for candidate in own:
-            cand_set = k_set(candidate, half_intra, half_cross)
-            if len(np.intersect1d(cand_set, own)) > 2.0 / 3.0 * len(cand_set):
-                expansion = np.append(expansion, cand_set)
-        expansion = np.unique(expansion)
-        weight = np.exp(-original[i, expansion])
-        V[i, expansion] = weight / np.sum(weight)
-    if k2 != 1:
-        V_qe = np.zeros_like(V)
-        for i in range(n):
-            V_qe[i] = np.mean(V[intra_rank[i][:k2]], axis=0)
-        V = V_qe
-    jaccard = np.zeros((nq, n), dtype=np.float32)
-    for i in range(nq):
-        overlap = np.zeros(n, dtype=np.float32)
-        for k in np.where(V[i] != 0)[0]:
-            partners = np.where(V[:, k] != 0)[0]
-            overlap[partners] += np.minimum(V[i, k], V[partners, k])
-        jaccard[i] = 1.0 - overlap / (2.0 - overlap)
-    final = jaccard * (1.0 - lambda_value) + original[:nq] * lambda_value
-    return final[:, nq:].astype(np.float32)
+    return _loop_encode_and_rank(original, nq, lambda i: k_set(i, k_intra, k_cross),
+                                 lambda i: k_set(i, half_intra, half_cross), lambda i: intra_rank[i][:k2], k2,
+                                 lambda_value)
 
 
 __all__ = [

@@ -19,18 +19,20 @@ from vireid.data.records import INFRARED, VISIBLE, ImageRecord
 @torch.no_grad()
 def extract_features(model: nn.Module, cache, modalities: np.ndarray, device: torch.device | str = "cpu",
                      batch_size: int = 128, progress: bool = False, flip: bool = False,
-                     joints: np.ndarray | torch.Tensor | None = None, precision=None) -> torch.Tensor:
+                     extras: dict | None = None, precision=None) -> torch.Tensor:
     """Embeddings [N, D] (float32, CPU) of every image of ``cache`` in order.
 
     ``precision`` (a :class:`~vireid.engine.precision.Precision`, None: fp32) runs the model under
     its autocast and memory format, as training did; the features are returned in float32.
 
-    ``joints`` ([N, J, 3], pixel coordinates of the cached images) are passed to pose-guided models
-    as ``model(images, modalities, joints=...)``.
+    ``extras`` (``{name: values}``, one row per cached image, e.g. PDFENet's ``joints``; see
+    :mod:`vireid.data.extras`) are passed to the model as ``model(images, modalities, **batch_extras)``.
 
     ``flip=True`` averages the embedding of the image and of its mirror (a common test-time trick;
-    off by default so numbers compare with the papers' plain evaluation).
+    off by default so numbers compare with the papers' plain evaluation); each extra is mirrored as
+    its kind says (joints: ``x -> W - 1 - x`` with left/right swapped).
     """
+    from vireid.data.extras import mirror_extras
     from vireid.data.loader import EvalLoader
     from vireid.data.transforms import build_eval_transform
 
@@ -40,7 +42,7 @@ def extract_features(model: nn.Module, cache, modalities: np.ndarray, device: to
         precision.prepare_model(model)
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
     mods = torch.as_tensor(np.asarray(modalities), dtype=torch.long)
-    loader = EvalLoader(cache, batch_size=batch_size, transform=build_eval_transform(), device=device, joints=joints)
+    loader = EvalLoader(cache, batch_size=batch_size, transform=build_eval_transform(), device=device, extras=extras)
     chunks: list[torch.Tensor] = []
     iterator = loader
     if progress:
@@ -54,12 +56,7 @@ def extract_features(model: nn.Module, cache, modalities: np.ndarray, device: to
         with autocast():
             feats = model(images, m, **extras).float()
         if flip:
-            if "joints" in extras:
-                from vireid.data.transforms import move_joints
-
-                n = images.shape[0]
-                extras = {**extras, "joints": move_joints(extras["joints"], torch.zeros(n, 2), torch.ones(n, dtype=torch.bool),
-                                                           images.shape[3], images.shape[2])}
+            extras = mirror_extras(extras, images.shape[3], images.shape[2])
             with autocast():
                 feats = (feats + model(torch.flip(images, dims=[3]), m, **extras).float()) / 2
         chunks.append(feats.float().cpu())
@@ -87,7 +84,7 @@ def validation_metrics(model: nn.Module, data, device: torch.device, batch_size:
 
     records = data.val_records
     feats = extract_features(model, data.val_cache, _modality_codes(records), device, batch_size,
-                             joints=getattr(data, "val_joints", None), precision=precision)
+                             extras=getattr(data, "val_extras", None), precision=precision)
     mods = np.asarray([r.modality for r in records])
     pids = np.asarray([r.orig_pid for r in records])
     cams = np.asarray([r.camid for r in records])

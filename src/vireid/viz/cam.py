@@ -4,8 +4,8 @@ grad-cam library (``pytorch_grad_cam``).
 A re-identification model has no class scores at test time: its evaluation forward takes
 ``(images, modalities)`` and returns an embedding. Two adaptations make Grad-CAM apply:
 
-* :class:`EmbeddingModel` wraps the model as a single-input module (the modality codes, and joints
-  for pose-guided models, are held by the wrapper), which is what grad-cam calls;
+* :class:`EmbeddingModel` wraps the model as a single-input module (the modality codes, and the side
+  inputs such as joints for pose-guided models, are held by the wrapper), which is what grad-cam calls;
 * the explained scalar ("target") is a function of the embedding ``f`` of the image:
   ``"similarity"`` (default) -- the cosine similarity ``cos(f, r)`` to a reference embedding ``r``,
   here the embedding of the *same identity's image in the other modality* (held fixed), so the map
@@ -296,7 +296,7 @@ def cams_for_run(run, out: Output, *, num_ids: int = 4, seed: int = 0, target: s
     for each, a visible and an infrared image side by side (partners of each other for the
     ``"similarity"`` target)."""
     from vireid.data.images import decode_image
-    from vireid.viz.data import record_joints
+    from vireid.viz.data import record_extras
 
     pairs = choose_pairs(run.pids, run.modalities, num_ids, seed)
     rows = [r for pair in pairs for r in pair]
@@ -304,9 +304,8 @@ def cams_for_run(run, out: Output, *, num_ids: int = 4, seed: int = 0, target: s
     size = (run.cfg.data.height, run.cfg.data.width)
     pixels = np.stack([decode_image(rec.path, size=size) for rec in records])
     partners = [i ^ 1 for i in range(len(rows))]  # 0<->1, 2<->3, ...: the other image of the pair
-    joints = record_joints(records, run.cfg)
     cams = explain_images(run.model, pixels, run.modalities[rows], target=target, partners=partners, layer=layer,
-                          extras={"joints": joints} if joints is not None else None)
+                          extras=record_extras(records, run.cfg))
     labels = [f"id {rec.orig_pid} {'VIS' if rec.modality == VISIBLE else 'IR'}" for rec in records]
     return plot_cams(list(pixels), cams, out, labels=labels, modalities=run.modalities[rows].tolist(),
                      columns=min(len(rows), 8), thumb=thumb)

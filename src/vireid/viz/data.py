@@ -86,12 +86,9 @@ class LoadedRun:
     def _embed(self, cache, rows: np.ndarray) -> torch.Tensor:
         from vireid.inference.extract import extract_features
 
-        extra = {}
-        joints = record_joints([self.records[i] for i in rows.tolist()], self.cfg)
-        if joints is not None:
-            extra["joints"] = joints
+        extras = record_extras([self.records[i] for i in rows.tolist()], self.cfg)
         feats = extract_features(self.model, cache, self.modalities[rows], self.device, self.cfg.eval.batch_size,
-                                 progress=self.progress, flip=bool(getattr(self.cfg.eval, "flip", False)), **extra)
+                                 progress=self.progress, flip=bool(getattr(self.cfg.eval, "flip", False)), extras=extras)
         return torch.nn.functional.normalize(feats.float(), dim=1)
 
     def query_gallery(self, direction: str = "i2v") -> tuple[np.ndarray, np.ndarray]:
@@ -122,13 +119,11 @@ class LoadedRun:
         return mask if bool(mask.any()) else None
 
 
-def record_joints(records: list[ImageRecord], cfg: Any) -> torch.Tensor | None:
-    """Body joints of ``records`` for pose-guided models (``data.joints`` set), else None."""
-    if not getattr(cfg.data, "joints", None):
-        return None
-    from vireid.data.build import joints_for_records
+def record_extras(records: list[ImageRecord], cfg: Any) -> dict:
+    """The configured side inputs of ``records`` (e.g. joints for pose-guided models; {} when none)."""
+    from vireid.data.build import extras_for_records
 
-    return joints_for_records(records, cfg.data)
+    return extras_for_records(records, cfg.data)
 
 
 def _given(dataset) -> bool:

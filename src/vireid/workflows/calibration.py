@@ -137,21 +137,15 @@ def same_modality_pair_scores(features: torch.Tensor | np.ndarray, records: list
 
 def embed_records(model: torch.nn.Module, records: list[ImageRecord], cfg: Any, device: torch.device | str,
                   progress: bool = False, cache: Any = None) -> torch.Tensor:
-    """Model embeddings of ``records`` (evaluation preprocessing, decoded-image cache; joints for
-    pose-guided models), as :func:`vireid.inference.extract.extract_features` computes them."""
+    """Model embeddings of ``records`` (evaluation preprocessing, decoded-image cache; the configured side
+    inputs, e.g. joints for pose-guided models), as :func:`vireid.inference.extract.extract_features` computes them."""
     from vireid.data import build as data_build
     from vireid.inference.extract import extract_features
 
     if cache is None:
         cache = data_build.build_image_cache(records, cfg.data, progress=progress)
-    kwargs = {}
-    joints_for_records = getattr(data_build, "joints_for_records", None)
-    if joints_for_records is not None:
-        joints = joints_for_records(records, cfg.data)
-        if joints is not None:
-            kwargs["joints"] = joints
     return extract_features(model, cache, data_build.modality_codes(records), device, cfg.eval.batch_size,
-                            progress=progress, **kwargs)
+                            progress=progress, extras=data_build.extras_for_records(records, cfg.data))
 
 
 def store_verification(checkpoint: str | Path, record: dict) -> Path:

@@ -148,8 +148,9 @@ def select_data(cfg: Any, choice: DataChoice, run_dir: Path | None = None) -> An
     cfg.data.options = options
     cfg.data.cache_dir = None
     cfg.eval.protocols = []
-    if getattr(cfg.data, "joints", None) not in (None, "auto"):
-        cfg.data.joints = "auto"  # the run's own joint source belongs to its own data
+    from vireid.data.extras import retarget_extras
+
+    retarget_extras(cfg.data)  # the run's own side-input sources (e.g. a pose-cache file) belong to its own data
     return cfg
 
 

@@ -29,7 +29,8 @@ def protocols_for(dataset, requested: Sequence[str] = ()) -> list[str]:
     for name in names:
         if name not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS.names())}")
-        if not name.startswith(family) and name != "given":
+        fits = getattr(PROTOCOLS.get(name), "protocol_family", name.split("-")[0]) == family
+        if not fits and name != "given":
             raise ConfigError(
                 f"protocol {name!r} does not fit a {family} dataset; use one of {', '.join(DEFAULT_PROTOCOLS.get(family, ['given']))}"
             )
@@ -60,23 +61,18 @@ def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str],
     """Run each protocol on features of ``dataset.test`` (same order); returns ProtocolResults.
     ``npu_gallery`` is the NPU-ReID gallery draw (``eval.npu_gallery``: per_person or per_camera)."""
     from vireid.evaluation.mixed import with_modality_rows
-    from vireid.evaluation.protocols import run_protocol
+    from vireid.evaluation.protocols import protocol_accepts, run_protocol
 
     perm_path = None
-    if draw == "official" and any(name.startswith("sysu") for name in protocols):
+    if draw == "official" and any(protocol_accepts(name, "rand_perm_cam") for name in protocols):
         perm_path = find_rand_perm_cam(dataset, rand_perm_cam)
 
     results = []
     for name in protocols:
-        options: dict = {"rerank": rerank, "metric": metric}
-        if name.startswith("sysu"):
-            options.update(trials=trials, draw=draw)
-            if perm_path is not None:
-                options["rand_perm_cam"] = perm_path
-        elif name.startswith("llcm"):
-            options.update(trials=trials)
-        elif name.startswith("npu"):
-            options.update(trials=trials, gallery=npu_gallery)
+        offered = {"rerank": rerank, "metric": metric, "trials": trials, "draw": draw, "gallery": npu_gallery}
+        if perm_path is not None:
+            offered["rand_perm_cam"] = perm_path
+        options = {key: value for key, value in offered.items() if protocol_accepts(name, key)}  # what its spec takes
         if name == "given":
             from vireid.workflows.eval_data import same_modality
 
@@ -145,10 +141,10 @@ def evaluate_pool(features_of: Callable[[list, object], torch.Tensor], dataset, 
 def evaluate_model(model: nn.Module, dataset, cfg: Config, device: torch.device | str = "cpu", *,
                    protocols: Sequence[str] = (), rerank: bool | Sequence[bool] | None = None, progress: bool = True,
                    method: str = "", features_out: dict | None = None, amp: str | None = None) -> list:
-    """:func:`evaluate_pool` with the features of a PyTorch model (body joints passed when configured),
+    """:func:`evaluate_pool` with the features of a PyTorch model (the configured side inputs passed, e.g. body joints),
     computed in the precision ``amp`` resolves to on ``device`` (default: the run's ``cfg.train.amp``
     where it runs well there, :func:`vireid.engine.precision.inference_amp`)."""
-    from vireid.data.build import joints_for_records, modality_codes
+    from vireid.data.build import extras_for_records, modality_codes
     from vireid.inference.extract import extract_features
     from vireid.engine.precision import announce_precision, inference_amp, resolve_precision
 
@@ -157,7 +153,7 @@ def evaluate_model(model: nn.Module, dataset, cfg: Config, device: torch.device 
 
     def features_of(pool: list, cache) -> torch.Tensor:
         return extract_features(model, cache, modality_codes(pool), device, cfg.eval.batch_size, progress=progress,
-                                joints=joints_for_records(pool, cfg.data), flip=bool(cfg.eval.flip),
+                                extras=extras_for_records(pool, cfg.data), flip=bool(cfg.eval.flip),
                                 precision=precision)
 
     return evaluate_pool(features_of, dataset, cfg, protocols=protocols, rerank=rerank, progress=progress,

@@ -36,10 +36,12 @@ def _protocol(dataset, protocol: str | None) -> str:
 
 
 def _options(cfg, protocol: str, trials: int | None, rerank) -> dict:
+    from vireid.evaluation.protocols import protocol_accepts
+
     options: dict = {"metric": cfg.eval.metric, "rerank": rerank}
-    if protocol.startswith(("sysu", "llcm", "npu")):
+    if protocol_accepts(protocol, "trials"):
         options["trials"] = trials or cfg.eval.trials
-    if protocol.startswith("sysu"):
+    if protocol_accepts(protocol, "draw"):
         options["draw"] = cfg.eval.draw
         if cfg.eval.draw == "official":
             raise ConfigError("robustness/compare use the seeded SYSU-MM01 draw; evaluate with eval.draw=seeded")
@@ -50,7 +52,8 @@ def robustness_checkpoint(run: str | Path, *, protocol: str | None = None, corru
                           apply: str = "query", seed: int = 0, trials: int | None = None, rerank=False,
                           dataset: Any = None, device: str = "auto", progress: bool = False):
     """Corruption robustness of a trained run on ``protocol`` (default: its dataset's first standard one)."""
-    from vireid.data.build import build_image_cache, joints_for_records, modality_codes, prepare_dataset
+    from vireid.data.build import build_image_cache, extras_for_records, modality_codes, prepare_dataset
+    from vireid.data.extras import select_extras
     from vireid.inference.extract import extract_features
     from vireid.evaluation.robustness import evaluate_robustness
 
@@ -60,11 +63,11 @@ def robustness_checkpoint(run: str | Path, *, protocol: str | None = None, corru
     pool = list(dataset.test)
     cache = build_image_cache(pool, cfg.data, progress=progress)
     mods = modality_codes(pool)
-    joints = joints_for_records(pool, cfg.data)
+    extras = extras_for_records(pool, cfg.data)
 
     def features_of(images, indices: np.ndarray):
-        block_joints = None if joints is None else joints[indices]
-        return extract_features(model, images, mods[indices], dev, cfg.eval.batch_size, joints=block_joints)
+        return extract_features(model, images, mods[indices], dev, cfg.eval.batch_size,
+                                extras=select_extras(extras, indices))
 
     report = evaluate_robustness(features_of, cache, pool, name, corruptions=corruptions, severities=severities,
                                  apply=apply, seed=seed, protocol_options=_options(cfg, name, trials, rerank),

@@ -94,6 +94,9 @@ class PDFENet(BaselineReID):
             reaches ``f^V``/``f^I``; eqs. 13-14 only keep it out of the momentum weights.
     """
 
+    #: the named side inputs it reads (vireid.data.extras): the body joints of each image (§3.2)
+    extra_inputs = ("joints",)
+
     def __init__(
         self,
         num_classes: int,
