@@ -119,7 +119,7 @@ def test_an_unregistered_kind_passes_through_loaders_and_feature_extraction(tiny
     from vireid.data.cache import ImageCache
     from vireid.data.loader import EvalLoader, TrainLoader
     from vireid.data.transforms import build_train_transform
-    from vireid.engine.inference import extract_features
+    from vireid.inference.extract import extract_features
 
     paths = [str(p) for p in sorted(tiny_synth_root.rglob("*.jpg"))[:8]]
     cache = ImageCache.build(paths, 16, 8)

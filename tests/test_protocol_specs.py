@@ -84,7 +84,7 @@ def test_spec_options_are_checked_in_one_sentence():
 
 
 def test_evaluation_gives_a_registered_spec_the_options_it_takes(monkeypatch):
-    from vireid.engine.evaluate import evaluate_features, protocols_for
+    from vireid.workflows.evaluate_model import evaluate_features, protocols_for
 
     pool = uniform_sysu_pool(num_ids=4, per_folder=3)
     feats = identity_features(pool, noise=1.0)

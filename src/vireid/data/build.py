@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from vireid.config import Config, DataConfig
-from vireid.data import paired as _paired  # noqa: F401  (registers the paired_pad_crop_flip step)
 from vireid.data.extras import load_extras
 from vireid.data.records import MODALITY_CODE, ImageRecord
 from vireid.errors import ConfigError
