@@ -115,6 +115,22 @@ class TokenGrid(nn.Module):
         return patches.transpose(1, 2).reshape(patches.shape[0], patches.shape[2], h, w)
 
 
+def _check_vit_name(arch: str) -> None:
+    """One sentence when ``arch`` is not a timm Vision Transformer (before timm sees ViT-only arguments)."""
+    import vireid  # noqa: F401  - the torchvision guard before timm imports torchvision
+    import timm
+
+    name = arch.split(".")[0]
+    if not timm.is_model(name):
+        raise ConfigError(f"backbone {arch!r} is not a timm model name; use a timm ViT such as vit_small_patch16_224")
+    module = timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1]
+    if module != "vision_transformer":
+        raise ConfigError(
+            f"backbone {arch!r} (timm module {module!r}) is not a VisionTransformer; use a timm ViT such as "
+            "vit_small_patch16_224 or vit_base_patch16_224"
+        )
+
+
 def _is_exporting() -> bool:
     return bool(torch.compiler.is_exporting() or torch.jit.is_tracing())
 
@@ -168,6 +184,7 @@ class ViTBackbone(nn.Module):
         if float(sie_weight) < 0:
             raise ConfigError(f"sie_weight must be >= 0 (TransReID uses 3.0), got {sie_weight!r}")
         kwargs = dict(vit_kwargs or {})
+        _check_vit_name(arch)
         model = create_timm_model(
             arch, pretrained, num_classes=0, drop_path_rate=float(drop_path_rate),
             attn_drop_rate=float(attn_drop_rate), pos_drop_rate=float(pos_drop_rate), **kwargs,
