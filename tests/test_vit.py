@@ -251,6 +251,17 @@ def test_layer_decay_config_key_reaches_the_optimizer_and_is_refused_for_cnns():
         build_optimizer(cnn, build_model(cnn, 10), nn.ModuleDict())
 
 
+def test_freeze_stages_and_backbone_lr_mult_work_on_the_vit():
+    from vireid.engine.transfer import freeze_stages, scale_backbone_lr
+
+    model = tiny_vit(specific_stages=1)
+    frozen = freeze_stages(model, 2)  # stage 0 (both patch embeddings) and stage 1 (block 0)
+    assert [type(m).__name__ for m in frozen] == ["PatchEmbedStage", "PatchEmbedStage", "Block"]
+    assert not any(p.requires_grad for m in frozen for p in m.parameters())
+    groups = scale_backbone_lr(model.param_groups(0.1), model, 0.1, 0.5)
+    assert {g["name"]: g["lr"] for g in groups} == {"backbone": 0.05, "head": 0.1}
+
+
 # ----------------------------------------------------------------------------- deployment
 def test_pruning_refuses_vit_with_one_sentence():
     from vireid.export.pruning import prune_model
@@ -286,8 +297,8 @@ def vit_run(tiny_synth_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("vit-run")
     overrides = tiny_overrides(tiny_synth_root, out, **{
         "train.epochs": 1, "train.threads": 1, "model.params.backbone": "vit_tiny_patch16_224",
-        "model.params.vit_kwargs": "{patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}",
-        "optim.layer_decay": 0.9, "train.eval_every": 0,
+        "model.params.vit_kwargs": "{patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}",
+        "optim.layer_decay": 0.9, "train.eval_every": 0, "sampler.epoch_length": 3,
     })
     cfg = load_config(REPO / "configs" / "vit_synth.yaml", overrides)
     run_training(cfg, out / "run", evaluate=False)

@@ -231,7 +231,7 @@ class ViTReID(nn.Module):
         """Optimiser groups: with ``layer_decay`` < 1 one group per layer at ``base_lr * decay ** (L + 1 - l)``
         (BEiT's layer-wise decay); otherwise the backbone and the new heads, both at ``base_lr``."""
         if not 0.0 < float(layer_decay) <= 1.0:
-            raise ConfigError(f"config key 'optim.layer_decay' must be in (0, 1], got {layer_decay!r}")
+            raise ConfigError(f"config key 'optim.layer_decay' must be in (0, 1], got {layer_decay!r}; use e.g. 0.65 (layer-wise decay) or 1.0 (none)")
         top = self.backbone.depth + 1
         by_layer: dict[int, list[nn.Parameter]] = {}
         names: dict[int, list[str]] = {}
