@@ -47,6 +47,12 @@ all 395 identities in fp32, as the authors did, and keep the last epoch -- the h
 published numbers. RegDB has no validation split, so its recipes already train on every training
 identity and keep the last epoch. Expect the last epoch to land a little below a test-chosen best.
 
+The TransReID-style ViT recipe (`vit_sysu`, `model.method: vit`) follows PMT's released training code
+(`hulu88/PMT`) for its hyper-parameters; PMT's own losses and progressive learning are not part of
+vireid, so its published numbers are the figure a ViT in vireid aims at rather than one this recipe
+reproduces (its header lists the differences). `vit_regdb` and `vit_llcm` are the same recipe on the
+other datasets; they carry no published table (see their headers).
+
 ## What you need
 
 - **Datasets.** SYSU-MM01 and RegDB are distributed by their authors on request; vireid does not
@@ -140,19 +146,30 @@ def _recipe_values(cfg) -> list[tuple[str, str]]:
     o = cfg.optim
     ids = "all training + validation identities" if cfg.data.options.get("train_includes_val") else (
         "training identities (validation held out)" if cfg.data.format == "sysu-mm01" else "the trial's training identities")
+    if cfg.model.method == "vit":  # the TransReID-style ViT (vireid.modeling.methods.vit)
+        network = (f"vit: {p.get('backbone')} (pretrained: {p.get('pretrained')}), patch stride {p.get('stride')}, "
+                   f"specific stages {p.get('specific_stages', 0)}, modality SIE {p.get('sie_modality', True)}, "
+                   f"JPM {p.get('jpm', False)}, drop path {p.get('drop_path_rate', 0.1)}, test feature "
+                   f"{p.get('embedding', 'bn_features')}")
+    else:
+        network = (f"{cfg.model.method}: {p.get('backbone')} (pretrained: {p.get('pretrained')}), "
+                   f"specific stages {p.get('specific_stages')}, last stride {p.get('last_stride')}, "
+                   f"non-local {p.get('non_local')}, pooling {p.get('pooling')} (p {p.get('gem_p', 3.0):g})")
+    schedule = f"{sched.name}: warm-up {warmup}; "
+    schedule += (f"down to lr {sched.min_lr:g}; " if sched.name == "cosine"
+                 else f"x{sched.gamma:g} at epochs {sched.milestones}; ")
     return [
-        ("network", f"{cfg.model.method}: {p.get('backbone')} (pretrained: {p.get('pretrained')}), "
-                    f"specific stages {p.get('specific_stages')}, last stride {p.get('last_stride')}, "
-                    f"non-local {p.get('non_local')}, pooling {p.get('pooling')} (p {p.get('gem_p', 3.0):g})"),
+        ("network", network),
         ("input", f"{cfg.data.height}x{cfg.data.width}, resized with {cfg.data.resample}"),
         ("batch", f"{cfg.sampler.num_ids} identities x {cfg.sampler.num_per_modality} images per modality; "
                   f"epoch length: {cfg.sampler.epoch_length}"),
         ("augmentation", augment),
         ("losses", losses),
-        ("optimiser", f"{o.name} lr {o.lr:g}, momentum {o.momentum:g}, nesterov {o.nesterov}, weight decay "
-                      f"{o.weight_decay:g}, backbone at {o.backbone_lr_mult:g}x"),
-        ("schedule", f"{sched.name}: warm-up {warmup}; x{sched.gamma:g} at epochs {sched.milestones}; "
-                     f"{cfg.train.epochs} epochs"),
+        ("optimiser", f"{o.name} lr {o.lr:g}, "
+                      + (f"momentum {o.momentum:g}, nesterov {o.nesterov}, " if o.name == "sgd" else f"betas {o.betas}, ")
+                      + f"weight decay {o.weight_decay:g}, backbone at {o.backbone_lr_mult:g}x"
+                      + (f", layer-wise decay {o.layer_decay:g}" if o.layer_decay != 1.0 else "")),
+        ("schedule", f"{schedule}{cfg.train.epochs} epochs"),
         ("precision", f"{cfg.train.amp}"),
         ("trained on", ids),
         ("kept epoch", "best on validation identities" if cfg.train.select_best == "val" else "the last"),

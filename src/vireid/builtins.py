@@ -45,6 +45,7 @@ import vireid.evaluation.protocols  # noqa: F401  (SYSU-MM01, RegDB, LLCM, given
 
 # ----------------------------------------------------------------------------- backbones, heads, modules
 import vireid.modeling.backbones.two_stream  # noqa: F401
+import vireid.modeling.backbones.vit  # noqa: F401  (TransReID-style ViT)
 import vireid.modeling.heads  # noqa: F401
 import vireid.modeling.modules.admg  # noqa: F401  (PDFENet)
 import vireid.modeling.modules.dfw  # noqa: F401  (DFW+SLN)
@@ -69,6 +70,7 @@ import vireid.modeling.methods.dfw_sln  # noqa: F401  (DFW+SLN)
 import vireid.modeling.methods.dual_path_swin  # noqa: F401  (dual-path Swin / MAG / MMT)
 import vireid.modeling.methods.multimodal_fusion  # noqa: F401  (the survey §4.1/§4.2)
 import vireid.modeling.methods.pdfenet  # noqa: F401  (PDFENet)
+import vireid.modeling.methods.vit  # noqa: F401  (TransReID-style ViT)
 from vireid.data.datasets.base import DATASETS
 from vireid.data.transforms import TRANSFORM_STEPS
 from vireid.evaluation.protocols import PROTOCOLS

@@ -115,6 +115,9 @@ class OptimConfig:
     # the backbone's learning rate is lr * backbone_lr_mult, the new layers' lr: AGW's recipe trains its
     # ImageNet backbone at 0.1x; transfer (vireid train --init-from) fine-tunes a trained backbone gently
     backbone_lr_mult: float = 1.0
+    # layer-wise learning-rate decay (BEiT): layer l of L gets lr * layer_decay ** (L + 1 - l); 1.0 = off.
+    # Needs a model whose param_groups takes layer_decay (the ViT method ``vit``)
+    layer_decay: float = 1.0
 
 
 @dataclass

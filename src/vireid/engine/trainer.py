@@ -138,7 +138,12 @@ def build_losses(cfg: Config, num_classes: int, feat_dim: int) -> nn.ModuleDict:
 def build_optimizer(cfg: Config, model: nn.Module, losses: nn.Module) -> torch.optim.Optimizer:
     o = cfg.optim
     core = model.module if hasattr(model, "module") else model
-    if hasattr(core, "param_groups"):
+    if o.layer_decay != 1.0:  # layer-wise lr decay: the model sorts its parameters into layers
+        if not (hasattr(core, "param_groups") and _accepts(core.param_groups, "layer_decay")):
+            raise ConfigError(f"config key 'optim.layer_decay' is {o.layer_decay} but {type(core).__name__} has no "
+                              "layers to decay over; set it to 1.0 or use a ViT model (model.method: vit)")
+        groups = list(core.param_groups(o.lr, layer_decay=o.layer_decay))
+    elif hasattr(core, "param_groups"):
         groups = list(core.param_groups(o.lr))
     else:
         groups = [{"params": [p for p in core.parameters() if p.requires_grad]}]

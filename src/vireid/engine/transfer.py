@@ -142,10 +142,11 @@ def stage_backbone(model: nn.Module) -> nn.Module:
     from vireid.modeling.backbones.two_stream import TwoStreamBackbone
 
     candidate = getattr(model, "backbone", None)
-    if isinstance(candidate, TwoStreamBackbone):
+    # stage_structured: a backbone with the same stage interface (the ViT backbone, vireid.modeling.backbones.vit)
+    if isinstance(candidate, TwoStreamBackbone) or getattr(candidate, "stage_structured", False):
         return candidate
     for module in model.modules():
-        if isinstance(module, TwoStreamBackbone):
+        if isinstance(module, TwoStreamBackbone) or getattr(module, "stage_structured", False):
             return module
     raise ConfigError(
         f"train.freeze_stages and optim.backbone_lr_mult need a model with a two-stream backbone; "

@@ -297,6 +297,9 @@ def prune_model(model: nn.Module, amount: float, criterion: str = "l1", multiple
         raise ConfigError(f"pruning amount must be between 0 and 1 (the fraction of channels removed), got {amount}")
     if int(multiple) < 1:
         raise ConfigError(f"pruning channel multiple must be >= 1, got {multiple}")
+    refusal = getattr(model, "pruning_refusal", None)  # a model that says why it cannot be pruned (e.g. ViT)
+    if refusal:
+        raise VireidError(str(refusal))
     groups = find_channel_groups(model)
     if not groups:
         raise VireidError(
