@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--doc", type=Path, default=RESULTS_DOC, help="Markdown file to write the section into")
     args = ap.parse_args()
 
-    from vireid.engine.run_eval import evaluate_run
+    from vireid.workflows.evaluate_run import evaluate_run
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     data = [f"data.root={args.out / 'data'}"]

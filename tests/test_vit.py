@@ -264,7 +264,7 @@ def test_freeze_stages_and_backbone_lr_mult_work_on_the_vit():
 
 # ----------------------------------------------------------------------------- deployment
 def test_pruning_refuses_vit_with_one_sentence():
-    from vireid.export.pruning import prune_model
+    from vireid.modeling.pruning import prune_model
 
     with pytest.raises(VireidError) as err:
         prune_model(tiny_vit(), 0.5)

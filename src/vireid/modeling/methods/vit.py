@@ -56,7 +56,7 @@ from vireid.modeling.registries import METHODS
 
 EMBEDDINGS = ("bn_features", "features")
 
-#: why ``vireid prune`` refuses this model (vireid.export.pruning reads ``pruning_refusal``)
+#: why ``vireid prune`` refuses this model (vireid.modeling.pruning reads ``pruning_refusal``)
 PRUNING_REFUSAL = (
     "structured pruning does not support ViT models: it removes channels of CNN/Swin blocks only, and "
     "a ViT's attention heads, class token and position embedding have no channel groups it can shrink; "
