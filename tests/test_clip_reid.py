@@ -4,7 +4,6 @@ vireid's tiny CLIP (random initialisation): nothing downloads."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -251,13 +250,6 @@ def test_two_stage_training_through_the_trainer(tmp_path, tiny_synth_root) -> No
     assert not torch.equal(after1["image_encoder.visual.conv1.weight"], after2["image_encoder.visual.conv1.weight"])
     assert torch.equal(after1["text_encoder.token_embedding.weight"], after2["text_encoder.token_embedding.weight"])
     # a saved checkpoint rebuilds the model (vireid eval / extract / serve use this)
-    trainer = Trainer(cfg, tmp_path / "run2")
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
-    model, _, ckpt = load_model_from_checkpoint(tmp_path / "run2" / "last.pt")
-    assert model(torch.randn(2, 3, 64, 32), 1).shape == (2, ckpt["embed_dim"])
-    records = [json.loads(line) for line in (tmp_path / "run2" / "metrics.jsonl").read_text().splitlines()]
-    epochs = [r for r in records if r.get("kind", r.get("type")) == "epoch"] or records
-    assert epochs
+    trainer._save("last.pt")
+    model, _, ckpt = load_model_from_checkpoint(tmp_path / "run" / "last.pt")
+    assert model(torch.randn(2, 3, 64, 32), 1).shape == (2, ckpt["embed_dim"]) == (2, 96)
