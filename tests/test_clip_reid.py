@@ -51,7 +51,7 @@ def test_stage1_contrastive_loss_equals_the_hand_computed_sum() -> None:
 
 def test_stage2_image_to_text_logits_and_cross_entropy_by_hand() -> None:
     model = tiny_model(num_classes=4, modality_prompts=True)
-    model.set_stage(2)
+    model.on_epoch_start(1)  # stage 2
     model.train()
     images = torch.randn(4, 3, 64, 32)
     modalities = torch.tensor([0, 1, 0, 1])
@@ -106,6 +106,8 @@ def test_modality_aware_prompts_put_identity_tokens_in_the_placeholders() -> Non
 # ----------------------------------------------------------------------------- stage 1 freezes the encoders
 def test_stage1_trains_only_the_identity_tokens() -> None:
     model = tiny_model(num_classes=4)
+    assert all(p.requires_grad for p in model.image_encoder.parameters())  # built for inference: nothing frozen
+    model.on_epoch_start(0)  # the trainer's hook at every epoch
     model.train()
     assert model.stage == 1 and not model.image_encoder.training and not model.text_encoder.training
     groups = model.param_groups(1e-3)

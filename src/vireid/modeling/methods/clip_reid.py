@@ -186,8 +186,9 @@ class ClipReID(nn.Module):
         self.classifier_proj = LinearClassifier(proj, self.num_classes)
         self._trainable = {id(p): p.requires_grad for p in self.parameters()}
         self._text_features: torch.Tensor | None = None
-        self.stage = 0
-        self.set_stage(1 if self.stage1_epochs > 0 else 2)
+        # the stage a training-mode forward runs; parameters are frozen per stage by on_epoch_start / set_stage
+        # (a model built for inference keeps its gradients, which Grad-CAM pictures need)
+        self.stage = 1 if self.stage1_epochs > 0 else 2
 
     # ------------------------------------------------------------------ stages
     def _stage2_parts(self) -> list[nn.Module]:
@@ -239,13 +240,13 @@ class ClipReID(nn.Module):
         return float(schedule(t - self.stage1_epochs))
 
     def param_groups(self, base_lr: float, pretrained_lr_mult: float = 1.0) -> list[dict[str, object]]:
-        """``prompt`` (the identity tokens, at ``stage1_lr``), ``backbone`` (the image encoder) and ``head``."""
+        """``backbone`` (the image encoder), ``head`` (BNNecks, classifiers) and ``prompt`` (the identity tokens, at ``stage1_lr``)."""
         encoder = list(self.image_encoder.parameters())
         heads = [p for part in self._stage2_parts()[1:] for p in part.parameters() if self._trainable[id(p)]]
         return [
-            {"params": [self.prompt_learner.cls_ctx], "lr": self.stage1_lr, "name": "prompt"},
             {"params": encoder, "lr": base_lr * pretrained_lr_mult, "name": "backbone"},
             {"params": heads, "lr": base_lr, "name": "head"},
+            {"params": [self.prompt_learner.cls_ctx], "lr": self.stage1_lr, "name": "prompt"},
         ]
 
     # ------------------------------------------------------------------ text side
