@@ -255,3 +255,19 @@ def test_two_stage_training_through_the_trainer(tmp_path, tiny_synth_root) -> No
     trainer._save("last.pt")
     model, _, ckpt = load_model_from_checkpoint(tmp_path / "run" / "last.pt")
     assert model(torch.randn(2, 3, 64, 32), 1).shape == (2, ckpt["embed_dim"]) == (2, 96)
+
+
+def test_flops_count_the_attention_of_clip_transformers() -> None:
+    """nn.MultiheadAttention's fused evaluation kernel is invisible to torch's FLOP counter; the count must
+    equal the unfused (training-mode) forward's."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vireid.modeling.flops import count_forward_flops
+
+    model = tiny_model()
+    flops = count_forward_flops(model, (64, 32))
+    encoder = model.image_encoder.train()  # no dropout in CLIP: the same arithmetic, unfused attention
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        encoder(torch.zeros(1, 3, 64, 32))
+    assert flops == counter.get_total_flops() > 0
+    assert torch.backends.mha.get_fastpath_enabled()  # restored
