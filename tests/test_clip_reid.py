@@ -271,3 +271,20 @@ def test_flops_count_the_attention_of_clip_transformers() -> None:
         encoder(torch.zeros(1, 3, 64, 32))
     assert flops == counter.get_total_flops() > 0
     assert torch.backends.mha.get_fastpath_enabled()  # restored
+
+
+def test_pruning_shrinks_rn_encoders_and_refuses_vit_ones_in_one_sentence() -> None:
+    from vireid.errors import VireidError
+    from vireid.export.pruning import apply_pruning_spec, prune_model
+
+    model = tiny_model(clip_model="tiny-rn").eval()
+    x = torch.randn(2, 3, 64, 32)
+    spec = prune_model(model, 0.5, multiple=4)
+    assert spec["kept"]["image_encoder.visual.layer4.0/conv1"] == 64  # of 128
+    rebuilt = apply_pruning_spec(tiny_model(clip_model="tiny-rn").eval(), spec)
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(x, 0), model(x, 0))
+    with pytest.raises(VireidError, match="no block whose inner channels can be pruned") as err:
+        prune_model(tiny_model().eval(), 0.5)
+    assert "\n" not in str(err.value)
