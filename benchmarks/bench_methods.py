@@ -142,13 +142,22 @@ def measure(cfg, device: torch.device, num_classes: int, steps: int, warmup: int
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
 
+    # multi-stage methods (CLIP-ReID): timed in their last epoch's stage, with the trainer's labels / phase rules
+    if hasattr(model, "on_epoch_start"):
+        model.on_epoch_start(max(int(cfg.train.epochs) - 1, 0))
+    import inspect
+
+    if "labels" in inspect.signature(model.forward).parameters:
+        extras = {**extras, "labels": labels}
+    phase_outputs = frozenset(getattr(model, "phase_outputs", ()))
+
     def train_step() -> None:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             out = model(images, modalities, **extras)
             total = sum(
                 term.weight * losses[name](out[term.input], out.get(f"{term.input}_labels", labels),
                                            out.get(f"{term.input}_modalities", modalities)).float()
-                for name, term in terms.items()
+                for name, term in terms.items() if term.input in out or term.input not in phase_outputs
             )
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -168,6 +177,7 @@ def measure(cfg, device: torch.device, num_classes: int, steps: int, warmup: int
     train_ips = steps * images.shape[0] / (time.perf_counter() - t0)
 
     q_images, _, q_modalities, q_extras = fake_batch(cfg, infer_batch, device, generator)
+    q_extras.pop("labels", None)
     if channels_last:
         q_images = q_images.contiguous(memory_format=torch.channels_last)
     model.eval()

@@ -44,6 +44,7 @@ import vireid.evaluation.npu  # noqa: F401  (NPU-ReID protocols)
 import vireid.evaluation.protocols  # noqa: F401  (SYSU-MM01, RegDB, LLCM, given query/gallery)
 
 # ----------------------------------------------------------------------------- backbones, heads, modules
+import vireid.modeling.backbones.clip  # noqa: F401  (CLIP image encoders through open_clip)
 import vireid.modeling.backbones.two_stream  # noqa: F401
 import vireid.modeling.backbones.vit  # noqa: F401  (TransReID-style ViT)
 import vireid.modeling.heads  # noqa: F401
@@ -57,6 +58,7 @@ import vireid.modeling.modules.sln  # noqa: F401  (DFW+SLN)
 
 # ----------------------------------------------------------------------------- losses
 import vireid.modeling.losses.center  # noqa: F401
+import vireid.modeling.losses.clip_reid  # noqa: F401  (CLIP-ReID stage 1)
 import vireid.modeling.losses.cmce  # noqa: F401  (PDFENet)
 import vireid.modeling.losses.identity  # noqa: F401
 import vireid.modeling.losses.multi_masking  # noqa: F401  (dual-path Swin)
@@ -66,6 +68,7 @@ import vireid.modeling.losses.triplet  # noqa: F401
 
 # ----------------------------------------------------------------------------- methods
 import vireid.modeling.methods.baseline  # noqa: F401
+import vireid.modeling.methods.clip_reid  # noqa: F401  (CLIP-ReID)
 import vireid.modeling.methods.dfw_sln  # noqa: F401  (DFW+SLN)
 import vireid.modeling.methods.dual_path_swin  # noqa: F401  (dual-path Swin / MAG / MMT)
 import vireid.modeling.methods.multimodal_fusion  # noqa: F401  (the survey §4.1/§4.2)

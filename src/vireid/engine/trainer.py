@@ -8,7 +8,11 @@ A method plugs in without edits here through four things:
 * the loss table of the config: each term names a ``LOSSES`` entry, the output key it reads
   (``input``) and a weight; every loss is called as ``loss(outputs[input], labels, modalities)``;
 * optional hooks on the model: ``on_epoch_start(epoch)``, ``on_after_step()`` (e.g. momentum
-  updates) and ``param_groups(lr)`` (per-part learning rates);
+  updates) and ``param_groups(lr)`` (per-part learning rates); for multi-stage methods (CLIP-ReID):
+  ``group_lr_factor(group_name, t, schedule)`` (each optimiser group's own learning-rate factor at
+  fractional epoch ``t``; ``schedule(t)`` is the config's), ``phase_outputs`` (output names produced
+  only in some epochs: loss terms reading one that is absent are skipped for that batch), and a
+  ``labels`` parameter of ``forward`` (the batch's identity labels are then passed to it);
 * optional batch-level augmentation steps chosen in the ``augment`` section.
 
 Per epoch: sampler plan -> batches from the decoded-image cache -> forward -> weighted losses ->
@@ -257,7 +261,18 @@ class Trainer:
         self.optimizer = build_optimizer(cfg, self.model, self.losses)
         steps = max(len(self.data.train_loader), 1)
         self.steps_per_epoch = steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda i: lr_factor(cfg, i / steps))
+        # --- per-group schedules (multi-stage methods, e.g. CLIP-ReID): the model's group_lr_factor hook
+        if hasattr(model, "group_lr_factor"):
+            def group_factor(name: str | None):
+                return lambda i: model.group_lr_factor(name, i / steps, lambda t: lr_factor(cfg, t))
+
+            factors = [group_factor(g.get("name")) for g in self.optimizer.param_groups]
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factors)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda i: lr_factor(cfg, i / steps))
+        self.forward_labels = _accepts(type(model).forward, "labels")  # forward(..., labels=) gets the batch labels
+        self.phase_outputs = frozenset(getattr(model, "phase_outputs", ()))
+        # --- end per-group schedules
         self.amp_dtype = self.precision.dtype
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.grad_scaler)
         self.state = TrainState()
@@ -316,6 +331,8 @@ class Trainer:
     def _compute_losses(self, outputs: dict, labels: torch.Tensor, modalities: torch.Tensor) -> dict[str, torch.Tensor]:
         terms = {}
         for name, term in self.loss_terms.items():
+            if term.input not in outputs and term.input in self.phase_outputs:
+                continue  # an output of another training phase (the model's phase_outputs)
             if term.input not in outputs:
                 raise ConfigError(
                     f"config key 'losses.{name}.input' is {term.input!r}, but the model outputs only "
@@ -350,7 +367,8 @@ class Trainer:
         for batch in loader:
             with self.precision.autocast():
                 images = self.precision.prepare_input(batch.images)
-                outputs = self.forward_model(images, batch.modalities, **batch.extras)
+                extras = dict(batch.extras, labels=batch.labels) if self.forward_labels else batch.extras
+                outputs = self.forward_model(images, batch.modalities, **extras)
                 if not isinstance(outputs, dict):
                     raise VireidError(f"method {cfg.model.method!r} returned {type(outputs).__name__} in training mode; it must return a dict of outputs")
                 terms = self._compute_losses(outputs, batch.labels, batch.modalities)

@@ -36,10 +36,15 @@ def count_forward_flops(
         device = next(model.parameters()).device
         images = torch.zeros(batch_size, 3, *image_size, device=device)
         modalities = torch.full((batch_size,), modality, dtype=torch.long, device=device)
+        # nn.MultiheadAttention's evaluation fast path (one fused kernel, used by CLIP's transformers) is
+        # invisible to the counter: count the unfused path, whose projections and matmuls it knows
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
         with FlopCounterMode(display=False) as counter:
             model(images, modalities)
         return int(counter.get_total_flops())
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(was_training)
 
 
