@@ -26,3 +26,4 @@ __all__ = [
 from vireid.modeling.losses import overlap, partwise  # noqa: E402,F401  (DFW+SLN: "overlap_penalty", "partwise")
 from vireid.modeling.losses import multi_masking  # noqa: E402,F401  (dual-path Swin: "multi_masking_triplet")
 from vireid.modeling.losses import cmce  # noqa: E402,F401  (PDFENet: "cmce", "center_contrast")
+from vireid.modeling.losses import cluster_memory  # noqa: E402,F401  (unsupervised/semi-supervised: "cluster_memory")
