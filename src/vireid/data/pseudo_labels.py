@@ -128,8 +128,12 @@ def jaccard_graph(features: np.ndarray | torch.Tensor, k1: int = 30, k2: int = 6
     members, valid = _expand_candidate_sets(r1, _reciprocal(r1), rh, _reciprocal(rh))
     rows = torch.arange(n)[:, None].expand_as(members)[valid]
     cols = members[valid]
-    xt = torch.from_numpy(x).double()
-    cos = torch.round((xt[rows] * xt[cols]).sum(dim=1), decimals=_DECIMALS)
+    xt = torch.from_numpy(x)
+    cos = torch.empty(len(rows), dtype=torch.float64)
+    step = max(1, _PAIR_CHUNK // max(x.shape[1], 1))  # pairs whose [pairs, D] rows are gathered at once
+    for s in range(0, len(rows), step):
+        cos[s : s + step] = torch.einsum("pd,pd->p", xt[rows[s : s + step]], xt[cols[s : s + step]]).double()
+    cos = torch.round(cos, decimals=_DECIMALS)
     weights = torch.exp(-(2.0 - 2.0 * cos))
     row_sum = torch.zeros(n, dtype=weights.dtype).index_add_(0, rows, weights)
     ptr, cols, vals = _csr(rows, cols, weights / row_sum[rows], n)
@@ -194,7 +198,11 @@ def dbscan_labels(features: np.ndarray | torch.Tensor, eps: float = 0.6, min_sam
 
     Raises :class:`ClusteringError` (one sentence naming the parameters to change) for an empty set or
     when fewer than two clusters come out."""
-    from sklearn.cluster import DBSCAN
+    try:
+        from sklearn.cluster import DBSCAN
+    except ImportError:
+        raise VireidError("clustering pseudo-labels needs scikit-learn, which is not installed; "
+                          "pip install 'vireid[usl]'") from None
 
     n = len(features)
     if n == 0:
@@ -330,7 +338,11 @@ def pairwise_precision_recall(pred: np.ndarray, truth: np.ndarray) -> tuple[floa
 
 def label_quality(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """NMI, ARI (scikit-learn; outliers as singletons) and pairwise precision/recall of pseudo-labels."""
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+    try:
+        from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+    except ImportError:
+        raise VireidError("pseudo-label quality needs scikit-learn, which is not installed; "
+                          "pip install 'vireid[usl]'") from None
 
     pred = np.asarray(pred, dtype=np.int64).copy()
     outliers = pred < 0

@@ -216,6 +216,9 @@ class ClusterMemoryLoss(ReIDLoss):
                 clusters = int(labels.max()) + 1 if labels.size else 0
                 slots[free] = np.where(labels >= 0, labels + fixed, -1)
                 stats[f"outliers_{names[code]}"] = float((labels < 0).mean()) if labels.size else 0.0
+                if labels.size:  # this modality's clustering alone, before association (logged only)
+                    quality = label_quality(labels, truth[free])
+                    stats[f"ari_{names[code]}"], stats[f"nmi_{names[code]}"] = quality["ari"], quality["nmi"]
             stats[f"clusters_{names[code]}"] = clusters
             cents[code] = centroids(features[in_mod], slots[in_mod], fixed + clusters)
         assoc = associate(cents[VISIBLE], cents[INFRARED], mode=self.association,
