@@ -45,14 +45,16 @@ ROWS = {
 PROTOCOL = "sysu-all-single"
 
 #: What the real-data recipes aim at: SYSU-MM01 all-search single-shot and RegDB visible-to-thermal
-#: (rank-1 / mAP, %) as the papers report them.
+#: (rank-1 / mAP, %), each with where the figure comes from.
 PUBLISHED = [
-    ("ADCA", "Yang et al., Augmented Dual-Contrastive Aggregation Learning for USL-VI-ReID, ACM MM 2022 "
-             "(code: yangbincv/ADCA)", "45.5 / 42.7", "67.2 / 64.1"),
-    ("PGM", "Wu & Ye, Unsupervised VI-ReID via Progressive Graph Matching and Alternate Learning, CVPR 2023 "
-            "(code: zesenwu23/USL-VI-ReID)", "57.3 / 51.8", "69.5 / 65.4"),
-    ("SDCL", "Yang et al., Shallow-Deep Collaborative Learning for Unsupervised VI-ReID, CVPR 2024", "64.5 / 63.2",
-     "86.9 / 78.9"),
+    ("PGM (Wu & Ye, CVPR 2023)", "56.29 / 51.36", "69.03 / 64.04 (trial 5 only, last epoch)",
+     "the authors' released training logs: zesenwu23/USL-VI-ReID training_logs_example/SYSU-MM01/sysu_s1_s2.log "
+     "and RegDB/regdb_s1_s2.log"),
+    ("ADCA (Yang et al., ACM MM 2022)", "45.5 / 42.7", "67.2 / 64.1",
+     "the ADCA paper's comparison table, transcribed without re-checking in this session (verify before quoting)"),
+    ("SDCL (Yang, Chen & Ye, CVPR 2024)", "not listed", "not listed",
+     "a ViT-based method; its figures were not checked in this session"),
+    ("CEIL", "not listed", "not listed", "its figures were not checked in this session"),
 ]
 
 
@@ -157,9 +159,10 @@ def write_table(out: Path, root: Path, seeds: list[int], size: dict, doc: Path, 
                        f"{r['pair_recall']:.3f} |")
     published = ["", "### What the real-data recipes target", "",
                  "`usl_sysu`, `usl_regdb` and `semi_sysu` follow ADCA's / PGM's recipe; these are the figures the "
-                 "published unsupervised methods report (rank-1 / mAP, %), not numbers vireid has reproduced:", "",
-                 "| Method | Source | SYSU-MM01 all-search | RegDB visible to thermal |", "|---|---|---|---|"]
-    published += [f"| {m} | {src} | {s} | {r} |" for m, src, s, r in PUBLISHED]
+                 "published unsupervised methods report (rank-1 / mAP, %), not numbers vireid has reproduced (no real "
+                 "dataset and no GPU were available for this work):", "",
+                 "| Method | SYSU-MM01 all-search | RegDB visible to thermal | Source |", "|---|---|---|---|"]
+    published += [f"| {m} | {s} | {r} | {src} |" for m, s, r, src in PUBLISHED]
     intro = (f"Synthetic SYSU-MM01-layout data ({size['ids']} identities, {size['images_per_camera']} images per camera, "
              f"64 x 32), every model a ResNet-10-T from scratch trained for {size['epochs']} epochs of {size['batches']} "
              "batches (8 identities or pseudo-identities x (4 visible + 4 infrared)), the last epoch evaluated. The "
