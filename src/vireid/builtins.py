@@ -59,6 +59,7 @@ import vireid.modeling.modules.sln  # noqa: F401  (DFW+SLN)
 # ----------------------------------------------------------------------------- losses
 import vireid.modeling.losses.center  # noqa: F401
 import vireid.modeling.losses.clip_reid  # noqa: F401  (CLIP-ReID stage 1)
+import vireid.modeling.losses.cluster_memory  # noqa: F401  (unsupervised / semi-supervised: re-clustered pseudo-labels)
 import vireid.modeling.losses.cmce  # noqa: F401  (PDFENet)
 import vireid.modeling.losses.identity  # noqa: F401
 import vireid.modeling.losses.multi_masking  # noqa: F401  (dual-path Swin)

@@ -65,6 +65,9 @@ class DataConfig:
     # named side inputs per image (vireid.data.extras.EXTRAS): {kind name: source string or {parameter: value}};
     # data.joints is the short form of extras.joints
     extras: dict = field(default_factory=dict)
+    # share of the training identities whose labels are used (1.0: all); below 1 the others get pseudo-labels
+    # from re-clustering (a cluster_memory loss: configs usl_* with 0.0, semi_* with 0.1 / 0.3)
+    labelled_fraction: float = 1.0
     synth: SynthConfig = field(default_factory=SynthConfig)
 
 
@@ -516,3 +519,5 @@ def _check_ranges(cfg: Config) -> None:
     _check_range("sched.gamma", s.gamma, math.isfinite(s.gamma) and s.gamma > 0, "a positive number")
     _check_range("sched.min_lr", s.min_lr, math.isfinite(s.min_lr) and s.min_lr >= 0, "zero or a positive number")
     _check_range("train.epochs", t.epochs, t.epochs >= 1, "at least 1 (the number of epochs to train)")
+    _check_range("data.labelled_fraction", cfg.data.labelled_fraction, 0 <= cfg.data.labelled_fraction <= 1,
+                 "from 0 (no labels: unsupervised) to 1 (all identities labelled)")

@@ -13,6 +13,11 @@ A method plugs in without edits here through four things:
   fractional epoch ``t``; ``schedule(t)`` is the config's), ``phase_outputs`` (output names produced
   only in some epochs: loss terms reading one that is absent are skipped for that batch), and a
   ``labels`` parameter of ``forward`` (the batch's identity labels are then passed to it);
+  updates) and ``param_groups(lr)`` (per-part learning rates);
+* an optional hook on the model or a loss term: ``on_train_epoch_start(trainer, epoch)``, called at the
+  start of every epoch before the sampler plans it, with this trainer: it may read
+  :meth:`Trainer.train_features` and replace the training loader's ``labels`` and ``batch_sampler``
+  (re-clustered pseudo-labels: the ``cluster_memory`` loss);
 * optional batch-level augmentation steps chosen in the ``augment`` section.
 
 Per epoch: sampler plan -> batches from the decoded-image cache -> forward -> weighted losses ->
@@ -103,7 +108,10 @@ def validate_config(cfg: Config) -> None:
     from vireid.data.transforms import add_configured_steps, build_train_transform
 
     _method_and_params(cfg)
-    _loss_specs(cfg)
+    specs = _loss_specs(cfg)
+    if cfg.data.labelled_fraction < 1.0 and not any(getattr(c, "uses_pseudo_labels", False) for c, _ in specs.values()):
+        raise ConfigError(f"config key 'data.labelled_fraction' is {cfg.data.labelled_fraction}, but no loss term trains on "
+                          "pseudo-labels; add a cluster_memory loss (configs usl_synth, semi_synth) or set it to 1.0")
     check_data_options(cfg.data)
     add_configured_steps(build_train_transform(cfg.data.height, cfg.data.width), cfg.augment.steps)
     from vireid.engine.transfer import check_transfer_options
@@ -342,9 +350,26 @@ class Trainer:
             terms[name] = term.weight * value.float()
         return terms
 
+    # ---- generic epoch-start hook (e.g. re-clustering pseudo-labels); keep free of method-specific code
+    def _epoch_start_hooks(self) -> list:
+        modules = [self.core_model, *self.losses.values()]
+        return [m.on_train_epoch_start for m in modules if callable(getattr(m, "on_train_epoch_start", None))]
+
+    def train_features(self) -> torch.Tensor:
+        """Embeddings ``[N, D]`` (float32, CPU) of every training image, in the loader's order, by the current
+        model in evaluation mode (as :func:`vireid.inference.extract.extract_features`), for epoch-start hooks."""
+        from vireid.inference.extract import extract_features
+
+        loader = self.data.train_loader
+        return extract_features(self.core_model, loader.cache, loader.modalities.numpy(), self.device,
+                                batch_size=self.cfg.eval.batch_size, extras=loader.extras, precision=self.precision)
+    # ---- end of the generic epoch-start hook
+
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
         loader = self.data.train_loader
+        for hook in self._epoch_start_hooks():
+            hook(self, epoch)
         loader.set_epoch(epoch)
         core = self.core_model
         if hasattr(core, "on_epoch_start"):

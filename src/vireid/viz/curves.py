@@ -1,7 +1,8 @@
 """Training curves of a run folder (loss, learning rate, validation mAP/rank-1) in one PNG.
 
 The picture is 1430 x 396 pixels (13 x 3.6 inches at 110 dpi): loss per step and per epoch (with
-each loss term), learning rate, and the validation mAP / rank-1 of each evaluation.
+each loss term), learning rate, and the validation mAP / rank-1 of each evaluation (with, for runs trained on
+pseudo-labels, their ARI and pairwise precision at each re-clustering).
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ def plot_training_curves(run_dir: str | Path, out: Output | None = None) -> Path
     if vals:
         ax.plot([r["epoch"] for r in vals], [100 * r["mAP"] for r in vals], "o-", label="val mAP")
         ax.plot([r["epoch"] for r in vals], [100 * r["rank1"] for r in vals], "s-", label="val rank-1")
+    # pseudo-label quality at each re-clustering (the cluster_memory loss's "cluster" records)
+    clusters = [r for r in records if r["kind"] == "cluster" and "ari" in r]
+    for key, label in (("ari", "pseudo-label ARI"), ("pair_precision", "pseudo-label pair precision")):
+        if clusters:
+            ax.plot([r["epoch"] for r in clusters], [100 * r[key] for r in clusters], "^--", lw=1, label=label)
+    if vals or clusters:
         ax.legend(fontsize=7)
     ax.set_xlabel("epoch")
     ax.set_ylabel("%")
