@@ -1,0 +1,1 @@
+"""Workflows: multi-step procedures built on the engine (training a translator, translating a dataset, ...)."""
