@@ -634,3 +634,4 @@ def build_eval_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[fl
 # steps defined in their own modules register themselves on import
 from vireid.data import modality_augmentation  # noqa: E402,F401  (MAG, dual-path Swin paper)
 from vireid.data import corruptions  # noqa: E402,F401  (the corruption suite as a training step)
+from vireid.data import gan_augmentation  # noqa: E402,F401  (a frozen GAN translating part of each batch)

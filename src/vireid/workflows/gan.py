@@ -715,7 +715,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise VireidError(f"the Fréchet distance needs two sets of at least 2 embeddings of one size, got {a.shape} "
                           f"and {b.shape}")
     mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    s_a, s_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
     vals, vecs = np.linalg.eigh(s_a)
     root_a = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
     middle = root_a @ s_b @ root_a

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vireid.data.datasets import folder, llcm, npu_reid, regdb, sysu_mm01  # noqa: F401  (register the readers)
+from vireid.data.datasets import combined  # noqa: F401  (a dataset + translated images, vireid gan translate)
 from vireid.data.datasets.base import DATASETS, CheckReport, VIReIDDataset
 from vireid.errors import ConfigError, DatasetError
 
