@@ -341,3 +341,17 @@ def test_bad_inputs_are_one_sentence(gan_run, tiny_synth_root, tmp_path):
         from vireid.workflows.gan import load_reid_model
 
         load_reid_model(tmp_path / "none", torch.device("cpu"))
+
+
+def test_report_shows_the_translation_grids(gan_run, tmp_path):
+    import base64
+
+    from vireid.viz.report import build_report
+
+    run = tmp_path / "reid-run"
+    run.mkdir()
+    page = build_report(run, pictures=False, gan_run=gan_run).read_text()
+    grid = base64.b64encode((gan_run / "samples" / "epoch_002.png").read_bytes()).decode()
+    assert "Translation grid, GAN run run, epoch 002" in page and grid in page and "visible -&gt; infrared" in page
+    with pytest.raises(VireidError, match="holds no translation grids"):
+        build_report(run, pictures=False, gan_run=tmp_path)
