@@ -50,15 +50,24 @@ def _tiny_reid_checkpoint(path: Path) -> Path:
     return path
 
 
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    import vireid.cli.commands  # noqa: F401  (registers the sub-commands)
+    from vireid.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
 @pytest.fixture(scope="module")
 def gan_run(tiny_synth_root, tmp_path_factory):
-    """A 2-epoch tiny GAN run (one step per epoch) with the identity-preserving term."""
-    from vireid.workflows.gan import load_gan_config, train_gan
-
+    """A 2-epoch tiny GAN run (one step per epoch) with the identity-preserving term, trained by the CLI."""
     out = tmp_path_factory.mktemp("gan")
     reid = _tiny_reid_checkpoint(out / "reid.pt")
-    cfg = load_gan_config("gan_synth", gan_overrides(tiny_synth_root, out, **{"train.epochs": 2, "gan.reid_model": str(reid)}))
-    train_gan(cfg, out / "run")
+    result = _cli("gan", "train", "--config", "gan_synth", "--run-dir", str(out / "run"),
+                  *gan_overrides(tiny_synth_root, out, **{"train.epochs": 2, "gan.reid_model": str(reid)}))
+    assert result.exit_code == 0, result.output
+    assert "vireid gan translate" in result.output
     return out / "run"
 
 
@@ -188,21 +197,32 @@ def test_frechet_distance_hand_computed():
 # ----------------------------------------------------------------------------- training, resume, translation
 
 
-def test_training_writes_grids_log_and_resumes_exactly(gan_run, tiny_synth_root, tmp_path):
+def test_training_writes_grids_log_and_resumes_exactly(gan_run, tiny_synth_root, tmp_path, monkeypatch):
     from vireid.modeling.gan.io import load_gan_checkpoint
-    from vireid.workflows.gan import config_of_run, load_gan_config, train_gan
+    from vireid.workflows.gan import GanTrainer, config_of_run, load_gan_config, train_gan
 
     assert sorted(p.name for p in (gan_run / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png"]
     assert "gan epoch 2/2" in (gan_run / "log.txt").read_text()
     records = [json.loads(line) for line in (gan_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2] and "reid" in records[-1]
-    # the same run stopped after epoch 1, then resumed with --resume, ends with the same weights
+    # the same run interrupted (Ctrl+C) in its second epoch, then continued with --resume, ends with the same weights
     reid = config_of_run(gan_run).gan.reid_model
-    cfg = load_gan_config("gan_synth", gan_overrides(tiny_synth_root, tmp_path, **{"train.epochs": 1, "gan.reid_model": reid}))
-    train_gan(cfg, tmp_path / "run")
-    stored = config_of_run(tmp_path / "run")
-    stored.train.epochs = 2  # what an interrupted 2-epoch run would hold (same lr schedule: decay_epochs 0)
-    train_gan(stored, tmp_path / "run", resume=True)
+    cfg = load_gan_config("gan_synth", gan_overrides(tiny_synth_root, tmp_path, **{"train.epochs": 2, "gan.reid_model": reid}))
+    original = GanTrainer.train_epoch
+
+    def interrupted(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(GanTrainer, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(cfg, tmp_path / "run")
+    monkeypatch.undo()
+    assert "continue with: vireid gan train --resume" in (tmp_path / "run" / "log.txt").read_text()
+    assert load_gan_checkpoint(tmp_path / "run")["epoch"] == 1
+    result = _cli("gan", "train", "--resume", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
     a, b = load_gan_checkpoint(gan_run), load_gan_checkpoint(tmp_path / "run")
     assert a["step"] == b["step"] == 2
     for key, tensor in a["networks"].items():
@@ -221,8 +241,9 @@ def test_translate_writes_a_folder_dataset_keeping_identity_and_camera(gan_run, 
 
     source = build_dataset("sysu-mm01", tiny_synth_root, train_includes_val=False)
     out = tmp_path / "translated"
-    result = translate_dataset(gan_run, tiny_synth_root, out, fmt="sysu-mm01", progress=False, device="cpu")
-    assert result["format"] == "sysu-mm01"
+    result = _cli("gan", "translate", str(gan_run), "--images", str(tiny_synth_root), "--out", str(out), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "train: " in result.output and "infrared" in result.output
     read = FolderDataset(out)  # vireid's folder reader accepts it as a training set
     src_by_path = {r.path: r for r in build_dataset("sysu-mm01", tiny_synth_root).train}
     rows = list(csv.DictReader((out / "translated.csv").open()))
@@ -304,14 +325,9 @@ def test_online_step_translates_a_fraction_and_relabels_modalities(gan_run, tiny
 
 
 def test_bad_inputs_are_one_sentence(gan_run, tiny_synth_root, tmp_path):
-    from typer.testing import CliRunner
-
-    import vireid.cli.commands  # noqa: F401
-    from vireid.cli import app
     from vireid.data.transforms import TRANSFORM_STEPS
     from vireid.workflows.gan import load_gan_config
 
-    runner = CliRunner()
     cases = [
         (["gan", "train"], "needs --config"),
         (["gan", "train", "--config", "nope"], "neither a file nor a shipped GAN config"),
@@ -322,7 +338,7 @@ def test_bad_inputs_are_one_sentence(gan_run, tiny_synth_root, tmp_path):
         (["gan", "train", "--resume", str(tmp_path)], "holds no last.pt"),
     ]
     for args, sentence in cases:
-        result = runner.invoke(app, args)
+        result = _cli(*args)
         assert isinstance(result.exception, VireidError) and sentence in str(result.exception), (args, result.output)
         assert "\n" not in str(result.exception)
     with pytest.raises(ConfigError, match="unknown config key 'gan.lamda_cycle'"):
