@@ -116,6 +116,12 @@ def test_generator_objective_weights_cycle_and_identity_as_cyclegan():
     assert stats["identity"] == pytest.approx(float(ident), rel=1e-5)
     assert stats["g_adv"] == pytest.approx(float(adv), rel=1e-5)
     assert stats["loss_g"] == pytest.approx(float(cycle + ident + adv), rel=1e-5)
+    # train.amp=bf16: the networks compute in bf16 under autocast, the losses stay finite fp32 numbers
+    seen = set()
+    m.vis2ir.model[1].register_forward_hook(lambda mod, inp, out: seen.add(out.dtype))
+    trainer.precision = resolve_precision("bf16", "cpu")
+    stats = trainer.train_step(v, i, torch.Generator().manual_seed(0))
+    assert seen == {torch.bfloat16} and all(np.isfinite(list(stats.values())))
 
 
 def test_networks_match_cyclegan_sizes():

@@ -32,6 +32,8 @@ class CombinedDataset(VIReIDDataset):
     """The ``base`` dataset with the ``train`` images of the ``extra`` folders added to its training split."""
 
     name = "combined"
+    #: replaced per dataset by the base's family (its protocols evaluate the combined data)
+    protocol_family = "that of the base format"
 
     def __init__(self, root: str | Path, base: str = "sysu-mm01", extra: list | None = None,
                  base_options: dict | None = None) -> None:
