@@ -377,3 +377,16 @@ def test_report_shows_the_translation_grids(gan_run, tmp_path):
     assert "Translation grid, GAN run run, epoch 002" in page and grid in page and "visible -&gt; infrared" in page
     with pytest.raises(VireidError, match="holds no translation grids"):
         build_report(run, pictures=False, gan_run=tmp_path)
+
+
+def test_measure_writes_frechet_distances(gan_run):
+    from vireid.workflows.gan import config_of_run
+
+    reid = config_of_run(gan_run).gan.reid_model
+    result = _cli("gan", "measure", str(gan_run), "--reid", reid, "--device", "cpu", "--max-images", "40")
+    assert result.exit_code == 0, result.output
+    measures = json.loads((gan_run / "gan_measures.json").read_text())
+    assert measures["images"]["visible"] == 40 and 2 <= measures["images"]["infrared"] <= 40 and measures["split"] == "test"
+    for key in ("fd_translated_ir", "fd_visible_ir", "fd_translated_vis", "fd_infrared_vis"):
+        assert np.isfinite(measures[key]) and measures[key] >= -1e-9
+    assert f"{measures['fd_translated_ir']:.4f}" in result.output
