@@ -124,6 +124,14 @@ def test_generator_objective_weights_cycle_and_identity_as_cyclegan():
     assert seen == {torch.bfloat16} and all(np.isfinite(list(stats.values())))
 
 
+def test_learning_rate_is_constant_then_decays_linearly_as_cyclegan():
+    """CycleGAN's linear policy with n_epochs = 2, n_epochs_decay = 2: factors 1, 1, 2/3, 1/3."""
+    from vireid.workflows.gan import _lr_factor
+
+    assert [_lr_factor(e, 4, 2) for e in range(4)] == pytest.approx([1, 1, 2 / 3, 1 / 3])
+    assert [_lr_factor(e, 3, 0) for e in range(3)] == [1, 1, 1]
+
+
 def test_networks_match_cyclegan_sizes():
     """Default settings build CycleGAN's ResNet-9-block generator (11.378 M parameters) and 70x70 PatchGAN
     (2.765 M), the counts the reference repository prints."""

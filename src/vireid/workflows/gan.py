@@ -224,7 +224,7 @@ class UnpairedImages:
 # ----------------------------------------------------------------------------- pictures
 
 
-def save_grid(rows: list[torch.Tensor], path: Path, labels: list[str] | None = None) -> Path:
+def save_grid(rows: list[torch.Tensor], path: Path) -> Path:
     """Write images in ``[-1, 1]`` as a PNG grid: one row per tensor ``[N,3,H,W]`` (all the same N, H, W)."""
     from PIL import Image
 
