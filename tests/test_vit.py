@@ -291,7 +291,7 @@ def vit_run(tiny_synth_root, tmp_path_factory) -> Path:
     """vit_synth shrunk to a tiny ViT, trained one short epoch through the trainer."""
     from conftest import tiny_overrides
 
-    from vireid.cli.train import run_training
+    from vireid.workflows.train_run import run_training
     from vireid.config import load_config
 
     out = tmp_path_factory.mktemp("vit-run")

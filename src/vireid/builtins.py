@@ -26,6 +26,7 @@ A new built-in part is one new file plus one line here; a user's part is a plugi
 from __future__ import annotations
 
 # ----------------------------------------------------------------------------- dataset readers
+import vireid.data.datasets.combined  # noqa: F401  (a dataset + translated images, vireid gan translate)
 import vireid.data.datasets.folder  # noqa: F401  ("folder", "csv": users' own data)
 import vireid.data.datasets.llcm  # noqa: F401
 import vireid.data.datasets.npu_reid  # noqa: F401  (dual-path Swin's NPU-ReID)
@@ -34,6 +35,7 @@ import vireid.data.datasets.sysu_mm01  # noqa: F401
 
 # ----------------------------------------------------------------------------- batch (transform) steps
 import vireid.data.corruptions  # noqa: F401  (the corruption suite as a training step)
+import vireid.data.gan_augmentation  # noqa: F401  (a frozen GAN translating part of each batch)
 import vireid.data.modality_augmentation  # noqa: F401  (MAG: modality patch exchange)
 import vireid.data.paired  # noqa: F401  (paired crop/flip of registered visible-infrared pairs)
 import vireid.data.transforms  # noqa: F401  (crop/flip, grayscale, erasing, channel augmentation, ...)

@@ -45,6 +45,7 @@ def configs_command(
 
         _list("Shipped configs (vireid train --config NAME):", sorted(SHIPPED_CONFIGS.glob("*.yaml")))
         _list("\nAblation grids (vireid ablate --grid NAME):", sorted(GRIDS.glob("*.yaml")))
+        _list("\nGAN configs (vireid gan train --config NAME):", sorted((SHIPPED_CONFIGS / "gan").glob("*.yaml")))
         typer.echo(f"\nFiles: {SHIPPED_CONFIGS}. Print one in full: vireid configs NAME [key=value ...]")
         return
     from vireid.workflows.train_run import resolve_config

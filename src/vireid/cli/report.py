@@ -33,6 +33,7 @@ def report_command(
     fmt: Optional[str] = typer.Option(None, "--format", help="Format of --images (default: detected)."),
     query: Optional[str] = typer.Option(None, "--query", help="Modality of the queries for other data (default infrared)."),
     gallery: Optional[str] = typer.Option(None, "--gallery", help="Modality of the gallery (default: the other one)."),
+    gan: Optional[Path] = typer.Option(None, "--gan", help="A vireid gan train run: add its translation grids."),
 ) -> None:
     """Write an HTML report: config, environment, metrics per protocol (± re-ranking), curves and pictures."""
     from vireid.cli.train import data_choice
@@ -44,6 +45,10 @@ def report_command(
     if not run_dir.is_dir():
         raise VireidError(f"run folder {run_dir} does not exist; pass the folder written by `vireid train`")
     choice = data_choice(data, images, fmt, query, gallery, data_root)
+    if gan is not None:  # a wrong --gan fails before any evaluation
+        from vireid.viz.gan import gan_figures
+
+        gan_figures(gan)
     if not choice.own and out is None:
         raise VireidError("a report on other data goes to its own folder; pass --out DIR (the run is not written to)")
     html_path = None
@@ -63,5 +68,5 @@ def report_command(
                             out=None if folder == run_dir else folder)
         results_dir = folder
     path = build_report(run_dir, html_path, pictures=pictures, device=device, num_queries=num_queries, seed=seed,
-                        progress=True, choice=choice, results_dir=results_dir)
+                        progress=True, choice=choice, results_dir=results_dir, gan_run=gan)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")

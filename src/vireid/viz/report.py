@@ -163,12 +163,14 @@ def _png_figure(key: str, title: str, draw: Callable[[io.BytesIO], Any], caption
 
 def gather_report(run_dir: str | Path, *, pictures: bool = True, device: str = "auto", data_root: str | None = None,
                   num_queries: int = 6, num_ids: int = 10, cam_ids: int = 4, seed: int = 0,
-                  progress: bool = False, choice: Any = None, results_dir: str | Path | None = None) -> ReportData:
+                  progress: bool = False, choice: Any = None, results_dir: str | Path | None = None,
+                  gan_run: str | Path | None = None) -> ReportData:
     """Collect the report's content (see the module docstring); the model is loaded only when
     pictures are drawn. Nothing is evaluated here: missing results are listed as missing.
 
     ``results_dir`` (default: the run folder) holds the ``test_results.json``, ``verification.json``
-    and ``roc.png`` to show, e.g. the ``--out`` folder of ``vireid eval``; ``choice``
+    and ``roc.png`` to show, e.g. the ``--out`` folder of ``vireid eval``; ``gan_run`` (a ``vireid gan train``
+    folder) adds its translation grids (:mod:`vireid.viz.gan`); ``choice``
     (:class:`vireid.workflows.eval_data.DataChoice`) is the data the pictures are drawn on."""
     run_dir = Path(run_dir)
     results_dir = Path(results_dir) if results_dir is not None else run_dir
@@ -256,6 +258,10 @@ def gather_report(run_dir: str | Path, *, pictures: bool = True, device: str = "
         _model_pictures(data, run, num_queries=num_queries, num_ids=num_ids, cam_ids=cam_ids, seed=seed)
     elif not pictures:
         data.missing.append("ranked lists, heatmaps and t-SNE: left out (<code>--no-pictures</code>)")
+    if gan_run is not None:  # translation grids of a GAN run (vireid.viz.gan)
+        from vireid.viz.gan import gan_figures
+
+        data.figures.extend(gan_figures(gan_run))
     return data
 
 

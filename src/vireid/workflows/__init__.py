@@ -9,5 +9,6 @@
 - :mod:`~vireid.workflows.ablation` -- ablation grids;
 - :mod:`~vireid.workflows.evaluate_fusion` -- fused multi-modal queries;
 - :mod:`~vireid.workflows.import_agw` -- importing an AGW checkpoint;
-- :mod:`~vireid.workflows.demo` -- the end-to-end demo on synthetic data.
+- :mod:`~vireid.workflows.demo` -- the end-to-end demo on synthetic data;
+- :mod:`~vireid.workflows.gan` -- training a visible <-> infrared translator and translating a dataset.
 """
