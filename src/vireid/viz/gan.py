@@ -17,10 +17,9 @@ ROWS = ("real visible", "visible -> infrared", "back to visible", "real infrared
         "back to infrared")
 
 
-def gan_figures(gan_run: str | Path) -> list:
-    """The report :class:`~vireid.viz.report.Figure` objects of a GAN run's translation grids."""
-    from vireid.viz.report import Figure
-
+def gan_figures(gan_run: str | Path) -> list[tuple[str, str, bytes, str]]:
+    """The ``(key, title, PNG bytes, caption)`` of a GAN run's translation grids, the fields of a report
+    :class:`~vireid.viz.report.Figure` (the report builds those; this module does not import it)."""
     folder = Path(gan_run)
     grids = sorted((folder / "samples").glob("epoch_*.png")) if folder.is_dir() else []
     if not grids:
@@ -33,8 +32,8 @@ def gan_figures(gan_run: str | Path) -> list:
         caption += (f" Fréchet distance to real infrared in the embedding space of {m.get('reid_model')}: translated "
                     f"{m['fd_translated_ir']:.4f}, untranslated visible {m['fd_visible_ir']:.4f} (vireid gan measure).")
     chosen = [grids[0]] if len(grids) == 1 else [grids[0], grids[-1]]
-    return [Figure(f"gan-{g.stem}", f"Translation grid, GAN run {folder.name}, {g.stem.replace('_', ' ')}",
-                   g.read_bytes(), caption) for g in chosen]
+    return [(f"gan-{g.stem}", f"Translation grid, GAN run {folder.name}, {g.stem.replace('_', ' ')}",
+             g.read_bytes(), caption) for g in chosen]
 
 
 __all__ = ["gan_figures"]

@@ -261,7 +261,7 @@ def gather_report(run_dir: str | Path, *, pictures: bool = True, device: str = "
     if gan_run is not None:  # translation grids of a GAN run (vireid.viz.gan)
         from vireid.viz.gan import gan_figures
 
-        data.figures.extend(gan_figures(gan_run))
+        data.figures.extend(Figure(*fields) for fields in gan_figures(gan_run))
     return data
 
 

@@ -117,7 +117,6 @@ class TokenGrid(nn.Module):
 
 def _check_vit_name(arch: str) -> None:
     """One sentence when ``arch`` is not a timm Vision Transformer (before timm sees ViT-only arguments)."""
-    import vireid  # noqa: F401  - the torchvision guard before timm imports torchvision
     import timm
 
     name = arch.split(".")[0]
