@@ -49,6 +49,7 @@ class RoundPlan:
     dp_noise: float = 0.0  # Gaussian noise std as a multiple of dp_clip
     nonce: str = ""
     signature: str = ""  # the server's HMAC over the global tensors
+    names: str = ""  # the shared tensors' names, one a line (the network transport sends tensors by position)
 
     def to_config(self) -> dict:
         return dict(vars(self))
@@ -59,7 +60,8 @@ class RoundPlan:
             return cls(server_round=int(config["server_round"]), rounds=int(config["rounds"]),
                        local_epochs=int(config["local_epochs"]), mu=float(config["mu"]),
                        dp_clip=float(config["dp_clip"]), dp_noise=float(config["dp_noise"]),
-                       nonce=str(config["nonce"]), signature=str(config.get("signature", "")))
+                       nonce=str(config["nonce"]), signature=str(config.get("signature", "")),
+                       names=str(config.get("names", "")))
         except (KeyError, TypeError, ValueError) as err:
             raise VireidError(f"the server's round instructions are incomplete ({err}); is it a vireid federated "
                               "server of the same version?") from None

@@ -254,7 +254,8 @@ def connect(client: FederatedClient, address: str = DEFAULT_ADDRESS, *, max_mess
     class VireidNumPyClient(NumPyClient):
         def fit(self, parameters, config):  # noqa: ANN001, ANN201
             plan = RoundPlan.from_config(dict(config))
-            arrays = named_update([np.asarray(p) for p in parameters], client.shared_layout(), "the server")
+            names = plan.names.split("\n") if plan.names else list(client.shared_layout())
+            arrays = named_update([np.asarray(p) for p in parameters], dict.fromkeys(names), "the server")
             result = client.train_round(arrays, plan)
             return list(result.arrays.values()), int(result.num_examples), result.metrics
 

@@ -164,7 +164,8 @@ class FederatedServer:
         s = self.settings
         plan = RoundPlan(server_round=number, rounds=s.rounds, local_epochs=s.local_epochs,
                          mu=s.mu if s.strategy == "fedprox" else 0.0, dp_clip=s.dp_clip, dp_noise=s.dp_noise,
-                         nonce=nonce, signature=sign(self.token, self.arrays, "server", number, nonce))
+                         nonce=nonce, signature=sign(self.token, self.arrays, "server", number, nonce),
+                         names="\n".join(self.layout))
         return self.arrays, plan
 
     def sent(self, count: int) -> None:
