@@ -292,7 +292,7 @@ def test_real_server_and_two_clients_on_localhost_leave_out_bad_and_dropped_clie
     assert "not signed with the shared token" in r1["rogue-wrong-token"]
     assert "as float64 but the global model holds float32" in r1["rogue-float64"]
     assert len(history[1]["failed"]) == 1  # rogue_a died mid-round
-    assert "sent 7 tensors but the global model shares 8" in history[1]["refused"][0]["reason"]
+    assert "sent 13 tensors but the global model shares 14" in history[1]["refused"][0]["reason"]
     assert "dropped out" in outputs["server"] and TOKEN.decode() not in outputs["server"]
     assert torch.load(tmp_path / "fed" / "best.pt", weights_only=True)["federated"]["round"] == 2
     assert (tmp_path / "c0" / "last.pt").is_file()
