@@ -1,4 +1,4 @@
-"""Flower (``flwr``, https://flower.ai) as the transport of vireid's federated rounds.
+"""Flower (``flwr``) as the transport of vireid's federated rounds.
 
 **Simulation** (:func:`simulate`) uses Flower's current Message API: a ``ServerApp`` whose main loop
 asks every node for a round through ``Grid.send_and_receive`` and a ``ClientApp`` whose ``train``
