@@ -25,9 +25,20 @@ ADDRESS_HELP = "HOST:PORT of the server (default 127.0.0.1:8088: this machine on
 
 
 def _settings(rounds: int, local_epochs: int, strategy: str, mu: float, dp_clip: float, dp_noise: float,
-              min_clients: int):
+              min_clients: int, resume: Optional[Path] = None):
+    """The run's settings; a resumed run keeps its own (strategy, mu, DP, ...) and may only get more --rounds."""
     from vireid.workflows.federated.server import FederatedSettings
 
+    if resume is not None:
+        from vireid.engine.checkpoint import load_checkpoint
+
+        fed = load_checkpoint(resume / "last.pt").get("federated")
+        if not isinstance(fed, dict) or "settings" not in fed:
+            raise VireidError(f"cannot resume: {resume / 'last.pt'} is not the checkpoint of a federated run")
+        saved = fed["settings"]
+        settings = FederatedSettings(**{**saved, "rounds": max(rounds, int(saved["rounds"]))})
+        settings.check()
+        return settings
     settings = FederatedSettings(rounds=rounds, local_epochs=local_epochs, strategy=strategy.lower(), mu=mu,
                                  dp_clip=dp_clip, dp_noise=dp_noise, min_clients=min_clients)
     settings.check()
@@ -97,13 +108,7 @@ def simulate_command(
     from vireid.workflows.federated.run import simulate_run
 
     cfg = _config(config, overrides, resume)
-    settings = _settings(rounds, local_epochs, strategy, mu, dp_clip, dp_noise, min_clients)
-    if resume is not None:
-        from vireid.workflows.federated.server import FederatedSettings
-        from vireid.engine.checkpoint import load_checkpoint
-
-        saved = load_checkpoint(resume / "last.pt")["federated"]["settings"]
-        settings = FederatedSettings(**{**saved, "rounds": max(rounds, int(saved["rounds"]))})
+    settings = _settings(rounds, local_epochs, strategy, mu, dp_clip, dp_noise, min_clients, resume)
     if workers < 1:
         raise ConfigError(f"--workers is {workers}; use at least 1")
     folder = _run_dir(cfg, run_dir, resume, "federated")
@@ -143,7 +148,7 @@ def server_command(
 
     token = read_token(token_file)
     cfg = _config(config, overrides, resume)
-    settings = _settings(rounds, local_epochs, strategy, mu, dp_clip, dp_noise, min_clients)
+    settings = _settings(rounds, local_epochs, strategy, mu, dp_clip, dp_noise, min_clients, resume)
     if not 1 <= clients <= 1000 or (max_clients is not None and max_clients < clients):
         raise ConfigError("--clients must be 1 to 1000 and --max-clients at least --clients")
     if not 1 <= max_message_mb <= 2047:
