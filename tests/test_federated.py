@@ -312,3 +312,15 @@ def test_cli_refuses_short_tokens_and_impossible_splits(tiny_synth_root, tmp_pat
                  *fed_overrides(tiny_synth_root, tmp_path), "--clients", 2, "--split-by", "camera",
                  "--out", tmp_path / "split")
     assert (tmp_path / "split" / "client_1" / "manifest.csv").is_file()
+
+
+def test_missing_flower_and_bad_resume_are_one_sentence(tmp_path, monkeypatch):
+    from vireid.errors import VireidError
+    from vireid.workflows.federated.flower import require_flower
+
+    monkeypatch.setitem(sys.modules, "flwr", None)  # as if Flower were not installed
+    with pytest.raises(VireidError, match=r"pip install 'vireid\[federated\]'"):
+        require_flower()
+    monkeypatch.undo()
+    result = cli("federated", "simulate", "--resume", tmp_path / "nothing", ok=False)
+    assert "cannot resume" in (result.output + str(result.exception))
