@@ -145,9 +145,15 @@ def _take_message_reply(server: FederatedServer, reply: Any) -> None:
     except Exception as err:  # noqa: BLE001 - a malformed message is the client's mistake, not the server's
         server.refuse(f"node {node}", f"node {node} sent a malformed reply ({type(err).__name__}); it is left out")
         return
-    who = str(meta.get("client") or f"node {node}")
+    who = client_label(meta.get("client"), f"node {node}")
     num = metrics.pop("num-examples", None)
     server.receive(who, arrays, int(num) if isinstance(num, (int, float)) else num, {**metrics, **meta})
+
+
+def client_label(name: object, fallback: str) -> str:
+    """A client's self-chosen name for the logs: letters, digits, ``-``, ``_`` and ``.``, at most 64."""
+    text = "".join(ch for ch in str(name or "") if ch.isalnum() or ch in "-_.")[:64]
+    return text or fallback
 
 
 def _first_line(text: str) -> str:
@@ -198,13 +204,14 @@ def serve(server: FederatedServer, address: str = DEFAULT_ADDRESS, *, clients: i
             arrays, plan = server.begin_round()
             server.sent(len(chosen))
             ins = FitIns(ndarrays_to_parameters(list(arrays.values())), plan.to_config())
-            if not chosen:
+            if not chosen:  # Flower skips the round's aggregation then: record it here
                 server.log(f"round {plan.server_round}: no client is connected")
+                server.finish_round()
             return [(c, ins) for c in chosen]
 
         def aggregate_fit(self, server_round, results, failures):  # noqa: ANN001, ANN201
             for proxy, res in results:
-                who = str(res.metrics.get("client") or f"client {proxy.cid}")
+                who = client_label(res.metrics.get("client"), f"client {proxy.cid}")
                 try:
                     arrays = named_update(parameters_to_ndarrays(res.parameters), server.layout, who)
                 except UpdateRejected as err:
