@@ -51,8 +51,10 @@ def require_flower():
 
 
 def quiet_flower(verbose: bool = False) -> None:
-    """Flower logs every message at INFO; keep its warnings and errors only, unless ``verbose``."""
-    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.WARNING)
+    """Flower logs every message at INFO and warns on each start that ``run_simulation`` /
+    ``start_server`` / ``start_client`` are superseded (see the module docstring); vireid reports rounds,
+    refusals and drop-outs itself, so only Flower's errors are shown unless ``verbose``."""
+    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 # ----------------------------------------------------------------------------- simulation (Message API)
