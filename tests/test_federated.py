@@ -264,7 +264,7 @@ def test_real_server_and_two_clients_on_localhost_leave_out_bad_and_dropped_clie
     common = ["--config", str(REPO / "configs" / "baseline_synth.yaml"), "--token-file", str(token_file)]
     procs = {"server": subprocess.Popen(
         [*base, "server", *common, *fed_overrides(tiny_synth_root, tmp_path), "--clients", "4", "--rounds", "2",
-         "--address", address, "--run-dir", str(tmp_path / "fed"), "--connect-timeout", "120", "--round-timeout", "120"],
+         "--address", address, "--run-dir", str(tmp_path / "fed"), "--connect-timeout", "300", "--round-timeout", "300"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)}
     for i in range(2):
         manifest = tmp_path / "split" / f"client_{i}" / "manifest.csv"
@@ -278,7 +278,7 @@ def test_real_server_and_two_clients_on_localhost_leave_out_bad_and_dropped_clie
     outputs = {}
     try:
         for name, proc in procs.items():
-            outputs[name] = proc.communicate(timeout=240)[0]
+            outputs[name] = proc.communicate(timeout=500)[0]
     finally:
         for proc in procs.values():
             if proc.poll() is None:
