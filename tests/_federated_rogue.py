@@ -37,4 +37,4 @@ class Rogue(NumPyClient):
         return list(arrays.values()), 10, {"client": f"rogue-{mode}", "signature": signature}
 
 
-start_client(server_address=address, client=Rogue().to_client(), insecure=True, max_wait_time=60)
+start_client(server_address=address, client=Rogue().to_client(), insecure=True, max_wait_time=300)
