@@ -63,6 +63,18 @@ def test_map(model_dir: Path, cfg) -> float:
     return float(results[0].mean["mAP"])
 
 
+def untrained_map(cfg) -> float:
+    """sysu-all-single mAP of the model at its seeded initialisation (the floor training starts from)."""
+    from vireid.data.build import prepare_dataset
+    from vireid.engine.evaluate import evaluate_model
+    from vireid.engine.trainer import build_model, seed_everything
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg, 2).eval()
+    dataset = prepare_dataset(cfg.data, progress=False, generate=False)
+    return float(evaluate_model(model, dataset, cfg, "cpu", protocols=("sysu-all-single",), progress=False)[0].mean["mAP"])
+
+
 def train(cfg, folder: Path) -> float:
     """Train ``cfg`` into ``folder``; returns wall seconds."""
     from vireid.engine.trainer import Trainer
@@ -88,6 +100,7 @@ def one_seed(seed: int, args) -> dict:
     cfg = base_config(seed, args.out, args.epochs, args.ids, args.quick)
     row: dict = {"seed": seed}
     dataset = prepare_dataset(cfg.data, progress=False)
+    row["untrained"] = untrained_map(cfg)
     row["central_s"] = train(cfg, out / "central")
     row["central"] = test_map(out / "central", cfg)
     parts = split_records(list(dataset.train), args.clients, "identity", seed)
@@ -124,6 +137,9 @@ def table(rows: list[dict], args) -> str:
              f"(federated: {args.epochs} rounds x 1 local epoch), synthetic data with {args.ids} identities, "
              f"{n} seed(s) ({', '.join(str(r['seed']) for r in rows)}); sysu-all-single mAP (%), mean ± std over seeds.",
              "", "| training | mAP | per seed |", "|---|---|---|"]
+    if all("untrained" in r for r in rows):
+        floor = ", ".join("%.2f" % r["untrained"] for r in rows)
+        lines.append(f"| untrained model (reference floor) | {pm([r['untrained'] for r in rows])} | {floor} |")
     central = ", ".join("%.2f" % r["central"] for r in rows)
     local = ", ".join("%.2f (%.1f-%.1f)" % (np.mean(r["local"]), min(r["local"]), max(r["local"])) for r in rows)
     lines.append(f"| centralised (pooled data) | {pm([r['central'] for r in rows])} | {central} |")
@@ -151,6 +167,12 @@ def reading(rows: list[dict]) -> str:
     wins = int((fed > loc).sum())
     text = (f"Reading: FedAvg beats the clients' local-only models in {wins} of {len(rows)} seed(s) "
             f"(mean gap {np.mean(fed - loc):+.2f} mAP); its gap to centralised training is {np.mean(fed - cen):+.2f} mAP. ")
+    if all("untrained" in r for r in rows):
+        floor = float(np.mean([r["untrained"] for r in rows]))
+        arms = [float(np.mean(a)) for a in (fed, loc, cen)]
+        text += (f"The untrained model scores {floor:.2f} mAP on these test identities; the trained arms lie "
+                 f"{min(arms) - floor:+.2f} to {max(arms) - floor:+.2f} mAP from it, so at this training length "
+                 "what training adds at all is small and the arms' differences must be read against the seed spread. ")
     if len(rows) < 3:
         text += "With fewer than three seeds this is an observation, not a conclusion."
     else:
@@ -170,13 +192,23 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=REPO / "runs" / "federated-table")
     p.add_argument("--doc", type=Path, default=RESULTS_DOC)
     p.add_argument("--quick", action="store_true", help="tiny data and epochs (smoke run)")
+    p.add_argument("--from-rows", action="store_true", help="rewrite the section from OUT/rows.json (adding the "
+                   "untrained reference where missing) instead of training")
     args = p.parse_args()
     if args.quick:
         args.epochs, args.ids, args.seeds = 2, 24, args.seeds[:1]
     args.out = args.out.absolute()
-    rows = [one_seed(seed, args) for seed in args.seeds]
+    if args.from_rows:
+        rows = json.loads((args.out / "rows.json").read_text())
+        for row in rows:
+            if "untrained" not in row:
+                row["untrained"] = untrained_map(base_config(row["seed"], args.out, args.epochs, args.ids, args.quick))
+        args.seeds = [r["seed"] for r in rows]
+        command = "python benchmarks/federated_table.py --seeds " + " ".join(str(s) for s in args.seeds)
+    else:
+        rows = [one_seed(seed, args) for seed in args.seeds]
+        command = "python benchmarks/federated_table.py " + " ".join(sys.argv[1:])
     (args.out / "rows.json").write_text(json.dumps(rows, indent=2))
-    command = "python benchmarks/federated_table.py " + " ".join(sys.argv[1:])
     write_section(SECTION, TITLE, table(rows, args), command.strip(), doc=args.doc)
 
 
