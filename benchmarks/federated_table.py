@@ -15,7 +15,7 @@ of epochs over each image:
 Every arm is evaluated on the same test identities (sysu-all-single, seeded gallery draws). Mean ± std
 are over seeds (data, split and initialisation all change with the seed).
 
-    python benchmarks/federated_table.py [--seeds 0 1 2] [--epochs 5] [--mu 0.01] [--out runs/federated-table]
+    python benchmarks/federated_table.py [--seeds 0 1 2] [--epochs 5] [--ids 120] [--ipc 2] [--mu 0.01] [--out runs/federated-table]
     python benchmarks/federated_table.py --quick --doc /tmp/results.md     # smoke run
 """
 
@@ -97,7 +97,7 @@ def one_seed(seed: int, args) -> dict:
     out = args.out / f"seed{seed}"
     if out.exists():
         shutil.rmtree(out)
-    cfg = base_config(seed, args.out, args.epochs, args.ids, args.quick)
+    cfg = base_config(seed, args.out, args.epochs, args.ids, args.quick, args.ipc)
     row: dict = {"seed": seed}
     dataset = prepare_dataset(cfg.data, progress=False)
     row["untrained"] = untrained_map(cfg)
@@ -134,7 +134,8 @@ def pm(values: list[float]) -> str:
 def table(rows: list[dict], args) -> str:
     n = len(rows)
     lines = [f"{args.clients} clients split by identity, {args.epochs} epochs over each image in every arm "
-             f"(federated: {args.epochs} rounds x 1 local epoch), synthetic data with {args.ids} identities, "
+             f"(federated: {args.epochs} rounds x 1 local epoch), synthetic data with {args.ids} identities "
+             f"({args.ipc} images per camera), "
              f"{n} seed(s) ({', '.join(str(r['seed']) for r in rows)}); sysu-all-single mAP (%), mean ± std over seeds.",
              "", "| training | mAP | per seed |", "|---|---|---|"]
     if all("untrained" in r for r in rows):
@@ -186,7 +187,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--clients", type=int, default=3)
-    p.add_argument("--ids", type=int, default=40)
+    p.add_argument("--ids", type=int, default=120)
+    p.add_argument("--ipc", type=int, default=2, help="synthetic images per camera and identity")
     p.add_argument("--mu", type=float, default=0.0, help="also run FedProx with this mu (0: FedAvg only)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=REPO / "runs" / "federated-table")
@@ -202,11 +204,16 @@ def main() -> None:
         rows = json.loads((args.out / "rows.json").read_text())
         for row in rows:
             if "untrained" not in row:
-                row["untrained"] = untrained_map(base_config(row["seed"], args.out, args.epochs, args.ids, args.quick))
+                row["untrained"] = untrained_map(base_config(row["seed"], args.out, args.epochs, args.ids, args.quick,
+                                                             args.ipc))
         args.seeds = [r["seed"] for r in rows]
         command = "python benchmarks/federated_table.py --seeds " + " ".join(str(s) for s in args.seeds)
     else:
-        rows = [one_seed(seed, args) for seed in args.seeds]
+        rows = []
+        for seed in args.seeds:  # rows.json grows seed by seed, so an interrupted run keeps its finished seeds
+            rows.append(one_seed(seed, args))
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "rows.json").write_text(json.dumps(rows, indent=2))
         command = "python benchmarks/federated_table.py " + " ".join(sys.argv[1:])
     (args.out / "rows.json").write_text(json.dumps(rows, indent=2))
     write_section(SECTION, TITLE, table(rows, args), command.strip(), doc=args.doc)
