@@ -10,5 +10,6 @@
 - :mod:`~vireid.workflows.evaluate_fusion` -- fused multi-modal queries;
 - :mod:`~vireid.workflows.import_agw` -- importing an AGW checkpoint;
 - :mod:`~vireid.workflows.demo` -- the end-to-end demo on synthetic data;
-- :mod:`~vireid.workflows.gan` -- training a visible <-> infrared translator and translating a dataset.
+- :mod:`~vireid.workflows.gan` -- training a visible <-> infrared translator and translating a dataset;
+- :mod:`~vireid.workflows.federated` -- federated training with Flower (simulation, server, clients).
 """
