@@ -102,7 +102,7 @@ def test_vireid_list_prints_every_registry_and_entry():
         assert f"\n{key} ({len(registry)}) -- " in f"\n{result.output}"
         for name in registry:
             assert f"  {name} " in result.output or result.output.rstrip().endswith(f"  {name}")
-    assert {"methods", "losses", "backbones", "modules", "heads", "steps", "datasets", "protocols"} <= set(REGISTRIES)
+    assert {"methods", "losses", "backbones", "modules", "heads", "steps", "datasets", "protocols", "extras"} <= set(REGISTRIES)
     assert "Batch-hard triplet loss (Hermans et al., \"In defense of the triplet loss\", 2017, eq. 5)." in result.output
 
 

@@ -18,6 +18,7 @@ registry               where it is defined                               what a 
 ``TRANSFORM_STEPS``    :mod:`vireid.data.transforms`                     ``augment.steps`` (batch steps)
 ``DATASETS``           :mod:`vireid.data.datasets.base`                  ``data.format`` (readers)
 ``PROTOCOLS``          :mod:`vireid.evaluation.protocols`                ``eval.protocols``
+``EXTRAS``             :mod:`vireid.data.extras`                         ``data.extras`` (side inputs)
 =====================  ================================================  ======================================
 
 A new built-in part is one new file plus one line here; a user's part is a plugin (docs/extending.md).
@@ -78,6 +79,7 @@ import vireid.modeling.methods.multimodal_fusion  # noqa: F401  (the survey §4.
 import vireid.modeling.methods.pdfenet  # noqa: F401  (PDFENet)
 import vireid.modeling.methods.vit  # noqa: F401  (TransReID-style ViT)
 from vireid.data.datasets.base import DATASETS
+from vireid.data.extras import EXTRAS  # the built-in side inputs (joints) register where the registry is defined
 from vireid.data.transforms import TRANSFORM_STEPS
 from vireid.evaluation.protocols import PROTOCOLS
 from vireid.errors import VireidError
@@ -93,6 +95,7 @@ REGISTRIES = {
     "steps": TRANSFORM_STEPS,
     "datasets": DATASETS,
     "protocols": PROTOCOLS,
+    "extras": EXTRAS,
 }
 
 #: Where a config names each registry's entries (printed beside the registry's name).
@@ -105,6 +108,7 @@ CONFIG_KEYS = {
     "steps": "augment.steps (batch steps)",
     "datasets": "data.format (dataset readers)",
     "protocols": "eval.protocols, vireid eval --protocol",
+    "extras": "data.extras (named side inputs per image)",
 }
 #: Other spellings ``vireid list`` accepts.
 ALIASES = {"readers": "datasets", "formats": "datasets", "batch-steps": "steps", "batch_steps": "steps",
