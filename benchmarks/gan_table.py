@@ -171,10 +171,13 @@ def main() -> None:
     parser.add_argument("--gan-epochs", type=int, default=None, help="translator epochs (default gan_synth's 4, of 25 steps)")
     parser.add_argument("--from-json", action="store_true", help="only re-render the section from OUT/gan_table.json")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)  # the machine line of the section names the thread count
     if args.from_json:
         rows = json.loads((args.out / "gan_table.json").read_text())
         done = " ".join(str(r["seed"]) for r in rows)
-        write_section(SECTION, TITLE, render(rows, args.quick), f"python benchmarks/gan_table.py --seeds {done}", doc=args.doc)
+        write_section(SECTION, TITLE, render(rows, args.quick), f"python benchmarks/gan_table.py --seeds {done} --threads {args.threads}", doc=args.doc)
         print(render(rows, args.quick))
         return
     rows = []
@@ -182,7 +185,7 @@ def main() -> None:
         rows.append(run_seed(seed, args.out, args.quick, args.threads, args.reid_epochs, args.gan_epochs))
         (args.out / "gan_table.json").write_text(json.dumps(rows, indent=2))
         done = " ".join(str(r["seed"]) for r in rows)
-        command = f"python benchmarks/gan_table.py --seeds {done}" + (" --quick" if args.quick else "")
+        command = f"python benchmarks/gan_table.py --seeds {done} --threads {args.threads}" + (" --quick" if args.quick else "")
         write_section(SECTION, TITLE, render(rows, args.quick), command, doc=args.doc)
         print(render(rows, args.quick), flush=True)
 
