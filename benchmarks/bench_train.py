@@ -325,7 +325,7 @@ def main() -> None:
     if notes:
         lines += ["", *notes]
     if targets:
-        lines += ["", "Speed-up targets where the CPU has bf16 units (issue 13): " + " ".join(targets)]
+        lines += ["", "Speed-up targets where the CPU has bf16 units: " + " ".join(targets)]
     lines += ["", "uint8 cache build (once, reused on later epochs/runs): " + "; ".join(cache_notes) + "."]
     if args.plain and not args.quick:
         spec = MODELS["resnet50"]

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import RESULTS_DOC, write_section  # noqa: E402
 
 SECTION = "gan-table"
-TITLE = "Cross-modality image generation (the survey's next steps, issue 18 §1) on synthetic data"
+TITLE = "Cross-modality image generation (the survey's next steps: GAN generation) on synthetic data"
 DATA = ["data.synth.ids=60", "data.synth.images_per_camera=4"]
 REID = ["sampler.num_ids=6", "sampler.num_per_modality=4", "sampler.epoch_length=10", "train.epochs=12",
         "train.eval_every=0",
