@@ -104,6 +104,12 @@ def main() -> None:
         "",
         *lines,
     ])
+    if not args.quick and (len(seeds) < 3 or args.ids or args.images_per_camera):
+        body = (f"**Reduced run: {len(seeds)} seed{'s' if len(seeds) > 1 else ''}, {s.ids} identities x "
+                f"{s.images_per_camera} images per camera** (the machine was shared with other jobs). With fewer than "
+                "three seeds a difference of a few points is within the seed-to-seed spread the other tables of this "
+                "page show (1-2 mAP). The full table (3 seeds, the recipes' 200 identities x 6 images per camera): "
+                "`python benchmarks/vit_table.py`.\n\n" + body)
     if args.quick:
         body = "**Smoke run (--quick): tiny data, one short epoch; the numbers mean nothing.**\n\n" + body
     command = "python benchmarks/vit_table.py" + (" --quick" if args.quick else "") + \

@@ -298,7 +298,7 @@ def vit_run(tiny_synth_root, tmp_path_factory) -> Path:
     overrides = tiny_overrides(tiny_synth_root, out, **{
         "train.epochs": 1, "train.threads": 1, "model.params.backbone": "vit_tiny_patch16_224",
         "model.params.vit_kwargs": "{patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}",
-        "optim.layer_decay": 0.9, "train.eval_every": 0, "sampler.epoch_length": 3,
+        "optim.layer_decay": 0.9, "train.eval_every": 0, "train.select_best": "last", "sampler.epoch_length": 3,
     })
     cfg = load_config(REPO / "configs" / "vit_synth.yaml", overrides)
     run_training(cfg, out / "run", evaluate=False)
