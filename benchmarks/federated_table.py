@@ -157,6 +157,10 @@ def table(rows: list[dict], args) -> str:
               f"| seconds of the first round (worker start-up) | {pm([r['fedavg_s_first'] for r in rows])} |",
               f"| centralised training, whole run (s) | {pm([r['central_s'] for r in rows])} |"]
     lines += ["", reading(rows)]
+    if len(rows) < 3:
+        lines += ["", f"Only {len(rows)} seed(s) fitted the time of the session that wrote this section; "
+                  "`python benchmarks/federated_table.py --seeds 0 1 2` runs three (each seed trains the model five "
+                  "times: centralised, three local-only clients and the federated run)."]
     return "\n".join(lines)
 
 
