@@ -44,12 +44,12 @@ class CombinedDataset(VIReIDDataset):
         if base == "combined" or base not in DATASETS:
             names = ", ".join(n for n in DATASETS.names() if n != "combined")
             raise ConfigError(f"data.options.base {base!r} is not a dataset format; use one of {names}")
+        inner = build_dataset(base, root, **dict(base_options or {}))  # a missing or unreadable root is said first
         if not extra:
             raise ConfigError("data.options.extra is empty; list the translated dataset folder(s) to add, e.g. "
                               "extra: [runs/translated] (written by vireid gan translate)")
         if not isinstance(extra, (list, tuple)) or not all(isinstance(e, str) for e in extra):
             raise ConfigError(f"data.options.extra must be a list of folder paths, got {extra!r}")
-        inner = build_dataset(base, root, **dict(base_options or {}))
         self.base_dataset = inner
         self.protocol_family = inner.protocol_family
         self.val, self.test, self.query, self.gallery = inner.val, inner.test, inner.query, inner.gallery

@@ -205,6 +205,12 @@ class ViTReID(nn.Module):
             return outputs
         return self.select_embedding(outputs)
 
+    @property
+    def output_dim(self) -> int:
+        """Width of the test embedding (:meth:`select_embedding`): ``embed_dim`` (the global feature the losses
+        see), times 1 + K with JPM."""
+        return self.embed_dim * (1 + self.jpm_branches) if self.jpm else self.embed_dim
+
     def select_embedding(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The test feature: the global one, with JPM followed by each local one divided by K (TransReID)."""
         key = self.embedding
