@@ -88,8 +88,9 @@ def main() -> None:
         "modality (the steps of `dbscan_labels`).", "", *rows, "",
         "The dense N x N float32 distance matrix of the reference implementation would need 0.4 GB (10k) and "
         "3.6 GB (30k) by itself; here memory grows with the number of neighbour pairs, not with N squared. The "
-        "machine was shared with other jobs while this ran, so the times are upper bounds; most of the time is the "
-        "exact FAISS search (N x N inner products of 2048-d embeddings on one core). For scale, PGM's released "
+        "machine was shared with other jobs while this ran, so the times are upper bounds; a profile at 10k put "
+        "16 of 38 s in the exact FAISS search (N x N inner products of 2048-d embeddings on one core), which grows "
+        "with N squared; the rest (reciprocal sets, sparse Jaccard) grows with N. For scale, PGM's released "
         "SYSU-MM01 log (zesenwu23/USL-VI-ReID training_logs_example/SYSU-MM01/sysu_s1_s2.log) reports 19-22 s "
         "(11,909 infrared images) and 46-54 s (22,258 visible images) per Jaccard computation on its GPU machine. "
         "The synthetic identities are well separated (ARI 1.0): this measures cost, not clustering quality."])
