@@ -30,7 +30,7 @@ image index), so the labels do not depend on DBSCAN's internal numbering.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -256,7 +256,6 @@ class Association:
     groups_visible: np.ndarray
     groups_infrared: np.ndarray
     cost: float
-    extra: dict = field(default_factory=dict)
 
 
 def hungarian_pairs(similarity: np.ndarray) -> np.ndarray:
