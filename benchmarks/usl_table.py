@@ -51,8 +51,8 @@ PUBLISHED = [
     ("PGM (Wu & Ye, CVPR 2023)", "56.29 / 51.36", "69.03 / 64.04 (trial 5 only, last epoch)",
      "the authors' released training logs: zesenwu23/USL-VI-ReID training_logs_example/SYSU-MM01/sysu_s1_s2.log "
      "and RegDB/regdb_s1_s2.log"),
-    ("ADCA (Yang et al., ACM MM 2022)", "45.5 / 42.7", "67.2 / 64.1",
-     "the ADCA paper's comparison table, transcribed without re-checking in this session (verify before quoting)"),
+    ("ADCA (Yang et al., ACM MM 2022)", "not listed", "not listed",
+     "its figures could not be checked against a stored source in this session, so none are quoted"),
     ("SDCL (Yang, Chen & Ye, CVPR 2024)", "not listed", "not listed",
      "a ViT-based method; its figures were not checked in this session"),
     ("CEIL", "not listed", "not listed", "its figures were not checked in this session"),
