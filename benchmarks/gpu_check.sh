@@ -6,7 +6,7 @@
 #
 # 1. installs vireid without dependencies over the machine's own torch, timm and friends
 #    (pip --no-deps --no-index --no-build-isolation; falls back to PYTHONPATH=src when that fails);
-# 2. runs the tests marked `cuda` (tests/test_cuda.py): bf16/fp16 autocast with GradScaler,
+# 2. runs the tests marked `cuda` (tests/engine/test_cuda.py): bf16/fp16 autocast with GradScaler,
 #    channels_last, torch.compile, one-process NCCL DDP, ranking and re-ranking on CUDA against the
 #    CPU, the prefetching loader with GPU augmentation;
 # 3. benchmarks/gpu_check.py: trains the AGW two-stream ResNet-50 at 288x144 (bf16, channels_last,
@@ -55,7 +55,7 @@ print(f"vireid {vireid.__version__} from {vireid.__file__}; torch {torch.__versi
 PYEOF
 
 step "2/3 tests marked cuda (pytest -m cuda)"
-(cd "$REPO" && timeout 210 "$PY" -m pytest -m cuda -q -rs -p no:cacheprovider tests/test_cuda.py) \
+(cd "$REPO" && timeout 210 "$PY" -m pytest -m cuda -q -rs -p no:cacheprovider tests/engine/test_cuda.py) \
   > "$OUT/pytest_cuda.log" 2>&1
 rc=$?
 tail -n 15 "$OUT/pytest_cuda.log"

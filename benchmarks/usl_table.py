@@ -78,7 +78,7 @@ def overrides_for(row: str, seed: int, root: Path, out: Path, size: dict) -> lis
               "data.workers=1", f"eval.trials={size['trials']}", f"eval.protocols=[{PROTOCOL}]"]
     if config != "baseline_synth":
         common.append(f"losses.cluster_memory.params.cross_start_epoch={half}")
-        if size is QUICK:  # a few images per identity: smaller neighbourhoods (as tests/test_usl.py)
+        if size is QUICK:  # a few images per identity: smaller neighbourhoods (as tests/data/test_usl.py)
             common += ["losses.cluster_memory.params.k1=6", "losses.cluster_memory.params.k2=2",
                        "losses.cluster_memory.params.min_samples=2", "losses.cluster_memory.params.eps=0.6",
                        "sampler.num_ids=2"]

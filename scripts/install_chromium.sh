@@ -1,5 +1,5 @@
 #!/bin/sh
-# Install Debian's chromium for the browser test of `vireid serve` (tests/test_serve_browser.py).
+# Install Debian's chromium for the browser test of `vireid serve` (tests/serve/test_serve_browser.py).
 # Needs root (or passwordless sudo) and apt; otherwise says what to do and fails.
 set -e
 if [ "$(id -u)" = "0" ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else

@@ -3,7 +3,7 @@
 Every shipped config with a ``published`` table (the numbers its authors published, see
 :class:`vireid.config.Config`) gets a section: the published numbers and where they come from,
 the commands, the recipe's values read from the loaded config, and the config's own header comment
-(which lists its deliberate differences from the reference code). ``tests/test_agw_recipes.py``
+(which lists its deliberate differences from the reference code). ``tests/configs/test_agw_recipes.py``
 fails when the page is not what this script writes.
 
     python scripts/make_reproducing.py           # rewrite docs/reproducing.md
@@ -84,7 +84,7 @@ vireid eval runs/agw_reference --protocol sysu-all-single --draw official
 
 The network is rebuilt in vireid (`non_local: agw`, `pooling: gem_agw`, Lanczos resizing) and its
 embedding is the reference's test-mode "FC" feature (after the BN neck, L2-normalised; `--embedding pool`
-gives "POOL"); `vireid extract` returns the reference model's own embeddings (tests/test_agw_parity.py).
+gives "POOL"); `vireid extract` returns the reference model's own embeddings (tests/modeling/test_agw_parity.py).
 The file is read with `weights_only=True`: tensors and numpy arrays only, never pickled code. The run
 folder works with `eval`, `extract`, `search`, `serve`, `export` and `verify` (give `verify` a
 `--threshold`, or run `vireid calibrate` first: an imported run has no calibrated threshold).

@@ -1,4 +1,4 @@
-"""A misbehaving federated client for tests/test_federated.py (run as a process).
+"""A misbehaving federated client for tests/workflows/test_federated.py (run as a process).
 
 ``python _federated_rogue.py ADDRESS TOKEN_FILE MODE1,MODE2,...``: in round i it does MODEi:
 ``wrong-token`` (a well-formed update signed with another token), ``float64`` (the right tensors as

@@ -1,4 +1,4 @@
-"""Plugin for tests/test_federated.py: ``fed_tiny_cnn``, a two-convolution model with the trainer's
+"""Plugin for tests/workflows/test_federated.py: ``fed_tiny_cnn``, a two-convolution model with the trainer's
 interface, small enough that a federated round of several client processes takes seconds on CPU."""
 
 import torch

@@ -166,7 +166,7 @@ def test_every_batch_step_keeps_the_batch_and_rejects_a_bad_parameter(step):
         REGISTRIES["steps"].check(step, {"no_such_param": 1}, "augment.steps[0]")
     if not _defaults_only(cls):
         # a step that cannot work without a parameter (gan_translate: the GAN run) says which one, in one sentence;
-        # its batch behaviour is pinned in its own tests (tests/test_gan.py)
+        # its batch behaviour is pinned in its own tests (tests/workflows/test_gan.py)
         from vireid.registry import accepted_parameters
 
         params, _, _ = accepted_parameters(cls)

@@ -34,7 +34,7 @@ def pairwise_euclidean(x: torch.Tensor, y: torch.Tensor | None = None, eps: floa
 
     Always computed in fp32, with autocast switched off: the expansion subtracts numbers of the size of
     ``||x||²`` to get a distance that can be a thousand times smaller, and a bf16 matmul keeps 8 bits.
-    Measured on 64 clustered 256-d features (``tests/test_losses.py``): inside a bf16 autocast the
+    Measured on 64 clustered 256-d features (``tests/modeling/test_losses.py``): inside a bf16 autocast the
     distances were off by up to 1.18 (four times the usual 0.3 margin) and 38 of the 64 hardest
     positives and 26 of the 64 hardest negatives changed; fp16: 0.13, 25 and 6. On the pre-BN features
     of a 16 x (2 + 2) batch through a 4-epoch ``dfw_sln_synth`` model: errors up to 0.167 (half the

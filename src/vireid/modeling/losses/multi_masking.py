@@ -24,7 +24,7 @@ Defaults that make MMTP a constraint (the paper gives no values for ``m1``, ``m2
   features both terms are homogeneous in the feature scale, and the configs feed the pre-BN
   ``features`` that the BNNeck cross-entropy does not see the scale of: multiplying every feature by
   0.01 lowered MMTP 100-fold (1.466 -> 0.0147 on the batch of
-  ``tests/test_dual_path_swin.py``) and MMTN towards ``m1`` alone (2.23 -> 0.32), so the network could
+  ``tests/modeling/test_dual_path_swin.py``) and MMTN towards ``m1`` alone (2.23 -> 0.32), so the network could
   satisfy the loss by shrinking its features instead of arranging them. Normalised, the loss is the
   same at every scale.
 * ``compress_margin`` m2 = 0.1 (m1 = 0.3): with m2 = 0 the MMTP term is above zero whenever two

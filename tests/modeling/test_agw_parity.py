@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _agw_reference import EmbedNet, preprocess, randomise  # noqa: E402
 from conftest import REAL_MINI  # noqa: E402

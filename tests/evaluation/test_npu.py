@@ -112,7 +112,7 @@ def test_eval_config_chooses_the_npu_gallery_draw():
     default = evaluate_features(feats, dataset, ["npu-t2v-all-single"], trials=1)[0]
     per_camera = evaluate_features(feats, dataset, ["npu-t2v-all-single"], trials=1, npu_gallery="per_camera")[0]
     assert default.trials[0]["num_gallery"] == 3 and per_camera.trials[0]["num_gallery"] == 3 * 4
-    configs = Path(__file__).resolve().parents[1] / "src/vireid/configs"
+    configs = Path(__file__).resolve().parents[2] / "src/vireid/configs"
     assert load_config(configs / "dual_path_swin_npu.yaml").eval.npu_gallery == "per_person"
     assert load_config(configs / "dual_path_swin_npu.yaml", ["eval.npu_gallery=per_camera"]).eval.npu_gallery == "per_camera"
     with pytest.raises(ConfigError, match="npu_gallery"):
@@ -125,7 +125,7 @@ def test_npu_recipe_trains_on_all_480_training_persons(npu_root):
     from vireid.config import load_config
     from vireid.data.build import prepare_dataset
 
-    configs = Path(__file__).resolve().parents[1] / "src/vireid/configs"
+    configs = Path(__file__).resolve().parents[2] / "src/vireid/configs"
     for name in ("dual_path_swin_npu", "mag_mmt_npu_synth"):
         cfg = load_config(configs / f"{name}.yaml", [f"data.root={npu_root}", "data.cache_dir=null", "data.synth.ids=10",
                                                       "data.synth.images_per_camera=3", "data.synth.height=32",
@@ -157,7 +157,7 @@ def test_npu_config_trains_and_evaluates(tmp_path, npu_root):
         "data.synth.ids=10", "data.synth.images_per_camera=3", "data.synth.height=32", "data.synth.width=16",
         "data.height=32", "data.width=16", "train.epochs=1", "sampler.num_ids=3",
     ]
-    cfg = load_config(Path(__file__).resolve().parents[1] / "src/vireid/configs/mag_mmt_npu_synth.yaml", overrides)
+    cfg = load_config(Path(__file__).resolve().parents[2] / "src/vireid/configs/mag_mmt_npu_synth.yaml", overrides)
     summary = run_training(cfg, tmp_path / "run")
     assert [r["name"] for r in summary["test"]] == cfg.eval.protocols
     assert all(0 <= r["mean"]["mAP"] <= 100 for r in summary["test"])

@@ -26,7 +26,7 @@ from vireid.evaluation.fusion_eval import evaluate_fusion, fusion_distance, spli
 from vireid.modeling.methods.multimodal_fusion import FusionReID, paired_members, single_members
 from vireid.modeling.modules.fusion_layers import AttentionFusion, EarlyFusion, LateFusion, rank_vote
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

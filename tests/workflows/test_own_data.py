@@ -182,7 +182,7 @@ def test_several_models_pool_only_trials_of_one_config(run, tmp_path):
     from vireid.workflows.evaluate_run import poolable
 
     twin = copy_run(run, tmp_path / "twin")
-    # (the command line's one-row-per-model table: tests/test_engine.py::test_tiny_model_learns_and_leaves_a_run_folder)
+    # (the command line's one-row-per-model table: tests/engine/test_engine.py::test_tiny_model_learns_and_leaves_a_run_folder)
     assert poolable([run, twin]) == (False, "they are not different trials (data.options.trial) of one config")
     trials = []
     for t in (1, 2):

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from conftest import REPO, tiny_overrides
 
-TINY_PLUGIN = Path(__file__).resolve().parent / "_federated_tiny.py"
-ROGUE = Path(__file__).resolve().parent / "_federated_rogue.py"
+TINY_PLUGIN = Path(__file__).resolve().parents[1] / "_federated_tiny.py"
+ROGUE = Path(__file__).resolve().parents[1] / "_federated_rogue.py"
 TOKEN = b"test-token-0123456789abcdef"
 
 

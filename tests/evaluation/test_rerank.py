@@ -116,7 +116,7 @@ def test_bench_rerank_quick_writes_only_the_given_doc(tmp_path):
     import sys
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     real_doc = repo / "docs" / "benchmarks.md"
     before = real_doc.read_text() if real_doc.exists() else None
     doc = tmp_path / "bench.md"

@@ -14,7 +14,7 @@ from vireid.data.transforms import BatchContext, add_configured_steps, build_tra
 from vireid.errors import ConfigError
 from vireid.modeling.losses.multi_masking import MultiMaskingTripletLoss
 
-CONFIGS = Path(__file__).resolve().parents[1] / "src" / "vireid" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "vireid" / "configs"
 
 
 def test_pairs_follow_identity_and_order():

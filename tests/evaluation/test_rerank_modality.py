@@ -67,7 +67,7 @@ def test_config_eval_rerank_accepts_a_method_and_rejects_unknown_ones():
     from vireid.config import load_config
     from vireid.engine.trainer import validate_config
 
-    config = Path(__file__).resolve().parent.parent / "configs" / "baseline_synth.yaml"
+    config = Path(__file__).resolve().parents[2] / "configs" / "baseline_synth.yaml"
     cfg = load_config(config, ["eval.rerank=modality"])
     validate_config(cfg)
     assert cfg.eval.rerank == "modality"

@@ -102,7 +102,7 @@ def test_tiny_model_learns_and_leaves_a_run_folder(tiny_synth_root, tmp_path):
     assert (run_dir / "test_results.md").is_file()
 
     # several models are pooled into one mean ± std only when they are trials of one config (the 10 RegDB
-    # splits; vireid.workflows.evaluate_run.poolable, tests/test_own_data.py); the same model twice is not 2 trials
+    # splits; vireid.workflows.evaluate_run.poolable, tests/workflows/test_own_data.py); the same model twice is not 2 trials
     from typer.testing import CliRunner
 
     import vireid.cli.commands  # noqa: F401

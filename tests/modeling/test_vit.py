@@ -11,7 +11,7 @@ import torch
 
 from vireid.errors import ConfigError, VireidError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TINY = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 
 
