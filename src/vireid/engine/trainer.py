@@ -337,6 +337,11 @@ class Trainer:
                 )
             value = self.losses[name](outputs[term.input], labels, modalities)
             terms[name] = term.weight * value.float()
+        if not terms:  # every term reads another phase's output
+            raise ConfigError(
+                f"no term of the config's 'losses' reads what the model outputs now ({', '.join(sorted(outputs))}); "
+                "add a loss term with one of them as its input"
+            )
         return terms
 
     def train_epoch(self, epoch: int) -> dict:
