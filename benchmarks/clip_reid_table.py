@@ -20,6 +20,7 @@ be re-run to add seeds.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -81,12 +82,15 @@ def main() -> None:
             folder, cpu = train_once(args.out / name, shipped_config(config, common + extra + [f"seed={seed}", f"name={name}"]),
                                      retrain=args.retrain)
             seconds.append(cpu)
-            results = evaluate_run(folder, protocols=PROTOCOLS, device="cpu", progress=False, quiet=True,
-                                   verification=False, out=args.out / f"{name}-eval")
-            for r in results:
-                if r.name in PROTOCOLS:
+            saved = args.out / f"{name}-eval" / "test_results.json"
+            fresh = args.retrain or not saved.is_file() or saved.stat().st_mtime < (folder / "best.pt").stat().st_mtime
+            if fresh:  # evaluated once per finished run; a re-run (e.g. adding seeds) reads the stored figures
+                evaluate_run(folder, protocols=PROTOCOLS, device="cpu", progress=False, quiet=True,
+                             verification=False, out=args.out / f"{name}-eval")
+            for entry in json.loads(saved.read_text()):
+                if entry["name"] in PROTOCOLS:
                     for m in METRICS:
-                        scores[r.name][m].append(float(r.mean[m]))  # percent
+                        scores[entry["name"]][m].append(float(entry["mean"][m]))  # percent
             print(f"{label} seed {seed}: {cpu:.0f} CPU-s, " + ", ".join(
                 f"{p} mAP {scores[p]['mAP'][-1]:.2f}" for p in PROTOCOLS), flush=True)
         rows[label] = {"scores": scores, "seconds": seconds, "config": config, "extra": extra}
