@@ -244,6 +244,10 @@ def test_two_stage_training_through_the_trainer(tmp_path, tiny_synth_root) -> No
     finally:
         trainer.close()
     after2 = trainer.core_model.state_dict()
+    # a stage whose outputs no loss term reads is one clear sentence, not a crash
+    trainer.loss_terms = {k: v for k, v in trainer.loss_terms.items() if k != "prompt_contrast"}
+    with pytest.raises(ConfigError, match=r"no term of the config's 'losses' reads what the model outputs now \(image_text\)"):
+        trainer._compute_losses({"image_text": torch.zeros(2, 2, 4)}, torch.tensor([0, 1]), torch.tensor([0, 1]))
     assert set(stage1) & {"prompt_contrast", "i2t", "id"} == {"prompt_contrast"}
     assert {"i2t", "id", "id_proj", "triplet_feat", "triplet_proj"} <= set(stage2) and "prompt_contrast" not in stage2
     changed1 = {k for k in initial if not torch.equal(initial[k], after1[k])}

@@ -348,6 +348,11 @@ class Trainer:
                 )
             value = self.losses[name](outputs[term.input], labels, modalities)
             terms[name] = term.weight * value.float()
+        if not terms:  # every term reads another phase's output
+            raise ConfigError(
+                f"no term of the config's 'losses' reads what the model outputs now ({', '.join(sorted(outputs))}); "
+                "add a loss term with one of them as its input"
+            )
         return terms
 
     # ---- generic epoch-start hook (e.g. re-clustering pseudo-labels); keep free of method-specific code

@@ -298,6 +298,9 @@ class ClipTextEncoder(nn.Module):
 
     def __init__(self, clip: nn.Module) -> None:
         super().__init__()
+        if not all(hasattr(clip, name) for name in ("token_embedding", "positional_embedding", "transformer", "attn_mask")):
+            raise ConfigError(f"{type(clip).__name__} has a custom text tower; learned prompts need an open_clip model with "
+                              "CLIP's own text transformer, such as RN50, ViT-B-16 or ViT-L-14")
         self.token_embedding = clip.token_embedding
         self.positional_embedding = clip.positional_embedding
         self.transformer = clip.transformer
@@ -325,7 +328,15 @@ def clip_tokenizer(clip_model: str, context_length: int) -> Any:
 
     if clip_model in TINY_CONFIGS:
         return SimpleTokenizer(context_length=context_length)
-    return open_clip.get_tokenizer(clip_model, context_length=context_length)
+    try:
+        tokenizer = open_clip.get_tokenizer(clip_model, context_length=context_length)
+    except Exception as exc:  # noqa: BLE001 - models with a Hugging Face tokenizer need the hub
+        raise ConfigError(f"the text tokenizer of {clip_model} could not be loaded ({type(exc).__name__}); models with "
+                          "a Hugging Face tokenizer need it cached first, or use a CLIP-BPE model such as ViT-B-16 or RN50") from exc
+    if not hasattr(tokenizer, "encode"):
+        raise ConfigError(f"{clip_model}'s tokenizer is not CLIP's BPE tokenizer, which the learned prompts need; "
+                          "use a model trained with it, such as ViT-B-16, ViT-L-14 or RN50")
+    return tokenizer
 
 
 __all__ = [
