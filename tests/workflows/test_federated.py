@@ -34,9 +34,9 @@ def fed_overrides(root: Path, out: Path, **extra) -> list[str]:
 
 
 def fed_config(root: Path, out: Path, **extra):
-    from vireid.config import load_config
+    from vireid.plugins import user_config
 
-    return load_config(REPO / "configs" / "baseline_synth.yaml", fed_overrides(root, out, **extra))
+    return user_config(REPO / "configs" / "baseline_synth.yaml", fed_overrides(root, out, **extra))
 
 
 def cli(*args: str, ok: bool = True):

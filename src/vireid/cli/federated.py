@@ -48,8 +48,8 @@ def _settings(rounds: int, local_epochs: int, strategy: str, mu: float, dp_clip:
 def _config(config: Optional[str], overrides: Optional[list[str]], resume: Optional[Path]):
     """The experiment config: the run's own when resuming, else --config plus overrides."""
     from vireid.workflows.train_run import resolve_config
-    from vireid.config import config_from_dict, load_config
     from vireid.engine.checkpoint import load_checkpoint
+    from vireid.plugins import stored_config, user_config
 
     if resume is not None:
         if config is not None or overrides:
@@ -57,8 +57,8 @@ def _config(config: Optional[str], overrides: Optional[list[str]], resume: Optio
         if not (resume / "last.pt").is_file():
             raise VireidError(f"cannot resume: {resume / 'last.pt'} does not exist; pass the folder of a federated run "
                               "that finished at least one round")
-        return config_from_dict(load_checkpoint(resume / "last.pt")["config"], source=f"run {resume}")
-    return load_config(resolve_config(config) if config else None, list(overrides or []))
+        return stored_config(load_checkpoint(resume / "last.pt")["config"], source=f"run {resume}")
+    return user_config(resolve_config(config) if config else None, list(overrides or []))
 
 
 def _run_dir(cfg, run_dir: Optional[Path], resume: Optional[Path], suffix: str) -> Path:
@@ -174,14 +174,14 @@ def client_command(
     verbose: bool = typer.Option(False, "--verbose", help="Show Flower's own logs."),
 ) -> None:
     """Join a federated run as one institution: train on your own data, send only the shared backbone."""
-    from vireid.config import load_config
+    from vireid.plugins import user_config
     from vireid.workflows.train_run import resolve_config
     from vireid.engine.trainer import validate_config
     from vireid.workflows.federated.run import client_run
     from vireid.workflows.federated.updates import read_token
 
     token = read_token(token_file)
-    cfg = load_config(resolve_config(config) if config else None, list(overrides or []))
+    cfg = user_config(resolve_config(config) if config else None, list(overrides or []))
     validate_config(cfg)
     if not name.replace("_", "").replace("-", "").isalnum() or len(name) > 64:
         raise ConfigError(f"--name {name!r}: use up to 64 letters, digits, - and _")
@@ -200,11 +200,11 @@ def split_command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for client_<i>/manifest.csv."),
 ) -> None:
     """Split a dataset's training images into per-institution CSV manifests (for vireid federated client)."""
-    from vireid.config import load_config
+    from vireid.plugins import user_config
     from vireid.workflows.train_run import resolve_config
     from vireid.workflows.federated.run import write_split
 
-    cfg = load_config(resolve_config(config) if config else None, list(overrides or []))
+    cfg = user_config(resolve_config(config) if config else None, list(overrides or []))
     parts = write_split(cfg, clients, split_by, out)
     for i, part in enumerate(parts):
         typer.echo(f"{out / f'client_{i}' / 'manifest.csv'}: {part['images']} images, {part['identities']} identities, "

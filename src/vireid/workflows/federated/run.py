@@ -50,10 +50,13 @@ class SimulatedClientFactory:
 
     def __call__(self, index: int) -> FederatedClient:
         from vireid.config import config_from_dict
+        from vireid.plugins import import_plugins
 
         # the config the user named (or, on resume, the one the main process already accepted with its
         # plugin policy): its plugins are imported in this worker as they were in the main process
-        cfg = config_from_dict(copy.deepcopy(self.config), source="the federated run's config", user_plugins=True)
+        cfg = config_from_dict(copy.deepcopy(self.config))
+        if cfg.plugins:
+            import_plugins(cfg.plugins)
         run = Path(self.run_dir)
         data = run / "data" / f"client_{index}"
         ccfg = client_config(cfg, data / "manifest.csv", data / "cache", index)

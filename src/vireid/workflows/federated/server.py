@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vireid.config import Config, config_from_dict, save_config
+from vireid.config import Config, save_config
+from vireid.plugins import stored_config
 from vireid.engine.checkpoint import atomic_torch_save, atomic_write_text, load_checkpoint
 from vireid.engine.run_folder import RunLock, check_fresh_run_folder
 from vireid.engine.trainer import build_model, seed_everything, validate_config
@@ -140,7 +141,7 @@ class FederatedServer:
         fed = ckpt.get("federated")
         if not isinstance(fed, dict) or "round" not in fed:
             raise VireidError(f"cannot resume: {path} is not the checkpoint of a federated run")
-        saved = config_from_dict(ckpt["config"], source=f"checkpoint {path}")
+        saved = stored_config(ckpt["config"], source=f"checkpoint {path}")
         if saved.model.method != self.cfg.model.method or saved.model.params != self.cfg.model.params:
             raise ConfigError(f"cannot resume {self.run_dir}: it trained model {saved.model.method!r} with params "
                               f"{saved.model.params}, not the configured one; use the run's own config")
