@@ -318,6 +318,43 @@ def test_trainer_runs_the_vit_recipe_and_the_checkpoint_reloads(vit_run):
     assert model(torch.randn(2, 3, 64, 32), torch.tensor([0, 1])).shape == (2, 32 * 5)
 
 
+def test_camera_sie_trains_and_evaluates_with_the_cameras_side_input(tiny_synth_root, tmp_path):
+    """data.extras.cameras carries each record's camera number through the loaders to the camera SIE, in
+    training and in evaluation; a number outside the table and a missing side input are one sentence."""
+    import json
+
+    from conftest import tiny_overrides
+
+    from vireid.data.build import build_train_data
+    from vireid.engine.trainer import load_model_from_checkpoint
+    from vireid.plugins import user_config
+    from vireid.workflows.train_run import run_training
+
+    overrides = tiny_overrides(tiny_synth_root, tmp_path, **{
+        "train.epochs": 1, "train.threads": 1, "model.params.backbone": "vit_tiny_patch16_224",
+        "model.params.vit_kwargs": "{patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}",
+        "model.params.sie_cameras": 7, "data.extras": "{cameras: dataset}",
+        "train.eval_every": 0, "train.select_best": "last", "sampler.epoch_length": 2, "eval.trials": 1,
+    })
+    cfg = user_config(REPO / "configs" / "vit_synth.yaml", overrides)
+    data = build_train_data(cfg)
+    cameras = data.train_loader.extras["cameras"]
+    assert cameras.tolist() == [r.camid for r in data.train_records] and set(cameras.tolist()) <= set(range(1, 7))
+    run_training(cfg, tmp_path / "run", evaluate=True)
+    results = json.loads((tmp_path / "run" / "test_results.json").read_text())
+    assert results and all(0 <= r["mean"]["mAP"] <= 100 for r in results)
+    model, _, _ = load_model_from_checkpoint(tmp_path / "run" / "best.pt")
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        assert not torch.allclose(model(x, 0, cameras=torch.tensor([1, 1])), model(x, 0, cameras=torch.tensor([2, 2])))
+    with pytest.raises(ConfigError, match=r"camera number 7 is outside .*sie_cameras: 7"):
+        model(x, 0, cameras=torch.tensor([7, 1]))
+    with pytest.raises(ConfigError, match=r"data\.extras: \{cameras: dataset\}"):
+        model(x, 0)
+    with pytest.raises(ConfigError, match="cameras: dataset"):
+        build_train_data(user_config(REPO / "configs" / "vit_synth.yaml", [*overrides, "data.extras={cameras: somewhere}"]))
+
+
 def test_onnx_export_matches_pytorch(vit_run, tmp_path):
     from vireid.export.onnx import export_checkpoint, load_onnx_embedder
 

@@ -156,6 +156,25 @@ class JointsExtra(ExtraKind):
         return source if source in (None, "auto") else "auto"
 
 
+@EXTRAS.register("cameras")
+class CameraExtra(ExtraKind):
+    """The camera number of each image ``[N]`` (int64): its record's ``camid`` as the reader gives it (SYSU-MM01
+    1-6, RegDB 1-2, ...), for camera side-information embeddings (TransReID's camera SIE: ``model.method: vit``
+    with ``sie_cameras`` > the largest camera number). Geometry leaves it alone. The only ``source`` is
+    ``dataset`` (``data.extras: {cameras: dataset}``)."""
+
+    name = "cameras"
+
+    def __init__(self, source: Any = "dataset") -> None:
+        if source not in (None, "dataset"):
+            raise ConfigError(f"config key 'data.extras.cameras' is {source!r}; the camera numbers come from the "
+                              "dataset's records, so write cameras: dataset")
+        super().__init__("dataset")
+
+    def load(self, records: Sequence[Any], data_cfg: Any) -> torch.Tensor:
+        return torch.tensor([int(r.camid) for r in records], dtype=torch.int64)
+
+
 def extra_kind(name: str) -> type[ExtraKind]:
     """The registered kind of ``name``; the geometry-free :class:`ExtraKind` for an unregistered name."""
     return EXTRAS.get(name) if name in EXTRAS else ExtraKind

@@ -281,9 +281,15 @@ class ViTBackbone(nn.Module):
             if cameras is None:
                 raise ConfigError(
                     f"this ViT has a camera side-information embedding (sie_cameras: {self.sie_cameras}) but got no "
-                    "camera ids; pass cameras=[B] ids to the model, or set sie_cameras: 0"
+                    "camera ids; add data.extras: {cameras: dataset} to the config (or pass cameras=[B] ids to the "
+                    "model), or set sie_cameras: 0"
                 )
             cams = torch.as_tensor(cameras, device=patches.device).long()
+            if not torch.jit.is_tracing() and not torch.compiler.is_compiling() and cams.numel() and (
+                    int(cams.min()) < 0 or int(cams.max()) >= self.sie_cameras):
+                raise ConfigError(f"camera number {int(cams.max()) if int(cams.max()) >= self.sie_cameras else int(cams.min())} "
+                                  f"is outside this ViT's camera embedding (sie_cameras: {self.sie_cameras}, numbers "
+                                  f"0-{self.sie_cameras - 1}); set sie_cameras above the largest camera number")
             cam = self.camera_embed[cams]
             side = cam if side is None else side + cam
         if side is not None:
