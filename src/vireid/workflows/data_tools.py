@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
+import vireid.builtins  # noqa: F401  (the dataset readers a command names)
+
 
 def make_synthetic_dataset(out: Path, ids: int = 200, *, format: str = "sysu-mm01",  # noqa: A002
                            images_per_camera: int = 10, height: Optional[int] = None, width: Optional[int] = None,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import vireid.builtins  # noqa: F401  (the dataset readers a command names)
+
 
 def format_listing() -> str:
     """Every registered dataset format, its one-line description, protocol family and options."""

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
+import vireid.builtins  # noqa: F401  (the dataset readers a command names)
+
 from vireid.errors import VireidError
 
 
