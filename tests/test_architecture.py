@@ -214,3 +214,41 @@ def test_the_checker_sees_in_function_imports_circles_and_upward_imports(tmp_pat
                                      "(layer 5 workflows) at line 2"]
     assert import_circles(graph) == [(["vireid.engine.a", "vireid.workflows.b", "vireid.engine.a"],
                                       ["vireid.engine.a", "vireid.workflows.b", "vireid.workflows.c"])]
+
+
+CLI_MAY_IMPORT = ("vireid.cli", "vireid.errors", "vireid.workflows", "vireid.serve")
+
+
+def cli_reaches_past_workflows(src: Path = SRC) -> list[str]:
+    """One sentence per import in a ``vireid.cli`` module of anything but the cli itself, the errors,
+    a workflow or the server (issue 14: the cli only parses arguments and calls a workflow)."""
+    modules = find_modules(src)
+    bad = []
+    for module in sorted(modules):
+        if not (module == "vireid.cli" or module.startswith("vireid.cli.")):
+            continue
+        for target, line in sorted(set(module_imports(module, modules)), key=lambda edge: edge[1]):
+            if not any(target == allowed or target.startswith(allowed + ".") for allowed in CLI_MAY_IMPORT):
+                bad.append(f"{module} imports {target} at line {line}; move that logic into a vireid.workflows module")
+    return bad
+
+
+def test_cli_only_parses_arguments_and_calls_a_workflow():
+    bad = cli_reaches_past_workflows()
+    assert not bad, ("the cli imports only vireid.cli, vireid.errors, vireid.workflows and vireid.serve "
+                     "(docs/architecture.md):\n  " + "\n  ".join(bad))
+
+
+def test_the_cli_checker_sees_imports_inside_functions(tmp_path):
+    pkg = tmp_path / "vireid"
+    for sub in ("cli", "workflows", "data"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "errors.py").write_text("")
+    (pkg / "workflows" / "w.py").write_text("")
+    (pkg / "data" / "d.py").write_text("")
+    (pkg / "cli" / "c.py").write_text("from vireid.errors import X\nfrom vireid.workflows import w\n"
+                                      "def f():\n    from vireid.data.d import g\n")
+    assert cli_reaches_past_workflows(tmp_path) == [
+        "vireid.cli.c imports vireid.data.d at line 4; move that logic into a vireid.workflows module"]

@@ -238,7 +238,7 @@ def test_mag_mmt_config_trains_end_to_end(tmp_path, tiny_synth_root):
 
 def test_mag_mmt_grid_rows_place_mag_and_configure_mmt_as_marked(tmp_path, tiny_synth_root):
     from conftest import tiny_overrides
-    from vireid.cli.ablate import resolve_grid_config
+    from vireid.workflows.ablation.command import resolve_grid_config
     from vireid.config import load_config
     from vireid.data.build import build_train_transform_from_config
     from vireid.workflows.ablation import load_grid, row_overrides

@@ -350,7 +350,7 @@ def test_cli_serve_wiring_and_refusals(service, monkeypatch, tmp_path):
 
     import vireid.cli.commands  # noqa: F401
     from vireid.cli import app
-    from vireid.cli.serve import bind_socket
+    from vireid.serve.launch import bind_socket
 
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     args = ["serve", "--checkpoint", str(service.checkpoint), "--index", str(service.index_dir), "--port", "0"]

@@ -266,7 +266,7 @@ def test_seeds_option_of_the_cli(tmp_path, tiny_synth_root):
                          ids=lambda p: p.stem)
 def test_every_shipped_grid_row_is_a_valid_config(grid_path, tmp_path):
     """Each row of each shipped grid validates against its config (a dry run checks them all first)."""
-    from vireid.cli.ablate import resolve_grid_config
+    from vireid.workflows.ablation.command import resolve_grid_config
 
     grid = load_grid(grid_path)
     lines: list[str] = []

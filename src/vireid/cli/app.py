@@ -23,7 +23,7 @@ app = typer.Typer(
 
 def plugin_options(command):
     """Add ``--plugins`` and ``--trust-plugins`` to a command that opens stored models or runs: a stored
-    config's plugin code is imported only with one of them (:func:`vireid.plugins.plugin_flags`)."""
+    config's plugin code is imported only with one of them (:func:`vireid.workflows.configs.plugin_policy`)."""
     signature = inspect.signature(command, eval_str=True)
     extra = [
         inspect.Parameter("plugins", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]],
@@ -36,9 +36,9 @@ def plugin_options(command):
 
     @functools.wraps(command)
     def wrapper(*args, plugins=None, trust_plugins=False, **kwargs):
-        from vireid.plugins import plugin_flags
+        from vireid.workflows.configs import plugin_policy
 
-        with plugin_flags(plugins or (), trust_plugins):
+        with plugin_policy(plugins or (), trust_plugins):
             return command(*args, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
@@ -19,32 +18,9 @@ app.add_typer(datasets_app, name="datasets")
 @datasets_app.command("formats")
 def formats_command() -> None:
     """List the dataset formats vireid reads and the options each accepts."""
-    from vireid.data.datasets import DATASETS, dataset_options
+    from vireid.workflows.datasets import format_listing
 
-    for name in DATASETS.names():
-        reader = DATASETS.get(name)
-        doc = (reader.__doc__ or "").strip().splitlines()
-        options = ", ".join(dataset_options(name)) or "none"
-        typer.echo(f"{name:10s} {doc[0] if doc else ''}")
-        typer.echo(f"{'':10s} protocol family: {reader.protocol_family}; options: {options}")
-
-
-def _cameras(cameras: dict[Any, int]) -> str:
-    return " ".join(f"{cam}:{count}" for cam, count in cameras.items()) or "-"
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """The summary of :meth:`VIReIDDataset.summary` as a plain-text table."""
-    lines = [
-        f"{summary['format']} at {summary['root']} (protocol family: {summary['protocol_family']}, "
-        f"training identities: {summary['num_train_ids']})",
-        f"{'split':8s} {'modality':9s} {'ids':>6s} {'images':>8s}  cameras (camera:images)",
-    ]
-    for split, info in summary["splits"].items():
-        lines.append(f"{split:8s} {'all':9s} {info['ids']:6d} {info['images']:8d}")
-        for modality, sub in info["modalities"].items():
-            lines.append(f"{'':8s} {modality:9s} {sub['ids']:6d} {sub['images']:8d}  {_cameras(sub['cameras'])}")
-    return "\n".join(lines)
+    typer.echo(format_listing())
 
 
 @datasets_app.command("check")
@@ -60,51 +36,12 @@ def check_command(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Read a dataset, decode every image and report problems; exit code 1 if there are any."""
-    from vireid.data.datasets import DATASETS, build_dataset, dataset_options
-    from vireid.errors import ConfigError, DatasetError
+    from vireid.workflows.datasets import check_dataset
 
-    if fmt not in DATASETS:
-        typer.secho(f"error: unknown format {fmt!r}; use one of {', '.join(DATASETS.names())}", err=True, fg="red")
-        raise typer.Exit(2)
-    accepted = dataset_options(fmt)
-    options: dict[str, Any] = {}
-    for flag, key, value in (("--trial", "trial", trial), ("--split-dir", "split_dir", split_dir)):
-        if value is None:
-            continue
-        if key not in accepted:
-            typer.secho(f"error: {flag} does not apply to format {fmt}", err=True, fg="red")
-            raise typer.Exit(2)
-        options[key] = value
-    if "require_train" in accepted:
-        options["require_train"] = False  # evaluation-only copies are valid; check() warns about them
-
-    try:
-        dataset = build_dataset(fmt, path, **options)
-    except ConfigError as err:
-        typer.secho(f"error: {err}", err=True, fg="red")
-        raise typer.Exit(2) from None
-    except DatasetError as err:
-        if as_json:
-            failure = {"dataset": fmt, "root": str(path), "ok": False, "problems": [str(err)], "warnings": []}
-            typer.echo(json.dumps(failure, indent=2))
-        else:
-            typer.echo(f"problem: {err}")
-            typer.echo(f"FAILED: {fmt} dataset at {path} cannot be read")
-        raise typer.Exit(1) from None
-
-    report = dataset.check(decode=decode, workers=workers)
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        typer.echo(format_summary(report.summary))
-        for title, items in (("problems", report.problems), ("warnings", report.warnings)):
-            if items:
-                typer.echo(f"{title} ({len(items)}):")
-                for item in items:
-                    typer.echo(f"  - {item}")
-        action = "decoded" if decode else "found"
-        if report.ok:
-            typer.echo(f"OK: {report.num_images} images {action}, no problems")
-        else:
-            typer.echo(f"FAILED: {len(report.problems)} problem(s) in {report.num_images} images")
-    raise typer.Exit(0 if report.ok else 1)
+    outcome = check_dataset(path, fmt, trial=trial, split_dir=split_dir, decode=decode, workers=workers,
+                            as_json=as_json)
+    if outcome.error is not None:
+        typer.secho(outcome.error, err=True, fg="red")
+    if outcome.report is not None:
+        typer.echo(outcome.report)
+    raise typer.Exit(outcome.code)

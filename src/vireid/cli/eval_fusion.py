@@ -8,17 +8,6 @@ from typing import Optional
 import typer
 
 from vireid.cli.app import app, plugin_options
-from vireid.errors import ConfigError
-
-KINDS = ("fused", "visible", "infrared")
-
-
-def _kinds(values: Optional[list[str]], option: str) -> tuple[str, ...]:
-    chosen = tuple(values or KINDS)
-    unknown = [v for v in chosen if v not in KINDS]
-    if unknown:
-        raise ConfigError(f"{option} {unknown[0]!r} is unknown; use fused, visible or infrared (repeat the option for several)")
-    return chosen
 
 
 @app.command("eval-fusion")
@@ -40,12 +29,7 @@ def eval_fusion_command(
     both images, single ones only one. Results (mean ± std over trials) are printed and written to the
     run folder as fusion_results.json / fusion_results.md.
     """
-    from vireid.workflows.evaluate_fusion import evaluate_fusion_checkpoint
-    from vireid.evaluation.fusion_eval import format_fusion_table
+    from vireid.workflows.evaluate_fusion import fusion_report
 
-    if not checkpoint.exists():
-        raise ConfigError(f"checkpoint {checkpoint} does not exist; pass a run folder or a .pt file written by vireid train")
-    rows = evaluate_fusion_checkpoint(checkpoint, queries=_kinds(query, "--query"), galleries=_kinds(gallery, "--gallery"),
-                                      fusion=fusion, trials=trials, seed=seed, data_root=data_root,
-                                      data_format=data_format, device=device)
-    typer.echo(format_fusion_table(rows, "method"))
+    typer.echo(fusion_report(checkpoint, queries=query, galleries=gallery, fusion=fusion, trials=trials, seed=seed,
+                             data_root=data_root, data_format=data_format, device=device))

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from vireid.cli.app import app, plugin_options
-from vireid.errors import VireidError
-
-
-def _check_calibration(method: str) -> None:
-    from vireid.export.quantize import CALIBRATION_METHODS
-
-    if method not in CALIBRATION_METHODS:
-        raise VireidError(f"calibration method {method!r} is unknown; use one of {', '.join(CALIBRATION_METHODS)}")
-
-
-def _int8_path(out: Path) -> Path:
-    return out.with_name(f"{out.stem}.int8{out.suffix or '.onnx'}")
 
 
 @app.command("export")
@@ -37,23 +24,10 @@ def export_command(
     atol: float = typer.Option(1e-4, "--atol", help="Largest allowed |onnxruntime - PyTorch| on the embeddings."),
 ) -> None:
     """Export a trained model's embedding to ONNX (dynamic batch; images + modalities), checked with onnxruntime."""
-    if format.lower() != "onnx":
-        raise VireidError(f"export format {format!r} is not supported; use --format onnx")
-    if out.suffix.lower() != ".onnx":
-        raise VireidError(f"--out {out} must end in .onnx (vireid eval and search recognise exported models by it)")
-    from vireid.export.onnx import export_checkpoint
+    from vireid.workflows.export import export_model
 
-    if int8:
-        _check_calibration(calibration)
-    typer.echo(f"exporting {checkpoint} to ONNX (opset {opset}) ...")
-    report = export_checkpoint(checkpoint, out, opset=opset, atol=atol)
-    typer.echo(report.describe())
-    if int8:
-        from vireid.export.quantize import quantize_model_file
-
-        q = quantize_model_file(out, _int8_path(out), images=calib_images, data_root=data_root, method=calibration,
-                                progress=True)
-        typer.echo(q.describe())
+    export_model(checkpoint, out, format=format, int8=int8, calib_images=calib_images, calibration=calibration,
+                 data_root=data_root, opset=opset, atol=atol, log=typer.echo)
 
 
 @app.command("quantize")
@@ -68,24 +42,10 @@ def quantize_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the calibration image draw."),
 ) -> None:
     """int8 post-training static quantization (onnxruntime, QDQ) calibrated on training images."""
-    from vireid.export.quantize import quantize_model_file
+    from vireid.workflows.export import quantize_model
 
-    _check_calibration(calibration)
-    if out.suffix.lower() != ".onnx":
-        raise VireidError(f"--out {out} must end in .onnx")
-    if not model.exists():
-        raise VireidError(f"{model} does not exist; pass an exported .onnx model or a run folder / .pt checkpoint")
-    with tempfile.TemporaryDirectory(prefix="vireid-export-") as work:
-        source = model
-        if model.suffix.lower() != ".onnx":  # a checkpoint: export fp32 first
-            from vireid.export.onnx import export_checkpoint
-
-            typer.echo(f"exporting {model} to ONNX first ...")
-            source = Path(work) / "fp32.onnx"
-            export_checkpoint(model, source)
-        report = quantize_model_file(source, out, images=images, data_root=data_root, method=calibration,
-                                     per_channel=not per_tensor, seed=seed, progress=True)
-    typer.echo(report.describe())
+    quantize_model(model, out, images=images, calibration=calibration, per_tensor=per_tensor, data_root=data_root,
+                   seed=seed, log=typer.echo)
 
 
 @app.command("prune")
@@ -102,18 +62,7 @@ def prune_command(
     evaluate: bool = typer.Option(False, "--eval/--no-eval", help="Evaluate the pruned model on the test protocols afterwards."),
 ) -> None:
     """Structured channel pruning: remove the weakest inner channels of every block, optionally fine-tune."""
-    from vireid.workflows.prune import prune_checkpoint
+    from vireid.workflows.export import prune_model
 
-    summary = prune_checkpoint(run, out, amount, criterion=criterion, multiple=multiple,
-                               finetune_epochs=finetune_epochs, lr=lr, overrides=overrides or [], progress=True)
-    typer.echo(summary.describe())
-    if summary.finetune:
-        f = summary.finetune
-        typer.echo(f"fine-tuned {f['epochs']} epoch(s) at lr {f['lr']:.2e}; best validation mAP "
-                   f"{100 * f['best_val_mAP']:.2f} (epoch {f['best_epoch']})" if f["best_epoch"] > 0 else
-                   f"fine-tuned {f['epochs']} epoch(s) at lr {f['lr']:.2e}")
-    typer.echo(f"pruned model: {summary.checkpoint}")
-    if evaluate:
-        from vireid.workflows.train_run import evaluate_checkpoint
-
-        evaluate_checkpoint(out)
+    prune_model(run, out, amount, criterion=criterion, multiple=multiple, finetune_epochs=finetune_epochs, lr=lr,
+                overrides=overrides or [], evaluate=evaluate, log=typer.echo)

@@ -16,6 +16,6 @@ def list_command(
     registries: Optional[list[str]] = typer.Argument(None, help="Registries to print (default: all): methods, losses, backbones, modules, heads, steps, datasets, protocols."),
 ) -> None:
     """List the registered parts a config can name, with a one-line summary each (plugins: --plugins)."""
-    from vireid.builtins import format_registries
+    from vireid.workflows.data_tools import list_registries
 
-    typer.echo(format_registries(tuple(registries or ())))
+    typer.echo(list_registries(tuple(registries or ())))

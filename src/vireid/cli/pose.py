@@ -28,16 +28,8 @@ def pose_cache_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Estimate 16 MPII body joints for every image of a dataset once, into a resumable cache file."""
-    from vireid.data.pose import build_pose_cache
+    from vireid.workflows.data_tools import make_pose_cache
 
-    options = {"split_dir": split_dir} if split_dir is not None else {}
-    report = build_pose_cache(
-        root, fmt, out=out, estimator=estimator, options=options,
-        estimator_options={"min_detection_confidence": min_confidence}, overwrite=overwrite,
-        save_every=save_every, workers=workers, progress=progress,
-    )
-    rate = 100.0 * report.detected / max(report.images, 1)
-    typer.echo(
-        f"pose cache {report.path}: {report.images} images ({report.new} new), a person found in "
-        f"{report.detected} ({rate:.1f}%), {report.seconds:.1f} s"
-    )
+    typer.echo(make_pose_cache(root, fmt, out=out, estimator=estimator, split_dir=split_dir,
+                               min_confidence=min_confidence, save_every=save_every, workers=workers,
+                               overwrite=overwrite, progress=progress))

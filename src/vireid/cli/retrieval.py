@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from vireid.cli.app import app, plugin_options
-from vireid.errors import VireidError
 
 
 def _reader_options(trial: Optional[int], split_dir: Optional[Path]) -> dict:
@@ -44,23 +42,11 @@ def extract_command(
 ) -> None:
     """Embed every image of a dataset, manifest or folder and save the features with their metadata
     (and the model's fingerprint, which vireid search and serve check)."""
-    from vireid.inference.loading import load_embedder
-    from vireid.retrieval.extract import collect_images, extract_featureset
+    from vireid.workflows.search import extract_features
 
-    meta, used = collect_images(images, fmt, modality=modality, split=split, options=_reader_options(trial, split_dir))
-    embedder = load_embedder(checkpoint, device=device, amp=amp)
-    if flip is not None:
-        embedder.flip = flip
-    info = {"source": str(images.expanduser().absolute()), "format": used, "split": split}
-    feats = extract_featureset(embedder, meta, batch_size=batch_size, progress=not as_json, info=info)
-    path = feats.save(out)
-    counts = {m: int((meta.modalities == m).sum()) for m in ("visible", "infrared")}
-    if as_json:
-        typer.echo(json.dumps({"out": str(path), "num": len(feats), "dim": feats.dim, "format": used,
-                               "modalities": counts}))
-    else:
-        typer.echo(f"wrote {len(feats)} {feats.dim}-dim embeddings ({counts['visible']} visible, "
-                   f"{counts['infrared']} infrared; read as {used}) to {path}")
+    typer.echo(extract_features(checkpoint, images, out, fmt=fmt, modality=modality, split=split,
+                                options=_reader_options(trial, split_dir), batch_size=batch_size, device=device,
+                                flip=flip, amp=amp, as_json=as_json))
 
 
 @app.command("index")
@@ -82,20 +68,12 @@ def index_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
 ) -> None:
     """Build a FAISS index (exact, IVF-PQ or HNSW; one per modality) over a feature folder and save it."""
-    from vireid.retrieval.features import FeatureSet
-    from vireid.retrieval.index import GalleryIndex
+    from vireid.workflows.search import build_index
 
-    feats = FeatureSet.load(features)
     params = {"nlist": nlist, "nprobe": nprobe, "pq_m": pq_m, "pq_nbits": pq_nbits, "train_size": train_size,
               "pca": pca, "refine": refine, "k_factor": k_factor, "hnsw_m": hnsw_m,
               "ef_construction": ef_construction, "ef_search": ef_search}
-    index = GalleryIndex.build(feats, kind, progress=not as_json, **{k: v for k, v in params.items() if v is not None})
-    path = index.save(out)
-    if as_json:
-        typer.echo(json.dumps({"out": str(path), "kind": index.kind, "num": index.ntotal, "dim": index.dim,
-                               "modalities": index.counts(), "params": index.params}))
-    else:
-        typer.echo(f"wrote {index.describe()} to {path}")
+    typer.echo(build_index(features, out, kind, params=params, as_json=as_json))
 
 
 @app.command("search")
@@ -126,28 +104,13 @@ def search_command(
 ) -> None:
     """Rank the gallery images of an index for query images: path, score, identity and camera.
     Refuses an index built with another model (see --force)."""
-    from vireid.inference.loading import load_embedder
-    from vireid.retrieval.index import GalleryIndex
-    from vireid.retrieval.search import format_results, results_json, search_images
+    from vireid.workflows.search import search_gallery
 
-    missing = [str(q) for q in queries if not q.is_file()]
-    if missing:
-        raise VireidError(f"query image {missing[0]} does not exist; pass image files")
-    gallery = GalleryIndex.load(index)
-    settings = {"nprobe": nprobe, "ef_search": ef_search}
-    gallery.set_search_params(**{key: v for key, v in settings.items() if v is not None and key in gallery.params})
-    ignored = [f"--{key.replace('_', '-')}" for key, v in settings.items()
-               if v is not None and key not in gallery.params]
-    if ignored:
-        raise VireidError(f"{', '.join(ignored)} does not apply to a {gallery.kind} index; drop it")
-    embedder = load_embedder(checkpoint, device=device, amp=amp)
-    recorded_flip = gallery.info.get("flip")
-    embedder.flip = flip if flip is not None else (bool(recorded_flip) if recorded_flip is not None else embedder.flip)
-    notes: list[str] = []
-    results = search_images(gallery, embedder, queries, modality=modality, k=k, cross_modality=cross_modality,
-                            gallery_modality=gallery_modality, rerank=rerank, rerank_candidates=rerank_candidates,
-                            force=force, notes=notes)
-    for note in notes:  # with --json the decisions are in the output ("modality"); warnings still go to stderr
-        if not as_json or note.startswith("warning"):
-            typer.echo(note, err=True)
-    typer.echo(results_json(results) if as_json else format_results(results))
+    notes, text = search_gallery(queries, index, checkpoint, k=k, modality=modality, cross_modality=cross_modality,
+                                 gallery_modality=gallery_modality, rerank=rerank,
+                                 rerank_candidates=rerank_candidates,
+                                 search_params={"nprobe": nprobe, "ef_search": ef_search}, device=device, flip=flip,
+                                 force=force, amp=amp, as_json=as_json)
+    for note in notes:
+        typer.echo(note, err=True)
+    typer.echo(text)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -25,28 +24,10 @@ def robustness_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Corruption robustness: mAP/R1 per corruption and severity, mean corruption mAP/R1 and relative drops."""
-    from vireid.data.corruptions import check_corruptions, check_severities
-    from vireid.workflows.robustness import robustness_checkpoint
-    from vireid.evaluation.robustness import APPLY
-    from vireid.errors import ConfigError
+    from vireid.workflows.robustness import robustness_report
 
-    if apply not in APPLY:
-        raise ConfigError(f"--apply {apply!r} is unknown; use query, gallery or both")
-    names, levels = check_corruptions(corruptions), check_severities(severities)
-    _check_rerank(rerank)
-    report = robustness_checkpoint(run, protocol=protocol, corruptions=names, severities=levels, apply=apply, seed=seed,
-                                   trials=trials, rerank=rerank or False, device=device, progress=True)
-    folder = out or (run if run.is_dir() else run.parent) / "robustness"
-    paths = report.write(folder)
-    typer.echo(report.table())
-    typer.echo(f"written: {paths['md']}, {paths['json']}, {paths['png']}")
-
-
-def _check_rerank(rerank: Optional[str]) -> None:
-    if rerank:
-        from vireid.evaluation.rerank_modality import rerank_settings
-
-        rerank_settings(rerank)
+    typer.echo(robustness_report(run, protocol=protocol, corruptions=corruptions, severities=severities, apply=apply,
+                                 seed=seed, trials=trials, rerank=rerank, out=out, device=device))
 
 
 @app.command("compare")
@@ -65,17 +46,8 @@ def compare_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Paired difference A - B on the same queries and galleries, with a bootstrap CI and a verdict."""
-    from vireid.workflows.robustness import compare_checkpoints
-    from vireid.evaluation.significance import METRICS, UNITS, SignificanceError
+    from vireid.workflows.robustness import comparison_report
 
-    if metric not in METRICS:
-        raise SignificanceError(f"--metric {metric!r} is unknown; use one of {', '.join(METRICS)}")
-    if unit not in UNITS:
-        raise SignificanceError(f"--unit {unit!r} is unknown; use query or trial")
-    _check_rerank(rerank)
-    comparison, _, _ = compare_checkpoints(run_a, run_b, protocol=protocol, metric=metric, unit=unit, resamples=resamples,
-                                           confidence=confidence, seed=seed, trials=trials, rerank=rerank or False,
-                                           device=device)
-    typer.echo(comparison.summary())
-    if json_out is not None:
-        json_out.write_text(json.dumps(comparison.to_dict(), indent=2))
+    typer.echo(comparison_report(run_a, run_b, protocol=protocol, metric=metric, unit=unit, resamples=resamples,
+                                 confidence=confidence, seed=seed, trials=trials, rerank=rerank, json_out=json_out,
+                                 device=device))

@@ -26,10 +26,8 @@ def synth(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Generate synthetic people seen by visible and infrared cameras, with body joints and split files."""
-    from vireid.data.synth import generate_dataset
-    from vireid.data.synth.generator import META_FILE
+    from vireid.workflows.data_tools import make_synthetic_dataset
 
-    root = generate_dataset(out, ids, format=format, images_per_camera=images_per_camera, height=height,
-                            width=width, seed=seed, workers=workers, progress=progress, overwrite=overwrite,
-                            depth=depth)
-    typer.echo(f"synthetic {format} dataset ready in {root} (see {root / META_FILE})")
+    typer.echo(make_synthetic_dataset(out, ids, format=format, images_per_camera=images_per_camera, height=height,
+                                      width=width, seed=seed, workers=workers, overwrite=overwrite, depth=depth,
+                                      progress=progress))

@@ -39,19 +39,6 @@ def _choice(data, images, fmt, query, gallery, data_root):
 _SEED = typer.Option(0, "--seed", help="Seed of the random choice of queries / identities.")
 
 
-def _out(out: Optional[Path], run: Path, name: str) -> Path:
-    if out is not None:
-        return out
-    return (run if run.is_dir() else run.parent) / name
-
-
-def _done(path: Path) -> None:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        typer.echo(f"wrote {path} ({img.size[0]}x{img.size[1]} pixels)")
-
-
 @visualize_app.command("ranked")
 @plugin_options
 def ranked_command(
@@ -70,14 +57,10 @@ def ranked_command(
     gallery: Optional[str] = _GALLERY,
 ) -> None:
     """Query and its top-k gallery images with cosine scores; green = same identity, red = wrong."""
-    from vireid.viz.data import load_run
-    from vireid.viz.ranking import ranked_lists_for_run
+    from vireid.workflows.visualize import ranked_picture
 
-    choice = _choice(data, images, fmt, query, gallery, data_root)
-    loaded = load_run(run, device=device, progress=True, choice=choice)
-    path = _out(out, run, "ranked.png")
-    ranked_lists_for_run(loaded, path, num_queries=num_queries, k=top_k, seed=seed, direction=direction)
-    _done(path)
+    typer.echo(ranked_picture(run, out, choice=_choice(data, images, fmt, query, gallery, data_root),
+                              num_queries=num_queries, top_k=top_k, direction=direction, seed=seed, device=device))
 
 
 @visualize_app.command("cmc")
@@ -96,20 +79,10 @@ def cmc_command(
 ) -> None:
     """CMC curves of one or several runs on one plot: from their test_results.json (or the --out folder
     of vireid eval), or evaluated now on other data (--data/--images)."""
-    from vireid.viz.cmc import cmc_curves_from_runs, plot_cmc
+    from vireid.workflows.visualize import cmc_picture
 
-    choice = _choice(data, images, fmt, query, gallery, None)
-    results = None
-    if not choice.own:
-        from vireid.workflows.train_run import evaluate_checkpoint
-
-        results = [[r.to_dict() for r in evaluate_checkpoint(
-            run, protocols=tuple(protocol or ()), rerank=[False, True] if rerank else [False], device=device,
-            progress=True, quiet=True, verification=False, data=choice)] for run in runs]
-    curves = cmc_curves_from_runs(runs, protocols=tuple(protocol or ()), rerank=rerank, results=results)
-    path = _out(out, runs[0], "cmc.png")
-    plot_cmc(curves, path, max_rank=max_rank)
-    _done(path)
+    typer.echo(cmc_picture(runs, out, choice=_choice(data, images, fmt, query, gallery, None),
+                           protocols=tuple(protocol or ()), rerank=rerank, max_rank=max_rank, device=device))
 
 
 @visualize_app.command("cam")
@@ -130,37 +103,11 @@ def cam_command(
     fmt: Optional[str] = _FORMAT,
 ) -> None:
     """Grad-CAM heatmaps over visible and infrared person images."""
-    path = _out(out, run, "cam.png")
-    if image:
-        import numpy as np
+    from vireid.workflows.visualize import cam_picture
 
-        from vireid.data.images import decode_image
-        from vireid.inference.embedder import modality_codes
-        from vireid.errors import VireidError
-        from vireid.viz.cam import explain_images, plot_cams
-        from vireid.viz.data import load_run_model
-
-        if not modality:
-            raise VireidError("--image needs --modality visible or infrared (one for all images, or one per image)")
-        model, cfg, _, _, _ = load_run_model(run, device)
-        codes = modality_codes(modality if len(modality) > 1 else modality[0], len(image))
-        pixels = np.stack([decode_image(p, size=(cfg.data.height, cfg.data.width)) for p in image])
-        target = target or "norm"
-        partners = None
-        if target == "similarity":
-            if len(image) % 2:
-                raise VireidError("--target similarity pairs consecutive --image files (1 with 2, 3 with 4, ...); give an even number")
-            partners = [i ^ 1 for i in range(len(image))]
-        cams = explain_images(model, pixels, codes, target=target, partners=partners, layer=layer)
-        plot_cams(list(pixels), cams, path, labels=[p.name for p in image], modalities=codes.tolist(),
-                  columns=min(len(image), 8))
-    else:
-        from vireid.viz.cam import cams_for_run
-        from vireid.viz.data import load_run
-
-        loaded = load_run(run, device=device, progress=True, choice=_choice(data, images, fmt, None, None, data_root))
-        cams_for_run(loaded, path, num_ids=num_ids, seed=seed, target=target or "similarity", layer=layer)
-    _done(path)
+    choice = None if image else _choice(data, images, fmt, None, None, data_root)
+    typer.echo(cam_picture(run, out, choice=choice, images=tuple(image or ()), modalities=tuple(modality or ()),
+                           num_ids=num_ids, target=target, layer=layer, seed=seed, device=device))
 
 
 @visualize_app.command("tsne")
@@ -179,13 +126,10 @@ def tsne_command(
     fmt: Optional[str] = _FORMAT,
 ) -> None:
     """2-D t-SNE of test embeddings: colour = identity, circle = visible, triangle = infrared."""
-    from vireid.viz.data import load_run
-    from vireid.viz.embedding import embedding_for_run
+    from vireid.workflows.visualize import tsne_picture
 
-    loaded = load_run(run, device=device, progress=True, choice=_choice(data, images, fmt, None, None, data_root))
-    path = _out(out, run, "tsne.png")
-    embedding_for_run(loaded, path, num_ids=num_ids, per_modality=per_modality, seed=seed, perplexity=perplexity)
-    _done(path)
+    typer.echo(tsne_picture(run, out, choice=_choice(data, images, fmt, None, None, data_root), num_ids=num_ids,
+                            per_modality=per_modality, perplexity=perplexity, seed=seed, device=device))
 
 
 @visualize_app.command("curves")
@@ -194,11 +138,6 @@ def curves_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN_DIR/curves.png)."),
 ) -> None:
     """Training curves: loss, learning rate and validation mAP / rank-1 per evaluation."""
-    from vireid.errors import VireidError
-    from vireid.viz.curves import plot_training_curves
+    from vireid.workflows.visualize import curves_picture
 
-    if not (run / "metrics.jsonl").is_file():
-        raise VireidError(f"{run / 'metrics.jsonl'} does not exist; pass the run folder written by `vireid train`")
-    path = _out(out, run, "curves.png")
-    plot_training_curves(run, path)
-    _done(path)
+    typer.echo(curves_picture(run, out))

@@ -16,7 +16,7 @@ Routes (all answer errors as ``{"error": "<one sentence>"}`` with a 4xx status):
   the client never names a path, and only files inside the gallery root are served).
 
 :func:`create_app` builds the app from an already loaded embedder and index, so tests drive it
-in-process; ``vireid serve`` (``vireid.cli.serve``) adds loading, address checks and uvicorn.
+in-process; ``vireid serve`` (:mod:`vireid.serve.launch`) adds loading, address checks and uvicorn.
 Inference runs in worker threads (the event loop keeps serving), the model one call at a time
 under a lock; at most ``limits.max_pending`` searches wait, more are told to retry (503).
 """

@@ -12,4 +12,9 @@
 - :mod:`~vireid.workflows.demo` -- the end-to-end demo on synthetic data;
 - :mod:`~vireid.workflows.gan` -- training a visible <-> infrared translator and translating a dataset;
 - :mod:`~vireid.workflows.federated` -- federated training with Flower (simulation, server, clients).
+- the jobs behind the other commands, one module per command group: :mod:`~vireid.workflows.visualize`
+  (pictures), :mod:`~vireid.workflows.search` (extract, index, search), :mod:`~vireid.workflows.verify`
+  (verify, calibrate), :mod:`~vireid.workflows.export` (export, quantize, prune), :mod:`~vireid.workflows.datasets`,
+  :mod:`~vireid.workflows.report`, :mod:`~vireid.workflows.data_tools` (synth, pose-cache, list) and
+  :mod:`~vireid.workflows.configs` (configs, the ``--plugins`` policy).
 """

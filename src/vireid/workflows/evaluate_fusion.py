@@ -154,3 +154,29 @@ __all__ = [
     "paired_dataset",
     "resolve_fusion_level",
 ]
+
+
+FUSION_KINDS = ("fused", "visible", "infrared")
+
+
+def _kinds(values: Sequence[str] | None, option: str) -> tuple[str, ...]:
+    chosen = tuple(values or FUSION_KINDS)
+    unknown = [v for v in chosen if v not in FUSION_KINDS]
+    if unknown:
+        raise ConfigError(f"{option} {unknown[0]!r} is unknown; use fused, visible or infrared (repeat the option for several)")
+    return chosen
+
+
+def fusion_report(checkpoint: Path, *, queries: Sequence[str] | None = None, galleries: Sequence[str] | None = None,
+                  fusion: str = AUTO, trials: int = 10, seed: int = 0, data_root: str | None = None,
+                  data_format: str | None = None, device: str = "auto") -> str:
+    """``vireid eval-fusion``: check the query/gallery kinds (default: all three), run
+    :func:`evaluate_fusion_checkpoint` (which writes fusion_results.json/.md) and return its table."""
+    from vireid.evaluation.fusion_eval import format_fusion_table
+
+    if not Path(checkpoint).exists():
+        raise ConfigError(f"checkpoint {checkpoint} does not exist; pass a run folder or a .pt file written by vireid train")
+    rows = evaluate_fusion_checkpoint(checkpoint, queries=_kinds(queries, "--query"), galleries=_kinds(galleries, "--gallery"),
+                                      fusion=fusion, trials=trials, seed=seed, data_root=data_root,
+                                      data_format=data_format, device=device)
+    return format_fusion_table(rows, "method")

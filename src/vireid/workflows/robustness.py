@@ -106,3 +106,52 @@ def compare_checkpoints(run_a: str | Path, run_b: str | Path, *, protocol: str |
     comparison = compare_results(results[0], results[1], metric, unit, resamples=resamples, confidence=confidence,
                                  seed=seed, names=names)
     return comparison, results[0], results[1]
+
+
+def _check_rerank(rerank: str | None) -> None:
+    if rerank:
+        from vireid.evaluation.rerank_modality import rerank_settings
+
+        rerank_settings(rerank)
+
+
+def robustness_report(run: Path, *, protocol: str | None = None, corruptions: str = "all", severities: str = "1,3,5",
+                      apply: str = "query", seed: int = 0, trials: int | None = None, rerank: str | None = None,
+                      out: Path | None = None, device: str = "auto") -> str:
+    """``vireid robustness``: check the comma-separated options, run :func:`robustness_checkpoint`, write
+    robustness.md/.json/.png into ``out`` (default <run>/robustness) and return the table and the paths."""
+    from vireid.data.corruptions import check_corruptions, check_severities
+    from vireid.evaluation.robustness import APPLY
+
+    if apply not in APPLY:
+        raise ConfigError(f"--apply {apply!r} is unknown; use query, gallery or both")
+    names, levels = check_corruptions(corruptions), check_severities(severities)
+    _check_rerank(rerank)
+    report = robustness_checkpoint(run, protocol=protocol, corruptions=names, severities=levels, apply=apply, seed=seed,
+                                   trials=trials, rerank=rerank or False, device=device, progress=True)
+    folder = out or (run if run.is_dir() else run.parent) / "robustness"
+    paths = report.write(folder)
+    return f"{report.table()}\nwritten: {paths['md']}, {paths['json']}, {paths['png']}"
+
+
+def comparison_report(run_a: Path, run_b: Path, *, protocol: str | None = None, metric: str = "mAP",
+                      unit: str = "query", resamples: int = 10000, confidence: float = 0.95, seed: int = 0,
+                      trials: int | None = None, rerank: str | None = None, json_out: Path | None = None,
+                      device: str = "auto") -> str:
+    """``vireid compare``: the paired bootstrap of :func:`compare_checkpoints` as its summary text (and
+    as JSON in ``json_out``)."""
+    import json
+
+    from vireid.evaluation.significance import METRICS, UNITS, SignificanceError
+
+    if metric not in METRICS:
+        raise SignificanceError(f"--metric {metric!r} is unknown; use one of {', '.join(METRICS)}")
+    if unit not in UNITS:
+        raise SignificanceError(f"--unit {unit!r} is unknown; use query or trial")
+    _check_rerank(rerank)
+    comparison, _, _ = compare_checkpoints(run_a, run_b, protocol=protocol, metric=metric, unit=unit, resamples=resamples,
+                                           confidence=confidence, seed=seed, trials=trials, rerank=rerank or False,
+                                           device=device)
+    if json_out is not None:
+        json_out.write_text(json.dumps(comparison.to_dict(), indent=2))
+    return comparison.summary()
