@@ -68,6 +68,28 @@ def as_modality_tensor(modalities: torch.Tensor | int, batch_size: int, device: 
     return modalities.to(device=device, dtype=torch.long)
 
 
+def route_by_modality(codes: torch.Tensor, run: Callable[[int, torch.Tensor | None], torch.Tensor]) -> torch.Tensor:
+    """Each sample through its modality's branch: ``run(code, index)`` computes the rows ``index`` of the
+    batch (``index`` None: the whole batch, a single-modality batch needs no gather/scatter); the results
+    are scattered back into batch order. A code other than 0 / 1 is a ValueError."""
+    out: torch.Tensor | None = None
+    routed = 0
+    for code in range(NUM_MODALITIES):
+        index = torch.nonzero(codes == code, as_tuple=False).squeeze(1)
+        if index.numel() == 0:
+            continue
+        routed += index.numel()
+        if index.numel() == codes.shape[0]:
+            return run(code, None)
+        y = run(code, index)
+        if out is None:
+            out = y.new_zeros((codes.shape[0], *y.shape[1:]))
+        out = out.index_copy(0, index, y)
+    if routed != codes.shape[0] or out is None:
+        raise ValueError("modalities must be 0 (visible) or 1 (infrared) for every sample")
+    return out
+
+
 @BACKBONES.register("two_stream")
 class TwoStreamBackbone(nn.Module):
     """A timm model cut into stem + 4 stages, the first ``specific_stages`` copied per modality.
@@ -123,22 +145,8 @@ class TwoStreamBackbone(nn.Module):
         codes = as_modality_tensor(modalities, x.shape[0], x.device)
         if isinstance(modalities, int):
             return self._branch(modalities)(x)
-        out: torch.Tensor | None = None
-        routed = 0
-        for code in range(NUM_MODALITIES):
-            index = torch.nonzero(codes == code, as_tuple=False).squeeze(1)
-            if index.numel() == 0:
-                continue
-            routed += index.numel()
-            if index.numel() == x.shape[0]:  # single-modality batch: no gather/scatter needed
-                return self.modality_branches[code](x)
-            y = self.modality_branches[code](x.index_select(0, index))
-            if out is None:
-                out = y.new_zeros((x.shape[0], *y.shape[1:]))
-            out = out.index_copy(0, index, y)
-        if routed != x.shape[0] or out is None:
-            raise ValueError("modalities must be 0 (visible) or 1 (infrared) for every sample")
-        return out
+        return route_by_modality(codes, lambda code, index: self.modality_branches[code](
+            x if index is None else x.index_select(0, index)))
 
     def _branch(self, code: int) -> nn.Module:
         if code not in range(NUM_MODALITIES):

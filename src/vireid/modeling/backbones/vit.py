@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from vireid.errors import ConfigError
-from vireid.modeling.backbones.two_stream import NUM_MODALITIES, as_modality_tensor
+from vireid.modeling.backbones.two_stream import NUM_MODALITIES, as_modality_tensor, route_by_modality
 from vireid.modeling.pretrained import PretrainedSpec, create_timm_model
 from vireid.modeling.registries import BACKBONES
 
@@ -319,23 +319,15 @@ class ViTBackbone(nn.Module):
             vis = self._branch_forward(list(branches[0]), images, grid, codes, cameras)
             ir = self._branch_forward(list(branches[1]), images, grid, codes, cameras)
             return torch.where((codes == 0).view(-1, 1, 1), vis, ir)
-        out: torch.Tensor | None = None
-        routed = 0
-        for code in range(NUM_MODALITIES):
-            index = torch.nonzero(codes == code, as_tuple=False).squeeze(1)
-            if index.numel() == 0:
-                continue
-            routed += index.numel()
-            cams = None if cameras is None else torch.as_tensor(cameras, device=images.device).index_select(0, index)
-            if index.numel() == images.shape[0]:
+
+        def run(code: int, index: torch.Tensor | None) -> torch.Tensor:
+            if index is None:
                 return self._branch_forward(list(branches[code]), images, grid, codes, cameras)
-            y = self._branch_forward(list(branches[code]), images.index_select(0, index), grid, codes.index_select(0, index), cams)
-            if out is None:
-                out = y.new_zeros((images.shape[0], *y.shape[1:]))
-            out = out.index_copy(0, index, y)
-        if routed != images.shape[0] or out is None:
-            raise ValueError("modalities must be 0 (visible) or 1 (infrared) for every sample")
-        return out
+            cams = None if cameras is None else torch.as_tensor(cameras, device=images.device).index_select(0, index)
+            return self._branch_forward(list(branches[code]), images.index_select(0, index), grid,
+                                        codes.index_select(0, index), cams)
+
+        return route_by_modality(codes, run)
 
     def first_shared_block(self) -> int:
         """Index into ``shared_stages`` of the first shared block."""
