@@ -6,7 +6,7 @@ modality. Readers return lists of records; nothing downstream parses file names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 VISIBLE = "visible"
 INFRARED = "infrared"
@@ -23,6 +23,8 @@ class ImageRecord:
     relabelled contiguous training label (0..N-1) for training records; ``orig_pid``
     always keeps the dataset's number. ``camid`` is the dataset's camera number
     (SYSU-MM01: 1..6). ``modality`` is ``"visible"`` or ``"infrared"``.
+    ``tracklet`` is the id of the tracklet (video sequence) the image is a frame of, unique within
+    its dataset, or ``-1`` for a still image (every image-based dataset).
     """
 
     path: str
@@ -30,6 +32,7 @@ class ImageRecord:
     camid: int
     modality: str
     orig_pid: int = -1
+    tracklet: int = -1
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -44,5 +47,5 @@ def relabel(records: list[ImageRecord]) -> tuple[list[ImageRecord], dict[int, in
     Returns the relabelled records (``orig_pid`` keeps the original) and the mapping.
     """
     mapping = {pid: i for i, pid in enumerate(sorted({r.orig_pid for r in records}))}
-    out = [ImageRecord(r.path, mapping[r.orig_pid], r.camid, r.modality, r.orig_pid) for r in records]
+    out = [replace(r, pid=mapping[r.orig_pid]) for r in records]
     return out, mapping

@@ -21,6 +21,7 @@ validation identities a synthetic recipe keeps out of training) are left out, wi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from vireid.data.datasets.base import DATASETS, VIReIDDataset
@@ -55,7 +56,7 @@ class CombinedDataset(VIReIDDataset):
         self.val, self.test, self.query, self.gallery = inner.val, inner.test, inner.query, inner.gallery
         self.notes = list(inner.notes)
         base_ids = {r.orig_pid for r in inner.train}
-        raw = [r.__class__(r.path, r.orig_pid, r.camid, r.modality, r.orig_pid) for r in inner.train]
+        raw = [replace(r, pid=r.orig_pid) for r in inner.train]
         self.extra_counts: dict[str, int] = {}
         for folder in extra:
             path = Path(folder).expanduser()
@@ -77,7 +78,7 @@ class CombinedDataset(VIReIDDataset):
                 self.notes.append(f"extra folder {path}: {len(unknown)} identities not in the {base} training split "
                                   f"(e.g. {unknown[:5]}) were left out")
                 records = [r for r in records if r.orig_pid in base_ids]
-            raw += [r.__class__(r.path, r.orig_pid, r.camid, r.modality, r.orig_pid) for r in records]
+            raw += [replace(r, pid=r.orig_pid) for r in records]
             self.extra_counts[str(path)] = len(records)
         self._finish(raw)
 
