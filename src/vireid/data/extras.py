@@ -175,6 +175,25 @@ class CameraExtra(ExtraKind):
         return torch.tensor([int(r.camid) for r in records], dtype=torch.int64)
 
 
+@EXTRAS.register("tracklets")
+class TrackletExtra(ExtraKind):
+    """The tracklet id of each frame ``[N]`` (int64): its record's ``tracklet`` (``-1`` for a still image), for
+    temporal models. A batch holds each tracklet's frames next to each other, in temporal order, so a model
+    groups consecutive equal ids into one sequence. Geometry leaves it alone. The only ``source`` is ``dataset``
+    (``data.extras: {tracklets: dataset}``)."""
+
+    name = "tracklets"
+
+    def __init__(self, source: Any = "dataset") -> None:
+        if source not in (None, "dataset"):
+            raise ConfigError(f"config key 'data.extras.tracklets' is {source!r}; the tracklet ids come from the "
+                              "dataset's records, so write tracklets: dataset")
+        super().__init__("dataset")
+
+    def load(self, records: Sequence[Any], data_cfg: Any) -> torch.Tensor:
+        return torch.tensor([int(getattr(r, "tracklet", -1)) for r in records], dtype=torch.int64)
+
+
 def extra_kind(name: str) -> type[ExtraKind]:
     """The registered kind of ``name``; the geometry-free :class:`ExtraKind` for an unregistered name."""
     return EXTRAS.get(name) if name in EXTRAS else ExtraKind
@@ -299,6 +318,7 @@ __all__ = [
     "Extras",
     "JointsExtra",
     "PixelMapExtra",
+    "TrackletExtra",
     "build_extra_kind",
     "check_configured_extras",
     "check_extras",
