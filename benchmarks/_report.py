@@ -8,6 +8,7 @@ from is recorded with them (:func:`machine_description`).
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -141,3 +142,15 @@ def shipped_config(config: str, overrides: list[str]):
     from vireid.config import load_config
 
     return lambda: load_config(resolve_config(config), overrides)
+
+
+def table_parser(description: str, out: Path, quick: str = "tiny data, one short epoch (a smoke test)") -> argparse.ArgumentParser:
+    """The arguments every accuracy-table script shares: ``--out`` (folder of its runs and data), ``--retrain``,
+    ``--quick`` (what its smoke run does) and ``--doc`` (the Markdown file its section goes into); a script adds
+    its own after these."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=out, help="folder of the runs and data")
+    ap.add_argument("--retrain", action="store_true", help="train again even where a finished run exists")
+    ap.add_argument("--quick", action="store_true", help=quick)
+    ap.add_argument("--doc", type=Path, default=RESULTS_DOC, help="Markdown file to write the section into")
+    return ap

@@ -19,7 +19,6 @@ be re-run to add seeds.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -29,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS_DOC, shipped_config, train_once, write_section  # noqa: E402
+from _report import table_parser, shipped_config, train_once, write_section  # noqa: E402
 
 PROTOCOLS = ("sysu-all-single", "sysu-indoor-single")
 METRICS = ("rank1", "mAP", "mINP")
@@ -44,16 +43,12 @@ def mean_std(values: list[float]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = table_parser(__doc__, REPO / "runs" / "clip-reid-table", 'tiny data, a smoke test (the section is not written)')
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--demo-epochs", type=int, default=2)
     ap.add_argument("--clip-epochs", type=int, default=34)
     ap.add_argument("--stage1-epochs", type=int, default=4)
     ap.add_argument("--only", choices=("demo", "clip"), help="train (and evaluate) one recipe only; no section written")
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / "clip-reid-table")
-    ap.add_argument("--doc", type=Path, default=RESULTS_DOC)
-    ap.add_argument("--retrain", action="store_true")
-    ap.add_argument("--quick", action="store_true", help="tiny data, a smoke test (the section is not written)")
     args = ap.parse_args()
 
     import torch

@@ -20,13 +20,12 @@ suite (corrupted queries, severities 1, 3, 5) for both models, and ``vireid comp
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS_DOC, shipped_config, train_once, write_section  # noqa: E402
+from _report import table_parser, shipped_config, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "evaluation-protocols"
@@ -48,11 +47,7 @@ def fmt(mean: dict, std: dict | None = None) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / "evaluation-table", help="folder of the runs and data")
-    ap.add_argument("--retrain", action="store_true", help="train again even where a finished run exists")
-    ap.add_argument("--quick", action="store_true", help="tiny data, one short epoch, 2 trials (a smoke test)")
-    ap.add_argument("--doc", type=Path, default=RESULTS_DOC, help="Markdown file to write the section into")
+    ap = table_parser(__doc__, REPO / "runs" / "evaluation-table", 'tiny data, one short epoch, 2 trials (a smoke test)')
     args = ap.parse_args()
 
     import torch

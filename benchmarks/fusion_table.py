@@ -13,13 +13,12 @@ split into query and gallery moments, 10 random splits, plain CMC).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS_DOC, train_once, write_section  # noqa: E402
+from _report import table_parser, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "fusion-table"
@@ -58,13 +57,9 @@ def load(config: str, overrides: list[str]):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / "fusion-table", help="folder of the runs and data")
+    ap = table_parser(__doc__, REPO / "runs" / "fusion-table", 'tiny data, one short epoch, 2 trials (a smoke test)')
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per training")
     ap.add_argument("--trials", type=int, default=10, help="query/gallery splits per evaluation")
-    ap.add_argument("--retrain", action="store_true", help="train again even where a finished run exists")
-    ap.add_argument("--quick", action="store_true", help="tiny data, one short epoch, 2 trials (a smoke test)")
-    ap.add_argument("--doc", type=Path, default=RESULTS_DOC, help="Markdown file to write the section into")
     args = ap.parse_args()
 
     from vireid.workflows.evaluate_fusion import evaluate_fusion_checkpoint

@@ -15,14 +15,13 @@ synthetic layout, so its protocols are not in the table.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS_DOC, shipped_config, train_once, write_section  # noqa: E402
+from _report import table_parser, shipped_config, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "generalisation"
@@ -56,11 +55,7 @@ def train(layout: str, root: Path, out: Path, size: dict, retrain: bool) -> tupl
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / "generalisation-table", help="folder of the runs and data")
-    ap.add_argument("--retrain", action="store_true", help="train again even where a finished run exists")
-    ap.add_argument("--quick", action="store_true", help="tiny data, one epoch, 2 trials (a smoke test)")
-    ap.add_argument("--doc", type=Path, default=RESULTS_DOC, help="Markdown file to write the section into")
+    ap = table_parser(__doc__, REPO / "runs" / "generalisation-table", 'tiny data, one epoch, 2 trials (a smoke test)')
     args = ap.parse_args()
 
     import torch

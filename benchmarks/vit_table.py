@@ -16,14 +16,13 @@ sysu-indoor-single, 10 seeded gallery draws), then mean ± std over the training
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS_DOC, shipped_config, train_once, write_section  # noqa: E402
+from _report import table_parser, shipped_config, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "vit-synth"
@@ -42,15 +41,11 @@ def _cell(values: list[float]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / "vit-table", help="folder of the runs and data")
+    ap = table_parser(__doc__, REPO / "runs" / "vit-table", 'tiny data, one short epoch (a smoke test)')
     ap.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per training")
     ap.add_argument("--ids", type=int, default=None, help="synthetic identities (default: the recipes' 200)")
     ap.add_argument("--images-per-camera", type=int, default=None, help="synthetic images per camera (default 6)")
-    ap.add_argument("--retrain", action="store_true", help="train again even where a finished run exists")
-    ap.add_argument("--quick", action="store_true", help="tiny data, one short epoch (a smoke test)")
-    ap.add_argument("--doc", type=Path, default=RESULTS_DOC, help="Markdown file to write the section into")
     args = ap.parse_args()
 
     from vireid.workflows.evaluate_run import evaluate_run
