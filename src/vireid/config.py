@@ -47,7 +47,7 @@ class SynthConfig:
     width: int = 64
     seed: int = 0
     # --- BEGIN h17vdata: synthetic-vcm (video): consecutive frames per tracklet; images_per_camera = tracklets
-    frames_per_tracklet: int = 8
+    frames_per_tracklet: int = 12
     # --- END h17vdata
 
 

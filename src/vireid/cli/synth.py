@@ -24,7 +24,7 @@ def synth(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a synth dataset made with other arguments."),
     depth: bool = typer.Option(False, "--depth", help="regdb layout: also a co-located depth image per moment (Depth/)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    frames: int = typer.Option(8, "--frames", help="hitsz-vcm layout: consecutive frames per tracklet."),
+    frames: int = typer.Option(12, "--frames", help="hitsz-vcm layout: consecutive frames per tracklet (12: the HITSZ-VCM reader keeps tracklets of 12 or more by default)."),
 ) -> None:
     """Generate synthetic people seen by visible and infrared cameras, with body joints and split files."""
     from vireid.workflows.data_tools import make_synthetic_dataset

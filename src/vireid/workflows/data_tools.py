@@ -13,7 +13,7 @@ import vireid.builtins  # noqa: F401  (the dataset readers a command names)
 def make_synthetic_dataset(out: Path, ids: int = 200, *, format: str = "sysu-mm01",  # noqa: A002
                            images_per_camera: int = 10, height: Optional[int] = None, width: Optional[int] = None,
                            seed: int = 0, workers: Optional[int] = None, overwrite: bool = False, depth: bool = False,
-                           progress: bool = True, frames_per_tracklet: int = 8) -> str:
+                           progress: bool = True, frames_per_tracklet: int = 12) -> str:
     """Write the synthetic visible-infrared dataset in a real dataset's layout
     (:func:`vireid.data.synth.generate_dataset`)."""
     from vireid.data.synth import generate_dataset

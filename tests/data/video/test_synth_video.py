@@ -89,10 +89,15 @@ def test_cli_synth_writes_the_video_layout(tmp_path):
     from vireid.cli import app
 
     out = tmp_path / "cli"
-    result = CliRunner().invoke(app, ["synth", "--out", str(out), "--ids", "4", "--format", "hitsz-vcm",
-                                      "--images-per-camera", "1", "--frames", "3", "--height", "32", "--width", "16",
-                                      "--workers", "1", "--no-progress"])
+    runner = CliRunner()
+    result = runner.invoke(app, ["synth", "--out", str(out), "--ids", "4", "--format", "hitsz-vcm",
+                                 "--images-per-camera", "1", "--height", "32", "--width", "16", "--workers", "1",
+                                 "--no-progress"])
     assert result.exit_code == 0, result.output
     assert (out / "info" / "query_IDX.txt").is_file()
-    ds = build_dataset("hitsz-vcm", out, min_seq_len=3)
-    assert len(ds.train) == 2 * 4 * 3 and {len([r for r in ds.train if r.tracklet == t]) for t in range(8)} == {3}
+    # 12 frames by default: the reader's default min_seq_len (the reference's 12) keeps every synthetic tracklet
+    ds = build_dataset("hitsz-vcm", out)
+    assert len(ds.train) == 2 * 4 * 12 and {len([r for r in ds.train if r.tracklet == t]) for t in range(8)} == {12}
+    check = runner.invoke(app, ["datasets", "check", str(out), "--format", "hitsz-vcm", "--no-decode"])
+    assert check.exit_code == 0, check.output
+    assert "tracklets: 8" in check.output and "infrared-to-visible: 4 query tracklets, 4 gallery tracklets" in check.output

@@ -68,7 +68,7 @@ class SynthArguments:
     seed: int
     depth: bool = False  # RegDB layout: also a co-located depth image per moment (synth/depth.py)
     # --- BEGIN h17vdata: video tracklets (hitsz-vcm layout: images_per_camera = walks per identity and camera)
-    frames_per_tracklet: int = 8
+    frames_per_tracklet: int = 12
     # --- END h17vdata
 
     def to_dict(self) -> dict:
@@ -290,7 +290,7 @@ def generate_dataset(
     overwrite: bool = False,
     depth: bool = False,
     report_present: bool = True,
-    frames_per_tracklet: int = 8,
+    frames_per_tracklet: int = 12,
 ) -> Path:
     """Generate a synthetic visible-infrared re-id dataset in the real ``format`` layout under ``out``.
 
