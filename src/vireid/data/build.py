@@ -40,8 +40,9 @@ def _reader_and_options(data_cfg: DataConfig) -> tuple[str, dict]:
     options = dict(data_cfg.options)
     if fmt in _SYNTHETIC_LAYOUTS:
         fmt = _SYNTHETIC_LAYOUTS[fmt][1]
-        if fmt == "hitsz-vcm":  # h17vdata: every synthetic tracklet is kept, however few its frames
-            options.setdefault("min_seq_len", 0)
+        if fmt == "hitsz-vcm":  # h17vdata: every synthetic tracklet is kept, however few its frames, and a
+            options.setdefault("min_seq_len", 0)  # fifth of the training identities choose the best epoch
+            options.setdefault("val_fraction", 0.2)
         elif fmt != "regdb":
             # synthetic data keeps its validation identities out of training, so that the best
             # epoch can be chosen on them without touching the test identities

@@ -139,3 +139,17 @@ def test_info_files_from_another_folder(tmp_path):
     (root / "info").rename(tmp_path / "elsewhere")
     ds = build_dataset("hitsz-vcm", root, min_seq_len=0, split_dir=tmp_path / "elsewhere")
     assert len(ds.train) == 12 and len(ds.test) == 14
+
+
+def test_val_fraction_holds_out_training_identities(tmp_path):
+    root = make_vcm(tmp_path / "vcm")
+    ds = build_dataset("hitsz-vcm", root, min_seq_len=0, val_fraction=0.5)
+    assert ds.num_train_ids == 1 and len({r.orig_pid for r in ds.val}) == 1
+    assert {r.orig_pid for r in ds.val} | {r.orig_pid for r in ds.train} == {1, 2}
+    assert all(r.tracklet >= 0 and r.pid == r.orig_pid for r in ds.val)
+    again = build_dataset("hitsz-vcm", root, min_seq_len=0, val_fraction=0.5)
+    assert [r.path for r in again.val] == [r.path for r in ds.val]  # a fixed choice
+    with pytest.raises(DatasetError, match="holds out all 2 training identities"):
+        build_dataset("hitsz-vcm", root, min_seq_len=0, val_fraction=0.9)
+    with pytest.raises(DatasetError, match="val_fraction=1.5 is invalid"):
+        build_dataset("hitsz-vcm", root, min_seq_len=0, val_fraction=1.5)

@@ -48,6 +48,8 @@ samples (``VideoDataset_train`` mode ``video_train``): :mod:`vireid.data.trackle
 each tracklet's frames consecutive and in temporal (name-list) order):
 
 * ``train``: the training frames, identities relabelled 0..N-1 (``orig_pid`` keeps the number);
+* ``val``: empty (the official protocol has none), or, with ``val_fraction``, that share of the training
+  identities (at least one; a fixed seeded choice) held out with all their tracklets, to choose the best epoch;
 * ``test``: every test frame (all test tracklets), dataset identity numbers;
 * ``query`` / ``gallery``: the *infrared -> visible* direction (so the generic ``given`` protocol works on
   frames as they are);
@@ -68,6 +70,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from vireid.data.datasets.base import DATASETS, VIReIDDataset, require_dir
 from vireid.data.records import INFRARED, VISIBLE, ImageRecord
 from vireid.errors import DatasetError
@@ -81,6 +85,8 @@ MODALITY_FOLDER = {INFRARED: "ir", VISIBLE: "rgb"}
 DIRECTIONS = ("infrared-to-visible", "visible-to-infrared")
 #: The reference code's default ``min_seq_len`` (``data_manager.VCM.__init__``).
 REFERENCE_MIN_SEQ_LEN = 12
+#: Seed of the fixed choice of validation identities (``val_fraction``).
+_VAL_SEED = 0x7A1
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,8 @@ def _read_lines(path: Path) -> list[str]:
 class HITSZVCM(VIReIDDataset):
     """HITSZ-VCM (MITML, CVPR 2022): video visible-infrared ReID, tracklets of frames; see the module docstring.
 
-    ``min_seq_len`` drops tracklets with fewer frames (reference: 12; 0 keeps every tracklet). ``split_dir``
+    ``min_seq_len`` drops tracklets with fewer frames (reference: 12; 0 keeps every tracklet). ``val_fraction``
+    holds out that share of the training identities as ``val`` (default 0: the official split). ``split_dir``
     reads the five info files from another folder than ``root/info`` (or ``root``). With
     ``require_train=False`` a copy without the training info files is accepted (evaluation only).
     """
@@ -140,12 +147,15 @@ class HITSZVCM(VIReIDDataset):
     protocol_family = "vcm"
 
     def __init__(self, root: str | Path, min_seq_len: int = REFERENCE_MIN_SEQ_LEN, split_dir: str | Path | None = None,
-                 require_train: bool = True) -> None:
+                 require_train: bool = True, val_fraction: float = 0.0) -> None:
         super().__init__(root)
         if isinstance(min_seq_len, bool) or not isinstance(min_seq_len, int) or min_seq_len < 0:
             raise DatasetError(f"HITSZ-VCM min_seq_len={min_seq_len!r} is invalid; use 0 (keep every tracklet) or "
                                f"a number of frames (the reference uses {REFERENCE_MIN_SEQ_LEN})")
         self.min_seq_len = min_seq_len
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+            raise DatasetError(f"HITSZ-VCM val_fraction={val_fraction!r} is invalid; use a share of the training "
+                               "identities from 0 (no validation split, the official protocol) up to, not including, 1")
         require_dir(self.root, "HITSZ-VCM root", "pass the folder that holds the identity folders 0001 ... and info/")
         self.info_dir = self._find_info_dir(split_dir)
         self.directions: dict[str, tuple[list[ImageRecord], list[ImageRecord]]] = {}
@@ -161,6 +171,7 @@ class HITSZVCM(VIReIDDataset):
             raw_train = self._records(rows, self._names(train_names_file), train_info_file, train_names_file,
                                       offset=0, split="Train")
             raw_train = self._drop_half_identities(rows, raw_train)
+            raw_train = self._hold_out_val(raw_train, float(val_fraction), train_info_file)
         elif require_train or train_names_file.is_file() or train_info_file.is_file():
             missing = train_names_file if not train_names_file.is_file() else train_info_file
             raise DatasetError(
@@ -291,6 +302,21 @@ class HITSZVCM(VIReIDDataset):
         return self.root
 
     # ------------------------------------------------------------------ records
+    def _hold_out_val(self, records: list[ImageRecord], fraction: float, info_file: Path) -> list[ImageRecord]:
+        """Move ``fraction`` of the training identities (at least one, a fixed seeded choice) to ``val``."""
+        if fraction <= 0 or not records:
+            return records
+        ids = np.asarray(sorted({r.orig_pid for r in records}))
+        n_val = max(1, int(round(fraction * ids.size)))
+        if n_val >= ids.size:
+            raise DatasetError(
+                f"HITSZ-VCM val_fraction={fraction} holds out all {ids.size} training identities of {info_file}; "
+                "lower val_fraction so that some identities are left to train on"
+            )
+        held = {int(i) for i in np.random.default_rng(_VAL_SEED).permutation(ids)[:n_val]}
+        self.val = [r for r in records if r.orig_pid in held]
+        return [r for r in records if r.orig_pid not in held]
+
     def _drop_half_identities(self, rows: list[TrackletRow], records: list[ImageRecord]) -> list[ImageRecord]:
         """Training identities that ``min_seq_len`` left with one modality only are left out (with a note);
         an identity that never had both modalities is the base class's error, as for every reader."""
