@@ -16,6 +16,9 @@ sequence is split into ``T`` equal chunks, chunk ``s`` holding the frames
 * ``evenly`` -- the middle frame of each chunk, deterministic (the MITML reference evaluates on the
   first frame of each ``ceil(n/T)`` chunk, ``VideoDataset_test`` mode ``video_test``; the middle of
   ``T`` equal chunks covers the sequence symmetrically and needs no padding);
+* ``mitml`` -- the MITML reference's test frames exactly (evaluation only): frame ``min(s*ceil(n/T), n-1)`` for
+  ``s = 0..T-1`` (the first frame of each ``ceil(n/T)`` chunk, the tail padded with the last frame), for
+  reproducing its published numbers;
 * ``all`` -- every frame (evaluation only; ``T`` is ignored).
 
 :func:`eval_frames` gives the temporal models' protocols the frames to embed: the query or gallery
@@ -36,7 +39,7 @@ from vireid.errors import ConfigError, DatasetError
 
 #: Frame choices of :func:`frame_positions` (``all``: evaluation only).
 FRAME_SAMPLING = ("restricted", "evenly")
-EVAL_FRAME_MODES = ("evenly", "all")
+EVAL_FRAME_MODES = ("evenly", "mitml", "all")
 
 
 class TrackletFrames(NamedTuple):
@@ -101,11 +104,16 @@ def frame_positions(num_frames: int | np.ndarray, seq_len: int, mode: str = "eve
     """Positions (0-based, within the tracklet, ascending) of the ``seq_len`` frames chosen from tracklets of
     ``num_frames`` frames: int64 ``[..., seq_len]`` (``num_frames`` may be an array of lengths).
 
-    ``restricted`` needs ``rng`` (one random frame per chunk); ``evenly`` is deterministic (chunk middles).
+    ``restricted`` needs ``rng`` (one random frame per chunk); ``evenly`` (chunk middles) and ``mitml`` (the
+    reference's test frames) are deterministic.
     """
     seq_len = _check_seq_len(seq_len)
     if np.any(np.asarray(num_frames) < 1):
         raise DatasetError("a tracklet has no frames; every tracklet needs at least one frame")
+    if mode == "mitml":  # MITML data_loader.VideoDataset_test, sample="video_test"
+        n = np.asarray(num_frames, dtype=np.int64)[..., None]
+        step = -(-n // seq_len)
+        return np.minimum(np.arange(seq_len, dtype=np.int64) * step, n - 1)
     lo, hi = chunk_bounds(num_frames, seq_len)
     if mode == "evenly":
         return (lo + hi - 1) // 2
@@ -113,7 +121,7 @@ def frame_positions(num_frames: int | np.ndarray, seq_len: int, mode: str = "eve
         if rng is None:
             raise ConfigError("restricted frame sampling needs a random generator (rng=)")
         return lo + np.floor(rng.random(lo.shape) * (hi - lo)).astype(np.int64)
-    raise ConfigError(f"frame sampling {mode!r} is unknown; use one of {', '.join(FRAME_SAMPLING)}")
+    raise ConfigError(f"frame sampling {mode!r} is unknown; use one of {', '.join(FRAME_SAMPLING)} (or mitml)")
 
 
 def eval_frames(records: Sequence[ImageRecord], seq_len: int | None = 6, mode: str = "evenly") -> TrackletFrames:
@@ -121,7 +129,8 @@ def eval_frames(records: Sequence[ImageRecord], seq_len: int | None = 6, mode: s
 
     ``mode="evenly"``: ``seq_len`` evenly spaced frames of each tracklet (chunk middles, see the module
     docstring; a tracklet shorter than ``seq_len`` repeats frames; the MITML reference evaluates with 6);
-    ``mode="all"``: every frame (``seq_len`` ignored). Tracklets come in the order of their first frame in
+    ``mode="mitml"``: the MITML reference's test frames (see the module docstring); ``mode="all"``: every frame
+    (``seq_len`` ignored). Tracklets come in the order of their first frame in
     ``records``, frames in record (= temporal) order. Returns :class:`TrackletFrames` (unpacks as
     ``frames, tracklet_ids, order``). Still images (tracklet ``-1``) and tracklets mixing identities,
     cameras or modalities are one DatasetError sentence.
@@ -133,10 +142,10 @@ def eval_frames(records: Sequence[ImageRecord], seq_len: int | None = 6, mode: s
     groups = group_tracklets(records, "the evaluation frames")
     out: list[ImageRecord] = []
     ids: list[int] = []
-    if mode == "evenly":
+    if mode != "all":
         seq_len = _check_seq_len(seq_len)
     for tid, members in groups.items():
-        chosen = members if mode == "all" else [members[int(p)] for p in frame_positions(len(members), seq_len)]
+        chosen = members if mode == "all" else [members[int(p)] for p in frame_positions(len(members), seq_len, mode)]
         out.extend(records[i] for i in chosen)
         ids.extend([tid] * len(chosen))
     return TrackletFrames(out, np.asarray(ids, dtype=np.int64), np.asarray(list(groups), dtype=np.int64))

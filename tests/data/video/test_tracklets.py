@@ -23,6 +23,19 @@ def test_evenly_takes_the_middle_of_equal_chunks_and_repeats_frames_of_short_tra
     assert frame_positions(np.array([24, 3]), 6).tolist() == [[1, 5, 9, 13, 17, 21], [0, 0, 1, 1, 2, 2]]
 
 
+def test_mitml_mode_reproduces_the_reference_test_frames():
+    # MITML data_loader.VideoDataset_test("video_test"): first frame of each ceil(n/T) chunk, tail padded
+    def reference(n, t):
+        inter = -(-n // t) if n >= t else 1
+        strip = list(range(n)) + [n - 1] * (inter * t - n)
+        return [strip[inter * s] for s in range(t)]
+
+    for n in (1, 3, 6, 7, 13, 24, 25, 40):
+        assert frame_positions(n, 6, "mitml").tolist() == reference(n, 6), n
+    frames, ids, _ = eval_frames(_tracklet(3, 13), seq_len=6, mode="mitml")
+    assert [f.path[-8:-4] for f in frames] == ["f000", "f003", "f006", "f009", "f012", "f012"]
+
+
 def test_restricted_picks_one_frame_inside_each_chunk_and_covers_every_frame():
     rng = np.random.default_rng(0)
     n, t = 23, 5

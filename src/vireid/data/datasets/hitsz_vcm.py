@@ -42,7 +42,8 @@ identity folders); the training images may sit under ``root/Train`` and the test
 The reference ranks tracklet features with the camera rule "skip gallery items of the query's identity
 *and* camera" (``eval_metrics.evaluate``) and takes 6 frames per test tracklet (``test.py``:
 ``seq_lenth = 6``, ``VideoDataset_test`` mode ``video_test``); training clips are restricted random
-samples (``VideoDataset_train`` mode ``video_train``): :mod:`vireid.data.tracklets`.
+samples (``VideoDataset_train`` mode ``video_train``): :mod:`vireid.data.tracklets` (``eval_frames(records, 6,
+"mitml")`` picks exactly the reference's test frames; the ``restricted`` sampler its training clips).
 
 **What the reader exposes** (one :class:`~vireid.data.records.ImageRecord` per frame, ``tracklet`` set,
 each tracklet's frames consecutive and in temporal (name-list) order):
