@@ -38,6 +38,26 @@ def tiny_synth_root(tmp_path_factory) -> Path:
     return root
 
 
+# --- BEGIN h17vdata: tiny synthetic video (tracklet) data
+#: 8 ids x 2 modalities x 2 cameras x 2 tracklets x 8 frames at 64x32 (512 frames, about a second to make)
+TINY_VCM = dict(ids=8, format="hitsz-vcm", images_per_camera=2, frames_per_tracklet=8, height=64, width=32, seed=0)
+#: the same dataset as config overrides (data.format synthetic-vcm)
+TINY_VCM_OVERRIDES = {"data.format": "synthetic-vcm", "data.synth.ids": 8, "data.synth.images_per_camera": 2,
+                      "data.synth.frames_per_tracklet": 8, "data.synth.height": 64, "data.synth.width": 32,
+                      "data.synth.seed": 0}
+
+
+@pytest.fixture(scope="session")
+def tiny_vcm_root(tmp_path_factory) -> Path:
+    """A tiny synthetic HITSZ-VCM-layout dataset of walks (:data:`TINY_VCM`)."""
+    from vireid.data.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("vcm") / "tiny"
+    generate_dataset(root, workers=1, progress=False, **TINY_VCM)
+    return root
+# --- END h17vdata
+
+
 def tiny_overrides(root: Path, out: Path, **extra) -> list[str]:
     """Overrides that turn baseline_synth into a seconds-long CPU run on ``root``."""
     values = {

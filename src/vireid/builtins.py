@@ -29,6 +29,7 @@ from __future__ import annotations
 # ----------------------------------------------------------------------------- dataset readers
 import vireid.data.datasets.combined  # noqa: F401  (a dataset + translated images, vireid gan translate)
 import vireid.data.datasets.folder  # noqa: F401  ("folder", "csv": users' own data)
+import vireid.data.datasets.hitsz_vcm  # noqa: F401  (MITML's HITSZ-VCM: video tracklets)
 import vireid.data.datasets.llcm  # noqa: F401
 import vireid.data.datasets.npu_reid  # noqa: F401  (dual-path Swin's NPU-ReID)
 import vireid.data.datasets.regdb  # noqa: F401

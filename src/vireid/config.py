@@ -46,6 +46,9 @@ class SynthConfig:
     height: int = 128
     width: int = 64
     seed: int = 0
+    # --- BEGIN h17vdata: synthetic-vcm (video): consecutive frames per tracklet; images_per_camera = tracklets
+    frames_per_tracklet: int = 12
+    # --- END h17vdata
 
 
 @dataclass
@@ -76,6 +79,11 @@ class SamplerConfig:
     num_ids: int = 8  # P identities per batch
     num_per_modality: int = 4  # K visible + K infrared images per identity
     epoch_length: str | int = "images"  # images | identities | number of batches
+    # --- BEGIN h17vdata: tracklet sampling (vireid.data.tracklet_sampler); off while seq_len is 0
+    seq_len: int = 0  # T frames per tracklet; > 0: batches of P ids x K tracklets per modality x T frames
+    frame_sampling: str = "restricted"  # restricted (one random frame per chunk) | evenly (chunk middles)
+    tracklets_per_id: int = 2  # K tracklets per identity and modality (MITML: --num_pos 2)
+    # --- END h17vdata
 
 
 @dataclass
@@ -471,6 +479,7 @@ _CHOICES = {
     "eval.draw": ("seeded", "official"),
     "eval.npu_gallery": ("per_person", "per_camera"),
     "data.resample": ("bilinear", "lanczos"),
+    "sampler.frame_sampling": ("restricted", "evenly"),  # h17vdata
 }
 
 
@@ -521,3 +530,11 @@ def _check_ranges(cfg: Config) -> None:
     _check_range("train.epochs", t.epochs, t.epochs >= 1, "at least 1 (the number of epochs to train)")
     _check_range("data.labelled_fraction", cfg.data.labelled_fraction, 0 <= cfg.data.labelled_fraction <= 1,
                  "from 0 (no labels: unsupervised) to 1 (all identities labelled)")
+    # --- BEGIN h17vdata: tracklet sampling
+    _check_range("sampler.seq_len", cfg.sampler.seq_len, cfg.sampler.seq_len >= 0,
+                 "0 (image sampling) or a number of frames per tracklet")
+    _check_range("sampler.tracklets_per_id", cfg.sampler.tracklets_per_id, cfg.sampler.tracklets_per_id >= 1,
+                 "at least 1 (tracklets per identity and modality)")
+    _check_range("data.synth.frames_per_tracklet", cfg.data.synth.frames_per_tracklet,
+                 cfg.data.synth.frames_per_tracklet >= 1, "at least 1 (frames per synthetic tracklet)")
+    # --- END h17vdata

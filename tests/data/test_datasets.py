@@ -99,7 +99,7 @@ def make_folder(root: Path) -> Path:
 
 # ---------------------------------------------------------------------- registry
 def test_registry_lists_all_formats_and_rejects_unknown_ones(tmp_path):
-    assert set(DATASETS.names()) == {"sysu-mm01", "regdb", "llcm", "npu-reid", "folder", "csv", "combined"}
+    assert set(DATASETS.names()) == {"sysu-mm01", "regdb", "llcm", "npu-reid", "folder", "csv", "combined", "hitsz-vcm"}
     with pytest.raises(DatasetError, match="unknown dataset format 'market'.*sysu-mm01"):
         build_dataset("market", tmp_path)
     make_sysu(tmp_path / "s")

@@ -26,10 +26,10 @@ def formats_command() -> None:
 @datasets_app.command("check")
 def check_command(
     path: Path = typer.Argument(..., help="Dataset root (for csv: the manifest file)."),
-    fmt: str = typer.Option(..., "--format", "-f", help="Dataset format: sysu-mm01, regdb, llcm, folder or csv."),
+    fmt: str = typer.Option(..., "--format", "-f", help="Dataset format: sysu-mm01, regdb, llcm, npu-reid, hitsz-vcm, folder or csv."),
     trial: Optional[int] = typer.Option(None, "--trial", help="RegDB trial 1..10 (default 1)."),
     split_dir: Optional[Path] = typer.Option(
-        None, "--split-dir", help="Folder with the split files (SYSU-MM01 *_id.txt, RegDB_split.mat, LLCM idx files)."
+        None, "--split-dir", help="Folder with the split files (SYSU-MM01 *_id.txt, RegDB_split.mat, LLCM idx files, HITSZ-VCM info files)."
     ),
     decode: bool = typer.Option(True, "--decode/--no-decode", help="Decode every image (default) or only stat files."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding threads (default: CPU count)."),

@@ -25,9 +25,11 @@ SYNTHETIC = "synthetic"
 SYNTHETIC_REGDB = "synthetic-regdb"
 #: synthetic data in vireid's NPU-ReID layout (the dual-path Swin paper: 8 cameras, indoor/outdoor), read by the NPU-ReID reader
 SYNTHETIC_NPU = "synthetic-npu"
+#: synthetic video tracklets in the HITSZ-VCM layout (MITML), read by the HITSZ-VCM reader (h17vdata)
+SYNTHETIC_VCM = "synthetic-vcm"
 #: synthetic data format -> (generator layout, reader)
 _SYNTHETIC_LAYOUTS = {SYNTHETIC: ("sysu-mm01", "sysu-mm01"), SYNTHETIC_REGDB: ("regdb", "regdb"),
-                      SYNTHETIC_NPU: ("npu-reid", "npu-reid")}
+                      SYNTHETIC_NPU: ("npu-reid", "npu-reid"), SYNTHETIC_VCM: ("hitsz-vcm", "hitsz-vcm")}
 
 
 def _reader_and_options(data_cfg: DataConfig) -> tuple[str, dict]:
@@ -38,7 +40,10 @@ def _reader_and_options(data_cfg: DataConfig) -> tuple[str, dict]:
     options = dict(data_cfg.options)
     if fmt in _SYNTHETIC_LAYOUTS:
         fmt = _SYNTHETIC_LAYOUTS[fmt][1]
-        if fmt != "regdb":
+        if fmt == "hitsz-vcm":  # h17vdata: every synthetic tracklet is kept, however few its frames, and a
+            options.setdefault("min_seq_len", 0)  # fifth of the training identities choose the best epoch
+            options.setdefault("val_fraction", 0.2)
+        elif fmt != "regdb":
             # synthetic data keeps its validation identities out of training, so that the best
             # epoch can be chosen on them without touching the test identities
             options.setdefault("train_includes_val", False)
@@ -81,7 +86,7 @@ def prepare_dataset(data_cfg: DataConfig, progress: bool = True, generate: bool 
             data_cfg.root, ids=s.ids, format=_SYNTHETIC_LAYOUTS[data_cfg.format][0],
             images_per_camera=s.images_per_camera,
             height=s.height, width=s.width, seed=s.seed, workers=data_cfg.workers, progress=progress,
-            report_present=False,
+            report_present=False, frames_per_tracklet=s.frames_per_tracklet,
         )
     return build_dataset(fmt, data_cfg.root, **options)
 
@@ -131,6 +136,36 @@ def build_train_transform_from_config(cfg: Config):
     return add_configured_steps(transform, a.steps)
 
 
+# --- BEGIN h17vdata: tracklet sampling
+def _tracklet_sampler(cfg: Config, train: list[ImageRecord], labels: np.ndarray, mods: np.ndarray, kwargs: dict):
+    """The :class:`~vireid.data.tracklet_sampler.TrackletSampler` when ``sampler.seq_len`` > 0, else None.
+
+    Tracklet sampling asked of still images, or a ``tracklets`` side input without tracklet sampling (its
+    batches would not hold whole tracklets), is one ConfigError sentence."""
+    from vireid.data.extras import configured_extras
+
+    tracklets = np.asarray([r.tracklet for r in train], dtype=np.int64)
+    s = cfg.sampler
+    if s.seq_len <= 0:
+        if "tracklets" in configured_extras(cfg.data):
+            raise ConfigError("config key 'data.extras.tracklets' hands the model tracklet ids, but sampler.seq_len "
+                              "is 0 (image sampling), so no batch holds whole tracklets; set sampler.seq_len (frames "
+                              "per tracklet, e.g. 6)")
+        return None
+    if (tracklets < 0).all():
+        raise ConfigError(
+            f"config key 'sampler.seq_len' is {s.seq_len} (tracklet sampling) but the training images of "
+            f"{cfg.data.root} are still images without tracklet ids; set sampler.seq_len: 0, or use video data "
+            "(hitsz-vcm, synthetic-vcm, or a tracklet column / folder level for your own data)"
+        )
+    from vireid.data.tracklet_sampler import TrackletSampler
+
+    kwargs.pop("num_per_modality")
+    return TrackletSampler(labels, mods, tracklets, tracklets_per_id=s.tracklets_per_id, seq_len=s.seq_len,
+                           frame_sampling=s.frame_sampling, **kwargs)
+# --- END h17vdata
+
+
 def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
                      progress: bool = True, barrier: Callable[[], None] | None = None) -> TrainData:
     """Dataset, training loader and validation cache of ``cfg`` for process ``rank`` of ``world_size``.
@@ -158,7 +193,12 @@ def build_train_data(cfg: Config, rank: int = 0, world_size: int = 1, device: to
     sampler_kwargs = dict(num_ids=cfg.sampler.num_ids, num_per_modality=cfg.sampler.num_per_modality,
                           seed=cfg.seed, rank=rank, world_size=world_size, epoch_length=cfg.sampler.epoch_length)
     pairs = getattr(dataset, "train_pairs", None)
-    if pairs is not None:  # a reader asked for registered pairs (e.g. regdb paired=true): sample whole pairs
+    # --- BEGIN h17vdata: tracklet sampling (P ids x K tracklets per modality x T frames)
+    tracklet_sampler = _tracklet_sampler(cfg, train, labels, mods, dict(sampler_kwargs))
+    if tracklet_sampler is not None:
+        sampler = tracklet_sampler
+    # --- END h17vdata
+    elif pairs is not None:  # a reader asked for registered pairs (e.g. regdb paired=true): sample whole pairs
         from vireid.data.paired import PairedIdentitySampler
 
         sampler = PairedIdentitySampler(labels, mods, pairs, **sampler_kwargs)

@@ -13,7 +13,7 @@ import vireid.builtins  # noqa: F401  (the dataset readers a command names)
 def make_synthetic_dataset(out: Path, ids: int = 200, *, format: str = "sysu-mm01",  # noqa: A002
                            images_per_camera: int = 10, height: Optional[int] = None, width: Optional[int] = None,
                            seed: int = 0, workers: Optional[int] = None, overwrite: bool = False, depth: bool = False,
-                           progress: bool = True) -> str:
+                           progress: bool = True, frames_per_tracklet: int = 12) -> str:
     """Write the synthetic visible-infrared dataset in a real dataset's layout
     (:func:`vireid.data.synth.generate_dataset`)."""
     from vireid.data.synth import generate_dataset
@@ -21,7 +21,7 @@ def make_synthetic_dataset(out: Path, ids: int = 200, *, format: str = "sysu-mm0
 
     root = generate_dataset(out, ids, format=format, images_per_camera=images_per_camera, height=height,
                             width=width, seed=seed, workers=workers, progress=progress, overwrite=overwrite,
-                            depth=depth)
+                            depth=depth, frames_per_tracklet=frames_per_tracklet)
     return f"synthetic {format} dataset ready in {root} (see {root / META_FILE})"
 
 

@@ -37,9 +37,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{'split':8s} {'modality':9s} {'ids':>6s} {'images':>8s}  cameras (camera:images)",
     ]
     for split, info in summary["splits"].items():
-        lines.append(f"{split:8s} {'all':9s} {info['ids']:6d} {info['images']:8d}")
+        tracklets = f"  tracklets: {info['tracklets']}" if "tracklets" in info else ""  # video data
+        lines.append(f"{split:8s} {'all':9s} {info['ids']:6d} {info['images']:8d}{tracklets}")
         for modality, sub in info["modalities"].items():
             lines.append(f"{'':8s} {modality:9s} {sub['ids']:6d} {sub['images']:8d}  {_cameras(sub['cameras'])}")
+    for direction, counts in (summary.get("directions") or {}).items():  # video data: both query/gallery directions
+        lines.append(f"{direction}: {counts['query_tracklets']} query tracklets, "
+                     f"{counts['gallery_tracklets']} gallery tracklets")
     return "\n".join(lines)
 
 

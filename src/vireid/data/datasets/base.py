@@ -367,6 +367,9 @@ class VIReIDDataset:
                 "images": len(records),
                 "modalities": per_modality,
             }
+            tracklets = {r.tracklet for r in records if r.tracklet >= 0}
+            if tracklets:  # video data: how many tracklets the frames form (still images: no key)
+                splits[split]["tracklets"] = len(tracklets)
         return {
             "format": self.name,
             "root": str(self.root),

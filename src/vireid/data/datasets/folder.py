@@ -14,16 +14,25 @@
   are the same camera. Give visible and infrared devices different camera numbers: protocols
   that skip same-camera gallery images compare camera numbers only.
 * ``<image>``: any file with an extension of :data:`vireid.data.images.IMAGE_EXTENSIONS`.
+* **Tracklets** (video): a folder inside an identity folder is one tracklet (a video sequence) of that
+  identity, camera and modality, its images the frames --
+  ``root/<split>/<modality>/<camera>/<identity>/<tracklet>/<frame>``. The tracklet folder's name is free
+  (``walk01``, ``0003``); frames are taken in natural file-name order (``f2.jpg`` before ``f10.jpg``), which
+  must be their temporal order. An identity folder may hold still images and tracklet folders side by side;
+  a tracklet folder without frames is an error.
 
 Hidden files and folders are ignored; any other unexpected folder is an error, so that nothing
 the user put there is silently left out.
 
 **CSV manifest** (format ``csv``): a file (or a folder holding ``manifest.csv``) with the header
-``path,identity,camera,modality`` and optionally ``split`` (columns in any order; other
+``path,identity,camera,modality`` and optionally ``split`` and ``tracklet`` (columns in any order; other
 columns are ignored). ``path`` is relative to the CSV's folder or absolute; ``identity`` and
 ``camera`` follow the number rule above; ``modality`` accepts the same spellings as the folder
 names; ``split`` is one of the split names above (rows without a ``split`` column all go to
-``default_split``, ``train`` unless told otherwise). Errors name the CSV file and line.
+``default_split``, ``train`` unless told otherwise). ``tracklet`` names the tracklet (video sequence) a
+row's image is a frame of: any label (``walk7``, ``12``), one label per tracklet across the whole manifest;
+the rows of one tracklet are its frames in temporal order (manifest order), and must share identity,
+camera, modality and split; an empty cell is a still image. Errors name the CSV file and line.
 
 **What each use needs** (both layouts):
 
@@ -39,7 +48,9 @@ names; ``split`` is one of the split names above (rows without a ``split`` colum
 from __future__ import annotations
 
 import csv
+import re
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from vireid.data.datasets.base import (
@@ -58,6 +69,11 @@ from vireid.errors import ConfigError, DatasetError
 
 SPLITS = ("train", "val", "query", "gallery")
 _ACCEPTED_MODALITIES = ", ".join(sorted(MODALITY_ALIASES))
+
+
+def natural_key(name: str) -> list:
+    """Sort key of a file name with its digit runs compared as numbers (``f2.jpg`` before ``f10.jpg``)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
 class _GivenSplitsDataset(VIReIDDataset):
@@ -104,6 +120,7 @@ class FolderDataset(_GivenSplitsDataset):
     def __init__(self, root: str | Path, allow_lone_split: bool = False) -> None:
         super().__init__(root)
         self.allow_lone_split = allow_lone_split
+        self._next_tracklet = 0  # h17vdata: tracklet folders get ids 0, 1, ... in reading order
         require_dir(self.root, "dataset folder", "pass the folder that holds train/, query/ and gallery/")
         by_split: dict[str, list[ImageRecord]] = {}
         for split_dir in list_subdirs(self.root):
@@ -136,15 +153,33 @@ class FolderDataset(_GivenSplitsDataset):
                 for id_dir in list_subdirs(cam_dir):
                     pid = self._number(id_dir, "identity")
                     images = list_images(id_dir, self.notes)
-                    if not images:
+                    tracklet_dirs = list_subdirs(id_dir)  # h17vdata: one folder per tracklet
+                    if not images and not tracklet_dirs:
                         self.notes.append(f"identity folder {id_dir} is empty")
                     records.extend(ImageRecord(str(p), pid, camid, modality, pid) for p in images)
+                    records.extend(self._tracklet_records(tracklet_dirs, pid, camid, modality))
             if len(records) == before:
                 raise DatasetError(
                     f"modality folder {modality_dir} holds no images; add <camera>/<identity>/<image> "
                     "under it or remove it"
                 )
         return records
+
+    # --- BEGIN h17vdata: tracklet folders
+    def _tracklet_records(self, folders: list[Path], pid: int, camid: int, modality: str) -> list[ImageRecord]:
+        """The frames of each tracklet folder, in natural file-name order, with a dataset-unique tracklet id."""
+        out: list[ImageRecord] = []
+        for folder in folders:
+            frames = sorted(list_images(folder, self.notes), key=lambda p: natural_key(p.name))
+            if not frames:
+                raise DatasetError(
+                    f"tracklet folder {folder} holds no frames; put the tracklet's images in it or remove the folder"
+                )
+            tracklet = self._next_tracklet
+            self._next_tracklet += 1
+            out.extend(ImageRecord(str(p), pid, camid, modality, pid, tracklet) for p in frames)
+        return out
+    # --- END h17vdata
 
     @staticmethod
     def _number(folder: Path, what: str) -> int:
@@ -207,11 +242,14 @@ class CSVDataset(_GivenSplitsDataset):
                     "be path,identity,camera,modality[,split]"
                 )
             seen: dict[str, int] = {}
+            tracklets: dict[str, tuple[int, str, ImageRecord, int]] = {}  # h17vdata: label -> (id, split, frame, line)
             for row in reader:
                 lineno = reader.line_num
                 if not any(cell.strip() for cell in row):
                     continue
                 split, record = self._parse_row(row, columns, lineno, default_split)
+                if "tracklet" in columns:  # h17vdata
+                    record = self._with_tracklet(record, split, row[columns["tracklet"]].strip(), lineno, tracklets)
                 if record.path in seen:
                     raise DatasetError(
                         f"CSV manifest {self.manifest} line {lineno} repeats the image of line {seen[record.path]} "
@@ -220,6 +258,27 @@ class CSVDataset(_GivenSplitsDataset):
                 seen[record.path] = lineno
                 out.append((split, record))
         return out
+
+    # --- BEGIN h17vdata: the tracklet column
+    def _with_tracklet(self, record: ImageRecord, split: str, label: str, lineno: int,
+                       tracklets: dict[str, tuple[int, str, ImageRecord, int]]) -> ImageRecord:
+        """``record`` as a frame of tracklet ``label`` (an empty label: a still image)."""
+        if not label:
+            return record
+        if label not in tracklets:
+            tracklets[label] = (len(tracklets), split, record, lineno)
+            return replace(record, tracklet=len(tracklets) - 1)
+        tid, first_split, first, first_line = tracklets[label]
+        for what, mine, theirs in (("identity", record.pid, first.pid), ("camera", record.camid, first.camid),
+                                   ("modality", record.modality, first.modality), ("split", split, first_split)):
+            if mine != theirs:
+                raise DatasetError(
+                    f"CSV manifest {self.manifest} line {lineno}: tracklet {label!r} has {what} {theirs} on line "
+                    f"{first_line} but {mine} here; the frames of one tracklet share identity, camera, modality and "
+                    "split, so give this row another tracklet label"
+                )
+        return replace(record, tracklet=tid)
+    # --- END h17vdata
 
     def _parse_row(
         self, row: list[str], columns: dict[str, int], lineno: int, default_split: str

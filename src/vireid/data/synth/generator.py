@@ -48,9 +48,9 @@ from vireid.errors import ConfigError, DatasetError
 GENERATOR_VERSION = "1.0"
 META_FILE = "synth_meta.json"
 JOINTS_FILE = "synth_joints.npz"
-FORMATS = ("sysu-mm01", "regdb", "npu-reid")
+FORMATS = ("sysu-mm01", "regdb", "npu-reid", "hitsz-vcm")  # hitsz-vcm: video tracklets (synth/video.py)
 #: (height, width) per format: SYSU-MM01 crops are usually resized to 288x144; RegDB images are 128x64.
-DEFAULT_SIZES = {"sysu-mm01": (288, 144), "regdb": (128, 64), "npu-reid": (256, 128)}
+DEFAULT_SIZES = {"sysu-mm01": (288, 144), "regdb": (128, 64), "npu-reid": (256, 128), "hitsz-vcm": (288, 144)}
 JPEG_QUALITY = 92
 #: Camera number of the optional RegDB-layout depth camera (seeds its images' generators).
 DEPTH_CAMID = 3
@@ -67,12 +67,17 @@ class SynthArguments:
     width: int
     seed: int
     depth: bool = False  # RegDB layout: also a co-located depth image per moment (synth/depth.py)
+    # --- BEGIN h17vdata: video tracklets (hitsz-vcm layout: images_per_camera = walks per identity and camera)
+    frames_per_tracklet: int = 12
+    # --- END h17vdata
 
     def to_dict(self) -> dict:
         out = {"format": self.format, "ids": self.ids, "images_per_camera": self.images_per_camera,
                "height": self.height, "width": self.width, "seed": self.seed}
         if self.depth:  # only when set, so that default outputs (and their metadata) stay unchanged
             out["depth"] = True
+        if self.format == "hitsz-vcm":  # h17vdata: only the video layout records its frame count
+            out["frames_per_tracklet"] = self.frames_per_tracklet
         return out
 
 
@@ -89,6 +94,8 @@ def _validate(args: SynthArguments) -> None:
     if args.depth and args.format != "regdb":
         raise ConfigError(f"depth images need the co-located camera pair of the regdb layout, not {args.format}; "
                           "use --format regdb")
+    if args.format == "hitsz-vcm" and args.frames_per_tracklet < 1:  # h17vdata
+        raise ConfigError(f"--frames {args.frames_per_tracklet} must be at least 1 frame per tracklet")
     if args.height > 2048 or args.width > 1024:
         raise ConfigError(f"image size {args.height}x{args.width} is too large; use at most 2048x1024")
 
@@ -174,6 +181,12 @@ def _render_regdb_identity(args: SynthArguments, root: Path, pid: int) -> list[t
 
 def _render_identity_job(job: tuple[SynthArguments, str, int]) -> tuple[int, list[tuple[str, np.ndarray]]]:
     args, root, pid = job
+    if args.format == "hitsz-vcm":  # h17vdata: walks of consecutive frames (synth/video.py)
+        from vireid.data.synth.video import render_vcm_identity, vcm_split
+
+        split = "train" if pid in vcm_split(args.ids, args.seed)["train"] else "test"
+        return pid, render_vcm_identity(Path(root), pid, split, args.seed, args.images_per_camera,
+                                        args.frames_per_tracklet, args.height, args.width)
     render = _render_regdb_identity if args.format == "regdb" else _render_sysu_identity
     return pid, render(args, Path(root), pid)
 
@@ -277,12 +290,14 @@ def generate_dataset(
     overwrite: bool = False,
     depth: bool = False,
     report_present: bool = True,
+    frames_per_tracklet: int = 12,
 ) -> Path:
     """Generate a synthetic visible-infrared re-id dataset in the real ``format`` layout under ``out``.
 
     ``height``/``width`` default per format (:data:`DEFAULT_SIZES`). ``workers`` processes render whole
     identities in parallel (default: one per CPU core); the output is byte-identical for any worker
-    count. ``depth=True`` (RegDB layout only) adds a co-located depth image per moment,
+    count. ``format="hitsz-vcm"`` writes video tracklets (:mod:`vireid.data.synth.video`): ``images_per_camera``
+    walks per identity and camera of ``frames_per_tracklet`` consecutive frames each. ``depth=True`` (RegDB layout only) adds a co-located depth image per moment,
     ``Depth/<pid>/<gender>_<view>_d_<counter>_<pid>.png`` (see :mod:`vireid.data.synth.depth`); the
     visible and thermal images are the same bytes as without it. If ``out`` already holds a complete
     dataset with the same arguments, nothing is written ("generate if absent"). A non-empty folder that is not a synth output is refused; a synth output
@@ -293,7 +308,7 @@ def generate_dataset(
     default_h, default_w = DEFAULT_SIZES.get(format, DEFAULT_SIZES["sysu-mm01"])
     args = SynthArguments(format=format, ids=int(ids), images_per_camera=int(images_per_camera),
                           height=int(height or default_h), width=int(width or default_w), seed=int(seed),
-                          depth=bool(depth))
+                          depth=bool(depth), frames_per_tracklet=int(frames_per_tracklet))
     _validate(args)
     root = Path(out).expanduser()
     if _prepare_output(root, args, overwrite):
@@ -341,6 +356,12 @@ def generate_dataset(
         for camid in NPU_CAMERAS:
             counts[f"cam{camid}"] = args.ids * args.images_per_camera
         counts["visible"] = counts["thermal"] = 4 * args.ids * args.images_per_camera
+        meta["splits"] = {name: len(v) for name, v in split.items()}
+    elif args.format == "hitsz-vcm":  # h17vdata
+        from vireid.data.synth.video import vcm_split, write_vcm_info
+
+        split = vcm_split(args.ids, args.seed)
+        counts.update(write_vcm_info(root, split, args.images_per_camera, args.frames_per_tracklet))
         meta["splits"] = {name: len(v) for name, v in split.items()}
     else:
         trials = regdb_trials(args.ids, args.seed)
