@@ -362,3 +362,31 @@ def test_onnx_export_matches_pytorch(vit_run, tmp_path):
     assert report.max_abs_diff <= 1e-4 and report.embed_dim == 32 * 5
     assert "mixed" in report.checks
     assert load_onnx_embedder(tmp_path / "vit.onnx").dim == 160
+
+
+def test_visualize_cam_draws_attention_rollout_for_a_vit_run(vit_run, tiny_synth_root, tmp_path, monkeypatch):
+    """``vireid visualize cam`` on a ViT run picks attention rollout by itself; --method gradcam still works."""
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    import vireid.cli.commands  # noqa: F401
+    import vireid.viz.cam as cam
+    from vireid.cli import app
+
+    calls = []
+    real = cam.rollout_cams
+    monkeypatch.setattr(cam, "rollout_cams", lambda *a, **k: calls.append(1) or real(*a, **k))
+    images = [str(next((tiny_synth_root / c).rglob("*.jpg"))) for c in ("cam1", "cam3")]
+    runner = CliRunner()
+    for method, used in (("auto", 1), ("gradcam", 0)):
+        out = tmp_path / f"{method}.png"
+        calls.clear()
+        result = runner.invoke(app, ["visualize", "cam", str(vit_run), "--image", images[0], "--image", images[1],
+                                     "--modality", "visible", "--modality", "infrared", "--out", str(out),
+                                     "--device", "cpu", "--method", method])
+        assert result.exit_code == 0, result.output
+        assert len(calls) == used and np.asarray(Image.open(out).convert("RGB")).std() > 5
+    bad = runner.invoke(app, ["visualize", "cam", str(vit_run), "--image", images[0], "--modality", "visible",
+                              "--out", str(tmp_path / "x.png"), "--method", "rollout", "--layer", "backbone.token_grid"])
+    assert isinstance(bad.exception, VireidError) and "drop --layer" in str(bad.exception)

@@ -355,6 +355,15 @@ class ViTBackbone(nn.Module):
         spatial = self.token_grid(patches)
         return torch.cat([tokens[:, : self.num_prefix], spatial.flatten(2).transpose(1, 2)], dim=1)
 
+    def cam_attention(self, modality: int) -> dict[str, object]:
+        """Attention modules, in forward order, that tokens of ``modality`` pass (stage k >= 1 = block k-1 of the
+        modality's branch while ``k < specific_stages``, then the shared blocks), the number of prefix tokens,
+        the patch size and stride: the input of attention rollout (:mod:`vireid.viz.rollout`)."""
+        specific = list(self.modality_branches[modality])[1:] if self.specific_stages else []
+        shared = list(self.shared_stages)[self.first_shared_block():]
+        return {"attentions": [block.attn for block in (*specific, *shared)], "prefix": self.num_prefix,
+                "patch": self.patch, "stride": self.stride}
+
     @property
     def last_block(self) -> nn.Module:
         return self.shared_stages[-1]

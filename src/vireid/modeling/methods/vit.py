@@ -223,6 +223,12 @@ class ViTReID(nn.Module):
         """Grad-CAM's layer: the patch tokens entering the last block, as a ``[B, D, h, w]`` map."""
         return self.backbone.token_grid
 
+    def cam_attention(self, modality: int) -> dict[str, object]:
+        """What attention rollout (:mod:`vireid.viz.rollout`) follows for images of ``modality``: the
+        attention of every block the class token passes (the modality's own blocks, then the shared
+        ones up to the last block; not the JPM copy), the prefix tokens and the patch geometry."""
+        return self.backbone.cam_attention(modality)
+
     # ------------------------------------------------------------------ optimiser
     def layer_id(self, name: str) -> int:
         """Layer of parameter ``name`` for lr decay (see the module docstring)."""
