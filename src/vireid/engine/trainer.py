@@ -240,6 +240,9 @@ class Trainer:
                                      device=self.device, progress=cfg.train.progress and self.dist.is_main,
                                      barrier=lambda: barrier(self.dist))
         model = build_model(cfg, self.data.num_classes)
+        from vireid.data.extras import check_model_extras
+
+        check_model_extras(model, self.data.train_loader.extras)  # side-input values, once per loader (not per step)
         # transfer (vireid.engine.transfer): start from a trained model's weights, keep early stages fixed;
         # a resumed run gets its weights from last.pt instead
         from vireid.engine.transfer import freeze_stages, initialise_from_checkpoint

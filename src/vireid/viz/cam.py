@@ -289,6 +289,9 @@ def explain_images(model: nn.Module, pixels: np.ndarray, modalities: Sequence[in
     x = _normalised(pixels).to(device)
     mods = torch.as_tensor(np.asarray(modalities), dtype=torch.long, device=device)
     extras = {k: torch.as_tensor(v).to(device) for k, v in (extras or {}).items()}
+    from vireid.data.extras import check_model_extras
+
+    check_model_extras(model, extras)
     if resolve_method(model, method, layer) == "rollout":
         return rollout_cams(model, x, mods, extras)
     if target == "norm":
