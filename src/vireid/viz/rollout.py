@@ -29,7 +29,8 @@ A model offers rollout with a ``cam_attention(modality)`` method returning a dic
 the patches), ``patch`` and ``stride`` (the patch embedding's). The modules may be timm ``Attention``
 (``qkv`` projection, TransReID / timm ViTs) or ``torch.nn.MultiheadAttention`` (open_clip); the
 probabilities are recomputed from each module's input, captured by a forward pre-hook, so the
-model's own (fused) attention kernel is left untouched.
+model's own (fused) attention kernel is left untouched. A module that runs more than once in a
+forward pass (a block shared by another branch) is read at its first call.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def capture_attentions(model: nn.Module, modules: Sequence[nn.Module], images: t
 
     def make_hook(index: int):
         def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-            captured[index] = (args, dict(kwargs))
+            captured.setdefault(index, (args, dict(kwargs)))  # the first call: the class token's own path
         return hook
 
     for index, module in enumerate(modules):
