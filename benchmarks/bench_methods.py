@@ -246,7 +246,19 @@ def merge_rows(text: str, name: str, rows: list[str], note: str) -> str:
             lines[index] = row
     end = table[-1] + 1
     lines[end:end] = extra
-    body = "\n".join(lines).rstrip() + "\n\n" + note.strip() + "\n"
+    # notes of earlier --append runs ("Rows `a`, `b` added ..."): one whose rows are all measured again goes,
+    # one with some says which were measured again
+    new_labels = {_config_label(row) for row in rows}
+    kept = []
+    for line in lines:
+        labels = re.findall(r"`([^`]+)`", line.split(" added ", 1)[0]) if line.startswith("Rows `") else []
+        again = [label for label in labels if label in new_labels]
+        if labels and len(again) == len(labels):
+            continue
+        if again:
+            line += " Measured again later: " + ", ".join(f"`{label}`" for label in again) + "."
+        kept.append(line)
+    body = re.sub(r"\n{3,}", "\n\n", "\n".join(kept).rstrip()) + "\n\n" + note.strip() + "\n"
     return text[: found.start(2)] + body + text[found.start(3):]
 
 

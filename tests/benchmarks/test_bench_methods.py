@@ -40,12 +40,24 @@ Each method ...
 def test_merge_rows_replaces_same_label_appends_new_and_keeps_the_rest():
     rows = ["| vit | `vit_synth` | new | 64x32 | 64 | 0.83 | 0.105 | 90.0 | 400.0 |",
             "| clip_reid | `clip_reid_sysu` | - | 256x128 | 64 | 150.0 | 20.0 | 0.5 | 2.0 |"]
-    text = bench_methods.merge_rows(DOC, "bench_methods", rows, "Rows added with load 2.0 -> 2.1.")
+    text = bench_methods.merge_rows(DOC, "bench_methods", rows, "Rows `vit_synth`, `clip_reid_sysu` added with load "
+                                    "2.0 -> 2.1.")
     section = text.split("<!-- BEGIN bench_methods -->")[1]
     table = [line for line in section.splitlines() if line.startswith("|")]
     assert table[2:] == ["| baseline | `agw_sysu` | resnet50 | 288x144 | 64 | 31.69 | 14.680 | 1.4 | 7.7 |", *rows]
-    assert "revision 7410397" in section and section.index("Rows added with load") > section.index(rows[1])
+    assert "revision 7410397" in section and section.index("added with load") > section.index(rows[1])
     assert "| a | `vit_synth` | stays |" in text  # another section is not touched
+    # a later --append of one of those rows: the first note says so, a note of only re-measured rows goes
+    again = bench_methods.merge_rows(text, "bench_methods", [rows[1].replace("0.5", "0.6")], "Rows `clip_reid_sysu` "
+                                     "added later.")
+    section = again.split("<!-- BEGIN bench_methods -->")[1]
+    assert "2.0 -> 2.1. Measured again later: `clip_reid_sysu`." in section
+    assert "| 0.6 |" in section and "| 0.5 |" not in section
+    third = bench_methods.merge_rows(again, "bench_methods", [rows[0], rows[1]], "Rows `vit_synth`, "
+                                     "`clip_reid_sysu` added last.")
+    section = third.split("<!-- BEGIN bench_methods -->")[1]
+    assert "added later." not in section and "added with load" not in section
+    assert section.count("Rows `") == 1 and "Rows `vit_synth`, `clip_reid_sysu` added last." in section
     with pytest.raises(SystemExit, match="no section 'bench_methods_cuda'"):
         bench_methods.merge_rows(DOC, "bench_methods_cuda", rows, "")
 
