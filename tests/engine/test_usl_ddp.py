@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import REPO, tiny_overrides
@@ -82,3 +83,65 @@ def test_usl_under_ddp_gives_every_rank_the_single_process_pseudo_labels(tiny_sy
                                     labelled_fraction=0.0, seed=0, num_ids=2)
         assert np.array_equal(single["slots"], first["slots"]) and (first["slots"] >= 0).sum() > 0
         assert np.allclose(single["visible"].numpy(), first["visible"], atol=1e-6)
+
+
+def _fake_trainer(rank: int, features: torch.Tensor, modalities: np.ndarray, truth: np.ndarray):
+    """What ClusterMemoryLoss.recluster reads of a trainer, as rank ``rank`` of two."""
+    from types import SimpleNamespace
+
+    from vireid.config import load_config
+
+    cfg = load_config(REPO / "src" / "vireid" / "configs" / "usl_synth.yaml", ["sampler.num_ids=2"])
+
+    class Loader:
+        labels = None
+        batch_sampler = None
+
+        def __init__(self):
+            self.modalities = torch.as_tensor(modalities)
+
+        def __len__(self):
+            return 3
+
+    data = SimpleNamespace(train_loader=Loader(), train_records=[SimpleNamespace(pid=int(p)) for p in truth])
+    dist = SimpleNamespace(enabled=True, is_main=rank == 0, rank=rank, world_size=2)
+    return SimpleNamespace(cfg=cfg, data=data, dist=dist)
+
+
+def test_only_rank_0_clusters_and_its_labels_or_error_reach_every_rank(monkeypatch):
+    """Rank 0 computes the pseudo-labels and broadcasts them; another rank never clusters, takes what it
+    receives, and stops with rank 0's clustering error (one sentence) when there is one."""
+    import torch.distributed as tdist
+
+    from vireid.data.pseudo_labels import ClusteringError
+    from vireid.modeling.losses.cluster_memory import ClusterMemoryLoss
+
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 16, generator=gen)
+    truth = np.repeat(np.arange(4), 6)
+    features = torch.nn.functional.normalize(centres[truth] + 0.05 * torch.randn(24, 16, generator=gen), dim=1)
+    modalities = np.tile([0, 0, 0, 1, 1, 1], 4)
+    loss = ClusterMemoryLoss(**PARAMS)
+    sent: list = []
+    calls: list[int] = []
+    real = ClusterMemoryLoss.pseudo_labels
+    monkeypatch.setattr(ClusterMemoryLoss, "pseudo_labels", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    monkeypatch.setattr(tdist, "is_initialized", lambda: True)
+    monkeypatch.setattr(tdist, "broadcast_object_list", lambda message, src=0: (
+        sent.append(list(message)) if message[0] is not None else message.__setitem__(0, sent[-1][0])))
+
+    stats = loss.recluster(_fake_trainer(0, features, modalities, truth), features, 0)  # rank 0: clusters, sends
+    assert len(calls) == 1 and sent[-1][0][0] == "labels" and stats["clusters_visible"] >= 2
+    rank0_memory = loss.memories[0].clone()
+    other = ClusterMemoryLoss(**PARAMS)
+    trainer1 = _fake_trainer(1, features, modalities, truth)
+    other.recluster(trainer1, torch.zeros_like(features), 0)  # rank 1: receives, never clusters
+    assert len(calls) == 1 and torch.equal(other.memories[0], rank0_memory)
+    assert np.array_equal(trainer1.data.train_loader.labels.numpy(), sent[-1][0][1]["slots"])
+
+    bad = ClusterMemoryLoss(**{**PARAMS, "min_samples": 99})
+    with pytest.raises(ClusteringError, match="found no cluster"):
+        bad.recluster(_fake_trainer(0, features, modalities, truth), features, 0)
+    assert sent[-1][0][0] == "error"  # rank 0 sent its error before raising it
+    with pytest.raises(ClusteringError, match="found no cluster"):
+        ClusterMemoryLoss(**PARAMS).recluster(_fake_trainer(1, features, modalities, truth), features, 0)
