@@ -30,11 +30,21 @@ On CUDA (``--device cuda``) the config's ``train.amp`` and ``train.channels_last
     python benchmarks/bench_methods.py                 # CPU, writes docs/benchmarks.md
     python benchmarks/bench_methods.py --device cuda   # GPU section
     python benchmarks/bench_methods.py --quick         # small synthetic configs, 1 step, prints only
+
+``--append`` measures only the named configs / variants and merges their rows into the section that is
+already there (a row with the same config label is replaced, others are kept), with a note under the
+table giving their command, settings, machine, torch threads and the load average before and after each
+row -- on a shared machine the big models are measured one row at a time, at one thread::
+
+    python benchmarks/bench_methods.py --append --threads 1 vit_synth
+    python benchmarks/bench_methods.py --append --threads 1 --steps 1 --infer-batch 16 --infer-repeats 1 vit_sysu
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shlex
 import sys
 import time
@@ -208,6 +218,50 @@ def parse_variant(text: str) -> tuple[str, Path, list[str]]:
     return label.strip(), resolve(words[0]), words[1:]
 
 
+def _config_label(row: str) -> str:
+    """The config column (2nd cell, without backquotes) of a table row ``| method | `label` | ...``."""
+    cells = [c.strip() for c in row.strip().strip("|").split("|")]
+    return cells[1].strip("`") if len(cells) > 1 else ""
+
+
+def merge_rows(text: str, name: str, rows: list[str], note: str) -> str:
+    """``text`` (a benchmarks document) with ``rows`` merged into the table of section ``name`` and ``note``
+    added under it: a row whose config label is already in the table replaces it, a new one is appended.
+    The section's header lines (command, machine, run) stay those of the run that wrote the other rows."""
+    pattern = re.compile(rf"(<!-- BEGIN {re.escape(name)} -->\n)(.*?)(<!-- END {re.escape(name)} -->)", re.S)
+    found = pattern.search(text)
+    if found is None:
+        raise SystemExit(f"docs/benchmarks.md has no section {name!r} to append to; run without --append first")
+    lines = found.group(2).rstrip("\n").split("\n")
+    table = [i for i, line in enumerate(lines) if line.startswith("|")]
+    if len(table) < 2:
+        raise SystemExit(f"section {name!r} of docs/benchmarks.md holds no table to append to; run without --append")
+    by_label = {_config_label(lines[i]): i for i in table[2:]}
+    extra = []
+    for row in rows:
+        index = by_label.get(_config_label(row))
+        if index is None:
+            extra.append(row)
+        else:
+            lines[index] = row
+    end = table[-1] + 1
+    lines[end:end] = extra
+    # notes of earlier --append runs ("Rows `a`, `b` added ..."): one whose rows are all measured again goes,
+    # one with some says which were measured again
+    new_labels = {_config_label(row) for row in rows}
+    kept = []
+    for line in lines:
+        labels = re.findall(r"`([^`]+)`", line.split(" added ", 1)[0]) if line.startswith("Rows `") else []
+        again = [label for label in labels if label in new_labels]
+        if labels and len(again) == len(labels):
+            continue
+        if again:
+            line += " Measured again later: " + ", ".join(f"`{label}`" for label in again) + "."
+        kept.append(line)
+    body = re.sub(r"\n{3,}", "\n\n", "\n".join(kept).rstrip()) + "\n\n" + note.strip() + "\n"
+    return text[: found.start(2)] + body + text[found.start(3):]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("configs", nargs="*", help="config names or paths (default: see above)")
@@ -221,7 +275,14 @@ def main() -> None:
     ap.add_argument("--infer-batch", type=int, default=64)
     ap.add_argument("--infer-repeats", type=int, default=3)
     ap.add_argument("--no-write", action="store_true", help="print the table only")
+    ap.add_argument("--append", action="store_true",
+                    help="merge the rows of the named configs into the existing section instead of rewriting it")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.append and not (args.configs or args.variant):
+        raise SystemExit("--append needs the configs (or --variant rows) to measure")
     from vireid.config import load_config
     from vireid.errors import VireidError
 
@@ -235,16 +296,19 @@ def main() -> None:
 
     header = "| method | config | backbone | input | train batch | Params (M) | GFLOPs | train img/s | infer img/s |"
     lines = [header, "|" + "---|" * 9]
+    loads: list[str] = []
     for label, path, overrides in rows:
+        load_before = os.getloadavg()[0]
         try:
             cfg = load_config(path, [*overrides, *quick_overrides])
             offline_params(cfg)
             result = measure(cfg, device, args.num_classes, steps, warmup, infer_batch, infer_repeats)
+            loads.append(f"`{label}` {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
         except (VireidError, RuntimeError, ValueError, KeyError, TypeError) as err:
             print(f"{label}: failed: {err}", file=sys.stderr)
             lines.append(f"| {label} | `{path.stem}` | | | | failed: {str(err).splitlines()[0][:80]} | | | |")
             continue
-        backbone = cfg.model.params.get("backbone", "-")
+        backbone = cfg.model.params.get("backbone") or cfg.model.params.get("clip_model") or "-"
         line = (f"| {cfg.model.method} | `{label}` | {backbone} | {cfg.data.height}x{cfg.data.width} | "
                 f"{result['train_batch']} | {result['params_m']:.2f} | {result['gflops']:.3f} | "
                 f"{result['train_ips']:.1f} | {result['infer_ips']:.1f} |")
@@ -256,6 +320,21 @@ def main() -> None:
         return
     extra = " ".join([f"--variant {v!r}" for v in args.variant] + list(args.configs))
     command = f"python benchmarks/bench_methods.py --device {args.device}" + (f" {extra}" if extra else "")
+    name = "bench_methods" if device.type == "cpu" else f"bench_methods_{device.type}"
+    if args.append:
+        from _report import DOC, _git_revision, machine_description
+
+        settings = (f"--steps {steps} --warmup {warmup} --infer-batch {infer_batch} --infer-repeats {infer_repeats}"
+                    + (f" --threads {args.threads}" if args.threads else ""))
+        command = command.replace(" --device", f" --append {settings} --device", 1)
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        note = (f"Rows {', '.join(f'`{label}`' for label, _, _ in rows)} added {stamp} (revision {_git_revision()}) by "
+                f"`{command}`: {steps} timed optimiser step(s) after {warmup} warm-up, inference batches of "
+                f"{infer_batch} images, {infer_repeats} timed; {machine_description()}. The machine is shared: "
+                f"1-minute load average before -> after each row: {'; '.join(loads) or 'none measured'}.")
+        DOC.write_text(merge_rows(DOC.read_text(), name, lines[2:], note))
+        print(f"merged {len(lines) - 2} row(s) into section {name} of docs/benchmarks.md")
+        return
     body = (
         f"Each method at its config's input size, {args.num_classes} identities, on `{args.device}`; "
         f"training: {steps} timed optimiser steps (after {warmup} warm-up) of the config's loss table on one "
@@ -264,7 +343,6 @@ def main() -> None:
         f"FLOP counter (a multiply-add = 2 FLOPs; the DFW+SLN paper's Table 2 reports 10.301 G for its ResNet-50 "
         f"baseline and 15.150 G for DFW+SLN on this scale).\n\n{table}\n"
     )
-    name = "bench_methods" if device.type == "cpu" else f"bench_methods_{device.type}"
     write_section(name, f"Method costs (params, FLOPs, images/s) on {device.type}", body, command)
     print(f"wrote section {name} of docs/benchmarks.md")
 

@@ -53,6 +53,12 @@ vireid, so its published numbers are the figure a ViT in vireid aims at rather t
 reproduces (its header lists the differences). `vit_regdb` and `vit_llcm` are the same recipe on the
 other datasets; they carry no published table (see their headers).
 
+The unsupervised recipe (`usl_sysu`: the `cluster_memory` loss, no identity label) follows ADCA's and
+PGM's released code (`yangbincv/ADCA`, `zesenwu23/USL-VI-ReID`); its table quotes PGM's released
+SYSU-MM01 training log (the all-search average of the log's best model). `usl_regdb`, `usl_llcm` and
+`semi_sysu` carry no published table: PGM's RegDB log covers one trial only. The other unsupervised
+methods' figures (ADCA, SDCL, CEIL), with what could and could not be checked, are in docs/results.md.
+
 ## What you need
 
 - **Datasets.** SYSU-MM01 and RegDB are distributed by their authors on request; vireid does not

@@ -362,3 +362,72 @@ def test_onnx_export_matches_pytorch(vit_run, tmp_path):
     assert report.max_abs_diff <= 1e-4 and report.embed_dim == 32 * 5
     assert "mixed" in report.checks
     assert load_onnx_embedder(tmp_path / "vit.onnx").dim == 160
+
+
+def test_visualize_cam_draws_attention_rollout_for_a_vit_run(vit_run, tiny_synth_root, tmp_path, monkeypatch):
+    """``vireid visualize cam`` on a ViT run picks attention rollout by itself; --method gradcam still works."""
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    import vireid.cli.commands  # noqa: F401
+    import vireid.viz.cam as cam
+    from vireid.cli import app
+
+    calls = []
+    real = cam.rollout_cams
+    monkeypatch.setattr(cam, "rollout_cams", lambda *a, **k: calls.append(1) or real(*a, **k))
+    images = [str(next((tiny_synth_root / c).rglob("*.jpg"))) for c in ("cam1", "cam3")]
+    runner = CliRunner()
+    for method, used in (("auto", 1), ("gradcam", 0)):
+        out = tmp_path / f"{method}.png"
+        calls.clear()
+        result = runner.invoke(app, ["visualize", "cam", str(vit_run), "--image", images[0], "--image", images[1],
+                                     "--modality", "visible", "--modality", "infrared", "--out", str(out),
+                                     "--device", "cpu", "--method", method])
+        assert result.exit_code == 0, result.output
+        assert len(calls) == used and np.asarray(Image.open(out).convert("RGB")).std() > 5
+    bad = runner.invoke(app, ["visualize", "cam", str(vit_run), "--image", images[0], "--modality", "visible",
+                              "--out", str(tmp_path / "x.png"), "--method", "rollout", "--layer", "backbone.token_grid"])
+    assert isinstance(bad.exception, VireidError) and "drop --layer" in str(bad.exception)
+
+
+def test_camera_range_is_checked_once_per_loader_not_in_forward(tiny_synth_root, tmp_path, monkeypatch):
+    """The camera SIE's range check (a .max(), a device sync on an accelerator) runs on whole loaders' cameras
+    (training loader, each evaluated pool), never inside forward; a too-small table still stops in one sentence
+    before the first step."""
+    from conftest import tiny_overrides
+
+    from vireid.data.extras import check_model_extras
+    from vireid.modeling.backbones.vit import ViTBackbone
+    from vireid.plugins import user_config
+    from vireid.workflows.train_run import run_training
+
+    checked: list[int] = []
+    forwards: list[int] = []
+    real_check, real_forward = ViTBackbone.check_cameras, ViTBackbone.forward_tokens
+    monkeypatch.setattr(ViTBackbone, "check_cameras", lambda self, c: checked.append(len(c)) or real_check(self, c))
+    monkeypatch.setattr(ViTBackbone, "forward_tokens", lambda self, *a, **k: forwards.append(1) or real_forward(self, *a, **k))
+    model = tiny_vit(sie_cameras=4).eval()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 32), 0, cameras=torch.tensor([1, 3]))
+    assert checked == [] and len(forwards) == 1  # forward reads nothing back
+    with pytest.raises(ConfigError, match=r"camera number 4 is outside .*sie_cameras: 4"):
+        check_model_extras(model, {"cameras": torch.tensor([0, 4, 1])})
+    with pytest.raises(ConfigError, match="camera number -1 is outside"):
+        check_model_extras(model, {"cameras": torch.tensor([-1, 2])})
+
+    overrides = tiny_overrides(tiny_synth_root, tmp_path, **{
+        "train.epochs": 1, "train.threads": 1, "model.params.backbone": "vit_tiny_patch16_224",
+        "model.params.vit_kwargs": "{patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}",
+        "model.params.sie_cameras": 7, "data.extras": "{cameras: dataset}",
+        "train.eval_every": 1, "train.select_best": "last", "sampler.epoch_length": 3,
+    })
+    checked.clear(), forwards.clear()
+    run_training(user_config(REPO / "configs" / "vit_synth.yaml", overrides), tmp_path / "run", evaluate=False)
+    # whole pools only: the training loader (252 images) first, then the validation pool (90 images) each time it
+    # is embedded (validation, verification threshold); many more forwards than checks
+    assert checked[0] == 252 and set(checked[1:]) == {90} and len(forwards) > len(checked)
+    small = [o.replace("sie_cameras=7", "sie_cameras=3") for o in overrides]
+    with pytest.raises(ConfigError, match=r"camera number 6 is outside .*sie_cameras: 3"):
+        run_training(user_config(REPO / "configs" / "vit_synth.yaml", small), tmp_path / "small", evaluate=False)

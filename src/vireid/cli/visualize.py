@@ -93,6 +93,7 @@ def cam_command(
     num_ids: int = typer.Option(4, "--num-ids", "-n", help="Random test identities (one visible + one infrared image each)."),
     target: Optional[str] = typer.Option(None, "--target", help="similarity: cosine similarity to the partner image (default for pairs); norm: embedding norm (default with --image)."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Module to explain (dotted name); default: the backbone's last feature stage."),
+    method: str = typer.Option("auto", "--method", help="auto: attention rollout for transformers (ViT, CLIP ViT), Grad-CAM otherwise; rollout; gradcam."),
     image: Optional[list[Path]] = typer.Option(None, "--image", help="Explain these image files instead of test identities (repeat)."),
     modality: Optional[list[str]] = typer.Option(None, "--modality", help="visible/infrared for each --image (or one for all)."),
     seed: int = _SEED,
@@ -102,12 +103,12 @@ def cam_command(
     images: Optional[str] = _IMAGES,
     fmt: Optional[str] = _FORMAT,
 ) -> None:
-    """Grad-CAM heatmaps over visible and infrared person images."""
+    """Heatmaps over visible and infrared person images: Grad-CAM, or attention rollout for transformers."""
     from vireid.workflows.visualize import cam_picture
 
     choice = None if image else _choice(data, images, fmt, None, None, data_root)
     typer.echo(cam_picture(run, out, choice=choice, images=tuple(image or ()), modalities=tuple(modality or ()),
-                           num_ids=num_ids, target=target, layer=layer, seed=seed, device=device))
+                           num_ids=num_ids, target=target, layer=layer, seed=seed, device=device, method=method))
 
 
 @visualize_app.command("tsne")

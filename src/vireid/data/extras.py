@@ -23,7 +23,9 @@ calibration, evaluation, visualisation) handles a ``dict`` of extras through the
 never names a kind. A value under a name that is not registered passes through unchanged by geometry.
 
 A method declares the extras it reads in the class attribute ``extra_inputs`` (PDFENet:
-``("joints",)``); :func:`check_method_extras` rejects a configured extra the method cannot take.
+``("joints",)``); :func:`check_method_extras` rejects a configured extra the method cannot take. A method
+may also check the values of a whole pool once with a ``check_extras(extras)`` method
+(:func:`check_model_extras`; the ViT checks its camera numbers there rather than in every ``forward``).
 """
 
 from __future__ import annotations
@@ -257,6 +259,20 @@ def check_extras(extras: Mapping[str, Any] | None, length: int) -> Extras:
     return {name: extra_kind(name).check(name, value, length) for name, value in (extras or {}).items()}
 
 
+def check_model_extras(model: Any, extras: Mapping[str, Any] | None) -> None:
+    """Let ``model`` check a whole pool's side inputs once, before its batches run: its ``check_extras(extras)``
+    method when it has one (a DDP wrapper's ``module`` is asked), e.g. the ViT's camera numbers against its camera
+    embedding. Checks that read values back (``.max()``) belong here, not in ``forward``, where they would
+    synchronise an accelerator on every batch. The trainer calls it for the training loader and feature
+    extraction for every pool it embeds."""
+    if not extras:
+        return
+    target = getattr(model, "module", model)
+    hook = getattr(target, "check_extras", None)
+    if callable(hook):
+        hook(extras)
+
+
 def select_extras(extras: Mapping[str, torch.Tensor], rows: torch.Tensor | slice) -> Extras:
     """The rows ``rows`` of every extra (a batch, a subset of a pool)."""
     if isinstance(rows, np.ndarray):
@@ -323,6 +339,7 @@ __all__ = [
     "check_configured_extras",
     "check_extras",
     "check_method_extras",
+    "check_model_extras",
     "configured_extras",
     "extra_kind",
     "extras_to",

@@ -240,6 +240,9 @@ class Trainer:
                                      device=self.device, progress=cfg.train.progress and self.dist.is_main,
                                      barrier=lambda: barrier(self.dist))
         model = build_model(cfg, self.data.num_classes)
+        from vireid.data.extras import check_model_extras
+
+        check_model_extras(model, self.data.train_loader.extras)  # side-input values, once per loader (not per step)
         # transfer (vireid.engine.transfer): start from a trained model's weights, keep early stages fixed;
         # a resumed run gets its weights from last.pt instead
         from vireid.engine.transfer import freeze_stages, initialise_from_checkpoint
@@ -261,7 +264,10 @@ class Trainer:
         if self.dist.enabled:
             self.model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=bool(getattr(model, "has_unused_parameters", False)),
+                # a model part no gradient reaches in some step (the method says so), or a loss table that leaves
+                # one out (e.g. the cluster-memory loss never reads the identity classifier's logits)
+                find_unused_parameters=bool(getattr(model, "has_unused_parameters", False)) or any(
+                    getattr(loss, "has_unused_parameters", False) for loss in self.losses.values()),
             )
         self.forward_model = self.model
         if cfg.train.compile:
@@ -362,12 +368,29 @@ class Trainer:
 
     def train_features(self) -> torch.Tensor:
         """Embeddings ``[N, D]`` (float32, CPU) of every training image, in the loader's order, by the current
-        model in evaluation mode (as :func:`vireid.inference.extract.extract_features`), for epoch-start hooks."""
+        model in evaluation mode (as :func:`vireid.inference.extract.extract_features`), for epoch-start hooks.
+
+        Under DDP every rank gets the same features whatever the world size: the ranks first take rank 0's
+        buffers (BatchNorm statistics drift apart with each rank's last batch), each embeds its contiguous
+        share of the images, and the shares are gathered in order (:func:`vireid.engine.distributed.gather_rows`)."""
         from vireid.inference.extract import extract_features
 
         loader = self.data.train_loader
-        return extract_features(self.core_model, loader.cache, loader.modalities.numpy(), self.device,
-                                batch_size=self.cfg.eval.batch_size, extras=loader.extras, precision=self.precision)
+        kwargs = dict(batch_size=self.cfg.eval.batch_size, precision=self.precision)
+        if not (self.dist.enabled and torch.distributed.is_initialized()):
+            return extract_features(self.core_model, loader.cache, loader.modalities.numpy(), self.device,
+                                    extras=loader.extras, **kwargs)
+        from vireid.data.cache import ImageCache
+        from vireid.data.extras import select_extras
+        from vireid.engine.distributed import broadcast_buffers, gather_rows
+        from vireid.evaluation.distributed import shard_range
+
+        broadcast_buffers(self.core_model)
+        start, stop = shard_range(len(loader.cache), self.dist.rank, self.dist.world_size)
+        local = extract_features(self.core_model, ImageCache(loader.cache.array[start:stop]),
+                                 loader.modalities.numpy()[start:stop], self.device,
+                                 extras=select_extras(loader.extras, slice(start, stop)), **kwargs)
+        return gather_rows(local)
     # ---- end of the generic epoch-start hook
 
     def train_epoch(self, epoch: int) -> dict:

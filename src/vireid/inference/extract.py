@@ -32,7 +32,7 @@ def extract_features(model: nn.Module, cache, modalities: np.ndarray, device: to
     off by default so numbers compare with the papers' plain evaluation); each extra is mirrored as
     its kind says (joints: ``x -> W - 1 - x`` with left/right swapped).
     """
-    from vireid.data.extras import mirror_extras
+    from vireid.data.extras import check_model_extras, mirror_extras
     from vireid.data.loader import EvalLoader
     from vireid.data.transforms import build_eval_transform
 
@@ -43,6 +43,7 @@ def extract_features(model: nn.Module, cache, modalities: np.ndarray, device: to
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
     mods = torch.as_tensor(np.asarray(modalities), dtype=torch.long)
     loader = EvalLoader(cache, batch_size=batch_size, transform=build_eval_transform(), device=device, extras=extras)
+    check_model_extras(model, loader.extras)  # the whole pool once, not per batch (vireid.data.extras)
     chunks: list[torch.Tensor] = []
     iterator = loader
     if progress:

@@ -26,6 +26,13 @@ responses the papers' heatmaps show. A method can name another one with a
 ``cam_target_layer(modality)`` method; ``layer="dotted.module.name"`` overrides both. For other
 models the last module whose output is a 4-D map with more than one position is used.
 
+Transformers (the TransReID-style ViT, CLIP's ViT encoders) are explained by **attention rollout**
+(:mod:`vireid.viz.rollout`) by default: ``method="auto"`` picks rollout for a model with a
+``cam_attention(modality)`` method and Grad-CAM otherwise; ``method="gradcam"`` asks for Grad-CAM
+anyway (on a ViT: the patch tokens entering the last block, reshaped to the patch grid), and
+``method="rollout"`` refuses, in one sentence, models without attention. Naming a ``layer`` means
+Grad-CAM.
+
 Layout of :func:`plot_cams` (Pillow, exact pixel size, see :func:`cam_grid_size`): items in rows of
 ``columns``; an item is its label, the image and, below it, the heatmap blended over the image (JET
 colour map, grad-cam's ``show_cam_on_image``). :func:`cams_for_run` puts, for each chosen identity,
@@ -46,6 +53,7 @@ from torch import nn
 from vireid.data.records import INFRARED, MODALITY_CODE, VISIBLE
 from vireid.errors import VireidError
 from vireid.viz._common import BLACK, WHITE, Output, fit_text, font, pick_cross_modality_ids, save_image
+from vireid.viz.rollout import CAM_METHODS, has_rollout, rollout_cams
 
 PAD = 6
 FRAME = 2
@@ -249,13 +257,31 @@ def _normalised(pixels: np.ndarray) -> torch.Tensor:
     return build_eval_transform()(torch.as_tensor(pixels).permute(0, 3, 1, 2).contiguous())
 
 
+def resolve_method(model: nn.Module, method: str = "auto", layer: str | nn.Module | None = None) -> str:
+    """``"rollout"`` or ``"gradcam"`` for ``model``: ``auto`` = rollout for transformers (a ``cam_attention``
+    method) unless a ``layer`` is named, Grad-CAM otherwise; a choice that cannot apply is one sentence."""
+    if method not in CAM_METHODS:
+        raise VireidError(f"CAM method {method!r} is unknown; use one of {', '.join(CAM_METHODS)}")
+    if method == "auto":
+        return "rollout" if layer is None and has_rollout(model) else "gradcam"
+    if method == "rollout":
+        if layer is not None:
+            raise VireidError("--layer names a layer for Grad-CAM, attention rollout uses every block; "
+                              "drop --layer or use --method gradcam")
+        if not has_rollout(model):
+            raise VireidError(f"{type(model).__name__} has no transformer attention to roll out; "
+                              "use --method gradcam (or auto)")
+    return method
+
+
 def explain_images(model: nn.Module, pixels: np.ndarray, modalities: Sequence[int], *, target: str = "norm",
                    partners: Sequence[int] | None = None, layer: str | None = None,
-                   extras: dict | None = None) -> np.ndarray:
-    """Grad-CAM maps of uint8 images ``[B, H, W, 3]`` (at the model's input size).
+                   extras: dict | None = None, method: str = "auto") -> np.ndarray:
+    """Heatmaps of uint8 images ``[B, H, W, 3]`` (at the model's input size): Grad-CAM or attention rollout
+    (``method``, see :func:`resolve_method`).
 
-    ``target="similarity"`` explains each image by its cosine similarity to the embedding of image
-    ``partners[i]`` (held fixed); ``"norm"`` by the norm of its own embedding.
+    For Grad-CAM, ``target="similarity"`` explains each image by its cosine similarity to the embedding of
+    image ``partners[i]`` (held fixed); ``"norm"`` by the norm of its own embedding. Rollout has no target.
     """
     if target not in TARGETS:
         raise VireidError(f"CAM target {target!r} is unknown; use one of {', '.join(TARGETS)}")
@@ -263,6 +289,11 @@ def explain_images(model: nn.Module, pixels: np.ndarray, modalities: Sequence[in
     x = _normalised(pixels).to(device)
     mods = torch.as_tensor(np.asarray(modalities), dtype=torch.long, device=device)
     extras = {k: torch.as_tensor(v).to(device) for k, v in (extras or {}).items()}
+    from vireid.data.extras import check_model_extras
+
+    check_model_extras(model, extras)
+    if resolve_method(model, method, layer) == "rollout":
+        return rollout_cams(model, x, mods, extras)
     if target == "norm":
         targets: Sequence[Any] | str = "norm"
     else:
@@ -291,10 +322,10 @@ def choose_pairs(pids: np.ndarray, modalities: np.ndarray, num_ids: int, seed: i
 
 
 def cams_for_run(run, out: Output, *, num_ids: int = 4, seed: int = 0, target: str = "similarity",
-                 layer: str | None = None, thumb: Sequence[int] = DEFAULT_THUMB) -> Path | None:
+                 layer: str | None = None, thumb: Sequence[int] = DEFAULT_THUMB, method: str = "auto") -> Path | None:
     """Heatmaps of ``num_ids`` random test identities of a loaded run (:class:`~vireid.viz.data.LoadedRun`):
     for each, a visible and an infrared image side by side (partners of each other for the
-    ``"similarity"`` target)."""
+    ``"similarity"`` target); ``method`` as :func:`resolve_method`."""
     from vireid.data.images import decode_image
     from vireid.viz.data import record_extras
 
@@ -305,7 +336,7 @@ def cams_for_run(run, out: Output, *, num_ids: int = 4, seed: int = 0, target: s
     pixels = np.stack([decode_image(rec.path, size=size) for rec in records])
     partners = [i ^ 1 for i in range(len(rows))]  # 0<->1, 2<->3, ...: the other image of the pair
     cams = explain_images(run.model, pixels, run.modalities[rows], target=target, partners=partners, layer=layer,
-                          extras=record_extras(records, run.cfg))
+                          extras=record_extras(records, run.cfg), method=method)
     labels = [f"id {rec.orig_pid} {'VIS' if rec.modality == VISIBLE else 'IR'}" for rec in records]
     return plot_cams(list(pixels), cams, out, labels=labels, modalities=run.modalities[rows].tolist(),
                      columns=min(len(rows), 8), thumb=thumb)

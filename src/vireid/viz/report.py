@@ -4,7 +4,7 @@ Sections: summary (method, backbone, dataset, epochs, best epoch), test metrics 
 and without k-reciprocal re-ranking (mean ± std over the gallery-draw trials, from
 ``test_results.json``), verification figures (the checkpoint's ``"verification"`` entry and any
 non-protocol entries of ``test_results.json``), pictures (training curves, CMC curves, ROC curve
-``roc.png`` when the verification step wrote one, ranked lists, Grad-CAM heatmaps and a t-SNE
+``roc.png`` when the verification step wrote one, ranked lists, Grad-CAM (attention rollout for transformers) heatmaps and a t-SNE
 map), the config, the environment and the files of the folder.
 
 The page is self-contained: pictures are embedded as base64 ``data:`` URIs and the only style is
@@ -267,19 +267,25 @@ def gather_report(run_dir: str | Path, *, pictures: bool = True, device: str = "
 
 def _model_pictures(data: ReportData, run, *, num_queries: int, num_ids: int, cam_ids: int, seed: int) -> None:
     """Ranked lists, Grad-CAM and t-SNE of the loaded run; a picture that cannot be drawn is listed as missing."""
-    from vireid.viz.cam import cams_for_run
+    from vireid.viz.cam import cams_for_run, resolve_method
     from vireid.viz.embedding import embedding_for_run
     from vireid.viz.ranking import ranked_lists_for_run
 
     _ = run.features  # the whole test pool once, shared by the ranked lists and the t-SNE map
+    if resolve_method(run.model) == "rollout":  # transformers (vireid.viz.rollout)
+        cam_title, cam_caption = "Attention rollout heatmaps", (
+            "Visible and infrared image of random test identities; the map is the attention rollout from the class "
+            "token to the patches over every transformer block (Abnar & Zuidema 2020).")
+    else:
+        cam_title, cam_caption = "Grad-CAM heatmaps", (
+            "Visible and infrared image of random test identities; the map explains the cosine similarity of each "
+            "image to the other modality's image of the same person (last backbone stage).")
     jobs = [
         ("ranked", "Ranked lists (infrared query → visible gallery)",
          lambda b: ranked_lists_for_run(run, b, num_queries=num_queries, seed=seed),
          f"{num_queries} random test queries (blue) and their top-10 gallery images by cosine similarity; green = "
          "same identity, red = another identity."),
-        ("cam", "Grad-CAM heatmaps", lambda b: cams_for_run(run, b, num_ids=cam_ids, seed=seed),
-         "Visible and infrared image of random test identities; the map explains the cosine similarity of each "
-         "image to the other modality's image of the same person (last backbone stage)."),
+        ("cam", cam_title, lambda b: cams_for_run(run, b, num_ids=cam_ids, seed=seed), cam_caption),
         ("tsne", "t-SNE of test embeddings", lambda b: embedding_for_run(run, b, num_ids=num_ids, seed=seed),
          "Colour = identity, circle = visible, triangle = infrared."),
     ]

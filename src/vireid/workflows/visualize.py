@@ -61,8 +61,9 @@ def cmc_picture(runs: Sequence[Path], out: Optional[Path], *, choice, protocols:
 
 def cam_picture(run: Path, out: Optional[Path], *, choice=None, images: Sequence[Path] = (),
                 modalities: Sequence[str] = (), num_ids: int = 4, target: Optional[str] = None,
-                layer: Optional[str] = None, seed: int = 0, device: str = "auto") -> str:
-    """Grad-CAM heatmaps (:mod:`vireid.viz.cam`): of the given image files, or of random test identities."""
+                layer: Optional[str] = None, seed: int = 0, device: str = "auto", method: str = "auto") -> str:
+    """Heatmaps (:mod:`vireid.viz.cam`; Grad-CAM, or attention rollout for transformers, ``method``): of the
+    given image files, or of random test identities."""
     path = picture_path(out, run, "cam.png")
     if images:
         import numpy as np
@@ -83,7 +84,7 @@ def cam_picture(run: Path, out: Optional[Path], *, choice=None, images: Sequence
             if len(images) % 2:
                 raise VireidError("--target similarity pairs consecutive --image files (1 with 2, 3 with 4, ...); give an even number")
             partners = [i ^ 1 for i in range(len(images))]
-        cams = explain_images(model, pixels, codes, target=target, partners=partners, layer=layer)
+        cams = explain_images(model, pixels, codes, target=target, partners=partners, layer=layer, method=method)
         plot_cams(list(pixels), cams, path, labels=[p.name for p in images], modalities=codes.tolist(),
                   columns=min(len(images), 8))
     else:
@@ -91,7 +92,8 @@ def cam_picture(run: Path, out: Optional[Path], *, choice=None, images: Sequence
         from vireid.viz.data import load_run
 
         loaded = load_run(run, device=device, progress=True, choice=choice)
-        cams_for_run(loaded, path, num_ids=num_ids, seed=seed, target=target or "similarity", layer=layer)
+        cams_for_run(loaded, path, num_ids=num_ids, seed=seed, target=target or "similarity", layer=layer,
+                     method=method)
     return wrote(path)
 
 

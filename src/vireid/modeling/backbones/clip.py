@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vireid.errors import ConfigError
+from vireid.modeling.backbones.vit import TokenGrid
 from vireid.modeling.registries import BACKBONES
 
 #: Prefix of open_clip weight names in configs: ``openclip:<model>/<tag>``.
@@ -259,6 +260,8 @@ class ClipImageEncoder(nn.Module):
         if self.vit:
             self.out_channels = int(self.visual.class_embedding.shape[-1])
             self.proj_dim = int(self.visual.proj.shape[1])
+            self.patch = tuple(int(k) for k in self.visual.conv1.kernel_size)
+            self.token_grid = TokenGrid()  # Grad-CAM's hook point: the patch tokens entering the last block
         else:
             self.out_channels = int(self.visual.attnpool.k_proj.in_features)
             self.proj_dim = int(self.visual.attnpool.c_proj.out_features)
@@ -270,11 +273,38 @@ class ClipImageEncoder(nn.Module):
             tokens = v.conv1(x).flatten(2).transpose(1, 2)  # [B, grid, width]
             cls = v.class_embedding.to(tokens.dtype).expand(tokens.shape[0], 1, -1)
             tokens = torch.cat([cls, tokens], dim=1) + v.positional_embedding.to(tokens.dtype)
-            tokens = v.transformer(v.ln_pre(tokens))
+            tokens = self._transformer(v.ln_pre(tokens), (x.shape[-2] // self.patch[0], x.shape[-1] // self.patch[1]))
             features = v.ln_post(tokens[:, 0])
             return features, features @ v.proj.to(features.dtype)
         fmap = v.layer4(v.layer3(v.layer2(v.layer1(v.stem(x)))))
         return fmap.mean(dim=(2, 3)), v.attnpool(fmap)
+
+    def _transformer(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """open_clip's ``Transformer.forward`` (the blocks in order, no mask for images) with the patch tokens
+        passed through :class:`~vireid.modeling.backbones.vit.TokenGrid` (an identity) before the last block."""
+        transformer = self.visual.transformer
+        batch_first = getattr(transformer, "batch_first", True)
+        blocks = list(transformer.resblocks)
+        for block in blocks[:-1]:
+            tokens = block(tokens) if batch_first else block(tokens.transpose(0, 1)).transpose(0, 1)
+        self.token_grid.grid = grid
+        spatial = self.token_grid(tokens[:, 1:])
+        tokens = torch.cat([tokens[:, :1], spatial.flatten(2).transpose(1, 2)], dim=1)
+        last = blocks[-1]
+        return last(tokens) if batch_first else last(tokens.transpose(0, 1)).transpose(0, 1)
+
+    def cam_target_layer(self) -> nn.Module:
+        """Grad-CAM's layer: for ViT towers the patch tokens entering the last block (as ``[B, D, h, w]``);
+        for ModifiedResNets the last feature stage (``layer4``), the map CLIP's attention pool reads."""
+        return self.token_grid if self.vit else self.visual.layer4
+
+    def cam_attention(self) -> dict[str, object] | None:
+        """Input of attention rollout (:mod:`vireid.viz.rollout`) for ViT towers: every block's
+        ``nn.MultiheadAttention``, one class token, the patch size as size and stride; None for ModifiedResNets."""
+        if not self.vit:
+            return None
+        return {"attentions": [block.attn for block in self.visual.transformer.resblocks], "prefix": 1,
+                "patch": self.patch[0], "stride": self.patch[0]}
 
     def extra_repr(self) -> str:
         kind = "ViT" if self.vit else "ModifiedResNet"

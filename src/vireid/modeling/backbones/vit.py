@@ -285,16 +285,36 @@ class ViTBackbone(nn.Module):
                     "model), or set sie_cameras: 0"
                 )
             cams = torch.as_tensor(cameras, device=patches.device).long()
-            if not torch.jit.is_tracing() and not torch.compiler.is_compiling() and cams.numel() and (
-                    int(cams.min()) < 0 or int(cams.max()) >= self.sie_cameras):
-                raise ConfigError(f"camera number {int(cams.max()) if int(cams.max()) >= self.sie_cameras else int(cams.min())} "
-                                  f"is outside this ViT's camera embedding (sie_cameras: {self.sie_cameras}, numbers "
-                                  f"0-{self.sie_cameras - 1}); set sie_cameras above the largest camera number")
-            cam = self.camera_embed[cams]
+            # the range is checked once per loader (check_cameras, via the model's check_extras), not here: a
+            # .max() per forward would synchronise an accelerator. On the CPU an out-of-range row still stops
+            # with the sentence (IndexError is raised at once there; nothing is read to find it).
+            try:
+                cam = self.camera_embed[cams]
+            except IndexError:
+                self.check_cameras(cams)
+                raise
             side = cam if side is None else side + cam
         if side is not None:
             x = x + self.sie_weight * side
         return self.norm_pre(self.pos_drop(x))
+
+    def check_cameras(self, cameras: torch.Tensor) -> None:
+        """One sentence when a camera number is outside the camera SIE table (``0 .. sie_cameras - 1``).
+
+        Called once for a whole loader's ``cameras`` side input (:meth:`ViTReID.check_extras
+        <vireid.modeling.methods.vit.ViTReID.check_extras>`, which the trainer and feature extraction call),
+        so ``forward`` reads no value back from the device."""
+        if self.camera_embed is None:
+            return
+        cams = torch.as_tensor(cameras).long()
+        if not cams.numel():
+            return
+        low, high = int(cams.min()), int(cams.max())
+        if low < 0 or high >= self.sie_cameras:
+            bad = high if high >= self.sie_cameras else low
+            raise ConfigError(f"camera number {bad} is outside this ViT's camera embedding (sie_cameras: "
+                              f"{self.sie_cameras}, numbers 0-{self.sie_cameras - 1}); set sie_cameras above the "
+                              "largest camera number")
 
     # ------------------------------------------------------------------ forward
     def _branch_forward(
@@ -354,6 +374,15 @@ class ViTBackbone(nn.Module):
         patches = tokens[:, self.num_prefix :]
         spatial = self.token_grid(patches)
         return torch.cat([tokens[:, : self.num_prefix], spatial.flatten(2).transpose(1, 2)], dim=1)
+
+    def cam_attention(self, modality: int) -> dict[str, object]:
+        """Attention modules, in forward order, that tokens of ``modality`` pass (stage k >= 1 = block k-1 of the
+        modality's branch while ``k < specific_stages``, then the shared blocks), the number of prefix tokens,
+        the patch size and stride: the input of attention rollout (:mod:`vireid.viz.rollout`)."""
+        specific = list(self.modality_branches[modality])[1:] if self.specific_stages else []
+        shared = list(self.shared_stages)[self.first_shared_block():]
+        return {"attentions": [block.attn for block in (*specific, *shared)], "prefix": self.num_prefix,
+                "patch": self.patch, "stride": self.stride}
 
     @property
     def last_block(self) -> nn.Module:

@@ -76,6 +76,9 @@ class ClusterMemoryLoss(ReIDLoss):
     needs_modalities = True
     #: the trainer's hook replaces the loader's labels: ``data.labelled_fraction`` applies
     uses_pseudo_labels = True
+    #: the identity classifier of the method (sized by the dataset's identities) gets no gradient from this loss,
+    #: so DDP must look for unused parameters (the trainer reads this flag on models and losses)
+    has_unused_parameters = True
 
     def __init__(self, temperature: float = 0.05, momentum: float = 0.2, update: str = "mean",
                  eps: float = 0.6, min_samples: int = 4, k1: int = 30, k2: int = 6,
@@ -175,27 +178,27 @@ class ClusterMemoryLoss(ReIDLoss):
                 line += f", ARI {stats['ari']:.3f}, NMI {stats['nmi']:.3f}"
             print(line, flush=True)
 
-    def recluster(self, trainer: Any, features: torch.Tensor, epoch: int) -> dict[str, Any]:
-        """Pseudo-labels from ``features`` of the training images: new loader labels and sampler, new memories;
-        returns the statistics logged for this re-clustering."""
+    def pseudo_labels(self, features: torch.Tensor, modalities: np.ndarray, truth: np.ndarray,
+                      labelled_fraction: float = 0.0, seed: int = 0, num_ids: int = 1) -> dict[str, Any]:
+        """Pseudo-labels of the training images from their ``features`` ``[N, D]`` (a pure function of its
+        inputs and this loss's parameters): per-modality clustering, association and centroids.
+
+        ``truth`` are the dataset's identities (for the labelled fraction and the logged quality only).
+        Returns ``slots`` (each image's memory slot, -1 = outlier), ``groups`` (its cross-modality group),
+        ``visible`` / ``infrared`` (centroids), ``weights`` (the association) and ``stats`` (what is logged).
+        """
         from vireid.data.pseudo_labels import (
             ClusteringError,
-            SubsetBatchSampler,
             associate,
             centroids,
             dbscan_labels,
             label_quality,
             labelled_identities,
         )
-        from vireid.data.sampler import CrossModalityIdentitySampler
 
-        cfg = trainer.cfg
-        loader = trainer.data.train_loader
-        if self._epoch_batches is None:
-            self._epoch_batches = len(loader)
-        mods = loader.modalities.numpy()
-        truth = np.asarray([r.pid for r in trainer.data.train_records], dtype=np.int64)
-        labelled = labelled_identities(truth, cfg.data.labelled_fraction, cfg.seed)
+        mods = np.asarray(modalities)
+        truth = np.asarray(truth, dtype=np.int64)
+        labelled = labelled_identities(truth, labelled_fraction, seed)
         fixed = len(labelled)
         is_labelled = np.isin(truth, labelled)
         slots = np.full(len(truth), -1, dtype=np.int64)
@@ -235,18 +238,58 @@ class ClusterMemoryLoss(ReIDLoss):
             stats.update(label_quality(groups[unlabelled], truth[unlabelled]))
         keep = np.flatnonzero(slots >= 0)
         num_groups = int(np.unique(groups[keep]).size)
-        if num_groups < cfg.sampler.num_ids:
+        if num_groups < num_ids:
             raise ClusteringError(
                 f"re-clustering left {num_groups} cross-modality clusters, fewer than sampler.num_ids="
-                f"{cfg.sampler.num_ids} per batch; lower sampler.num_ids, or get more clusters by lowering eps or "
+                f"{num_ids} per batch; lower sampler.num_ids, or get more clusters by lowering eps or "
                 "min_samples (losses.<term>.params)"
             )
+        return {"slots": slots, "groups": groups, "visible": cents[VISIBLE], "infrared": cents[INFRARED],
+                "weights": assoc.weights, "stats": stats}
+
+    def recluster(self, trainer: Any, features: torch.Tensor, epoch: int) -> dict[str, Any]:
+        """Pseudo-labels from ``features`` of the training images: new loader labels and sampler, new memories;
+        returns the statistics logged for this re-clustering.
+
+        Under DDP (``trainer.dist.enabled``) ``features`` are the same on every rank (the trainer gathers
+        them, :meth:`~vireid.engine.trainer.Trainer.train_features`); rank 0 alone clusters and sends the
+        result -- or its error -- to the other ranks (``broadcast_object_list``), so every rank trains on the
+        same pseudo-labels, those a single process computes from these features, whatever the world size."""
+        from vireid.data.pseudo_labels import SubsetBatchSampler
+        from vireid.data.sampler import CrossModalityIdentitySampler
+
+        cfg = trainer.cfg
+        loader = trainer.data.train_loader
+        if self._epoch_batches is None:
+            self._epoch_batches = len(loader)
+        mods = loader.modalities.numpy()
+        truth = np.asarray([r.pid for r in trainer.data.train_records], dtype=np.int64)
+
+        def compute() -> dict[str, Any]:
+            return self.pseudo_labels(features, mods, truth, cfg.data.labelled_fraction, cfg.seed, cfg.sampler.num_ids)
+
+        distributed = bool(getattr(trainer.dist, "enabled", False)) and torch.distributed.is_initialized()
+        if not distributed:
+            result = compute()
+        else:
+            message: list[Any] = [None]
+            if trainer.dist.is_main:
+                try:
+                    message = [("labels", compute())]
+                except Exception as error:  # noqa: BLE001 - every rank must stop with rank 0's error
+                    message = [("error", error)]
+            torch.distributed.broadcast_object_list(message, src=0)
+            kind, result = message[0]
+            if kind == "error":
+                raise result
+        slots, groups = result["slots"], result["groups"]
+        keep = np.flatnonzero(slots >= 0)
         sampler = CrossModalityIdentitySampler(
             groups[keep], mods[keep], num_ids=cfg.sampler.num_ids, num_per_modality=cfg.sampler.num_per_modality,
             seed=cfg.seed, rank=trainer.dist.rank, world_size=trainer.dist.world_size, epoch_length=self._epoch_batches,
         )
         loader.labels = torch.as_tensor(slots, dtype=torch.int64)
         loader.batch_sampler = SubsetBatchSampler(sampler, keep)
-        self.set_memories(cents[VISIBLE], cents[INFRARED], assoc.weights)
-        self.last_stats = stats
-        return stats
+        self.set_memories(result["visible"], result["infrared"], result["weights"])
+        self.last_stats = result["stats"]
+        return result["stats"]

@@ -310,6 +310,15 @@ class ClipReID(nn.Module):
             "i2t_logits": i2t,
         }
 
+    # ------------------------------------------------------------------ pictures
+    def cam_target_layer(self, modality: int) -> nn.Module:
+        """Grad-CAM's layer (one shared encoder): see :meth:`ClipImageEncoder.cam_target_layer`."""
+        return self.image_encoder.cam_target_layer()
+
+    def cam_attention(self, modality: int) -> dict[str, object] | None:
+        """Attention rollout's input for ViT encoders (:meth:`ClipImageEncoder.cam_attention`), None for ResNets."""
+        return self.image_encoder.cam_attention()
+
     def extra_repr(self) -> str:
         return (f"clip_model={self.clip_model!r}, stage={self.stage}, stage1_epochs={self.stage1_epochs}, "
                 f"modality_prompts={self.modality_prompts}, embedding={self.embedding!r}")

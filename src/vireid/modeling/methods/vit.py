@@ -219,9 +219,21 @@ class ViTReID(nn.Module):
         parts = outputs["part_bn_features" if key == "bn_features" else "part_features"]
         return torch.cat([outputs[key], *(p / self.jpm_branches for p in parts.unbind(0))], dim=1)
 
+    def check_extras(self, extras: Mapping[str, torch.Tensor]) -> None:
+        """Check a whole loader's side inputs once (:func:`vireid.data.extras.check_model_extras`): the
+        ``cameras`` against the camera SIE table (:meth:`ViTBackbone.check_cameras`)."""
+        if "cameras" in extras:
+            self.backbone.check_cameras(extras["cameras"])
+
     def cam_target_layer(self, modality: int) -> nn.Module:
         """Grad-CAM's layer: the patch tokens entering the last block, as a ``[B, D, h, w]`` map."""
         return self.backbone.token_grid
+
+    def cam_attention(self, modality: int) -> dict[str, object]:
+        """What attention rollout (:mod:`vireid.viz.rollout`) follows for images of ``modality``: the
+        attention of every block the class token passes (the modality's own blocks, then the shared
+        ones up to the last block; not the JPM copy), the prefix tokens and the patch geometry."""
+        return self.backbone.cam_attention(modality)
 
     # ------------------------------------------------------------------ optimiser
     def layer_id(self, name: str) -> int:
