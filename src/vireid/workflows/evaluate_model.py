@@ -17,6 +17,7 @@ DEFAULT_PROTOCOLS = {
     "regdb": ["regdb-v2t", "regdb-t2v"],
     "llcm": ["llcm-v2i", "llcm-i2v"],
     "npu": ["npu-v2t-all-single", "npu-t2v-all-single", "npu-v2t-indoor-single", "npu-t2v-indoor-single"],
+    "vcm": ["vcm-i2v", "vcm-v2i"],  # tracklet to tracklet (vireid.evaluation.tracklets)
     "given": ["given"],
 }
 
