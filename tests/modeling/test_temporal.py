@@ -100,16 +100,17 @@ def test_still_images_are_tracklets_of_one_frame():
 
 
 def test_test_time_frame_choice():
-    assert evenly_spaced(12, 3).tolist() == [0, 6, 11] and evenly_spaced(2, 6).tolist() == [0, 1]
+    # chunk middles: 12 frames in 3 chunks [0, 4), [4, 8), [8, 12); 7 frames: [0, 2), [2, 4), [4, 7)
+    assert evenly_spaced(12, 3).tolist() == [1, 5, 9] and evenly_spaced(2, 6).tolist() == [0, 1]
     assert [c.tolist() for c in clip_frames(7, 3, "all")] == [[0, 1, 2], [3, 4, 5], [4, 5, 6]]
-    assert [c.tolist() for c in clip_frames(7, 3, "evenly")] == [[0, 3, 6]]
+    assert [c.tolist() for c in clip_frames(7, 3, "evenly")] == [[0, 2, 5]]
     images, modalities, _ = batch([0] * 7)
     modalities = torch.zeros(7, dtype=torch.long)
     tracklets = torch.zeros(7, dtype=torch.long)
     evenly = build("avg").eval()
     every = build("avg", test_frames="all").eval()
     with torch.no_grad():
-        picked = evenly(images[[0, 3, 6]], modalities[:3], tracklets=tracklets[:3])[0]
+        picked = evenly(images[[0, 2, 5]], modalities[:3], tracklets=tracklets[:3])[0]
         chunks = [every(images[c], modalities[:3], tracklets=tracklets[:3])[0] for c in ([0, 1, 2], [3, 4, 5], [4, 5, 6])]
         assert torch.allclose(evenly(images, modalities, tracklets=tracklets)[0], picked, atol=1e-5)
         assert torch.allclose(every(images, modalities, tracklets=tracklets)[0], torch.stack(chunks).mean(0), atol=1e-5)
@@ -140,3 +141,25 @@ def test_a_config_without_the_tracklets_extra_is_refused(tmp_path):
         build_model(cfg, 4)
     cfg.data.extras = {"tracklets": "dataset"}
     assert build_model(cfg, 4).temporal_name == "avg"
+
+
+def test_embedding_only_the_chosen_frames_gives_the_same_tracklet_embeddings():
+    from vireid.data.records import ImageRecord
+    from vireid.modeling.methods.temporal import TemporalReID
+
+    lengths = [7, 2, 1]
+    records = [ImageRecord(f"t{t}/{f}.jpg", 1, 1, "visible", tracklet=t) for t, n in enumerate(lengths) for f in range(n)]
+    records.insert(7, ImageRecord("still.jpg", 2, 1, "visible"))
+    chosen = TemporalReID.frames_to_embed(records, {"seq_len": 3})
+    assert [r.path for r in chosen] == ["t0/0.jpg", "t0/2.jpg", "t0/5.jpg", "still.jpg", "t1/0.jpg", "t1/1.jpg",
+                                        "t2/0.jpg"]
+    assert TemporalReID.frames_to_embed(records, {"seq_len": 3, "test_frames": "all"}) == records
+    model = build("lstm").eval()
+    images, modalities, _ = batch([0] * len(records))
+    modalities = torch.zeros(len(records), dtype=torch.long)
+    ids = torch.tensor([r.tracklet for r in records])
+    rows = [records.index(r) for r in chosen]
+    with torch.no_grad():
+        full = model(images, modalities, tracklets=ids)
+        reduced = model(images[rows], modalities[rows], tracklets=ids[rows])
+    assert torch.allclose(full[rows], reduced, atol=1e-5)

@@ -58,8 +58,9 @@ def find_rand_perm_cam(dataset, explicit: str | Path | None = None) -> Path:
 def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str], *, rerank: bool = False,
                       metric: str = "euclidean", trials: int = 10, draw: str = "seeded",
                       rand_perm_cam: str | Path | None = None, method: str = "",
-                      npu_gallery: str = "per_person") -> list:
-    """Run each protocol on features of ``dataset.test`` (same order); returns ProtocolResults.
+                      npu_gallery: str = "per_person", pool: Sequence | None = None) -> list:
+    """Run each protocol on features of ``dataset.test`` (same order; or of ``pool``, the test frames a method
+    chose to embed, :func:`evaluate_pool`); returns ProtocolResults.
     ``npu_gallery`` is the NPU-ReID gallery draw (``eval.npu_gallery``: per_person or per_camera)."""
     from vireid.evaluation.mixed import with_modality_rows
     from vireid.evaluation.protocols import protocol_accepts, run_protocol
@@ -83,7 +84,7 @@ def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str],
             res = run_protocol(name, features[:nq], list(dataset.query), gallery_features=features[nq:],
                                gallery_records=list(dataset.gallery), **options)
         else:
-            res = run_protocol(name, features, dataset.test, **options)
+            res = run_protocol(name, features, list(pool) if pool is not None else dataset.test, **options)
         if method:
             res.settings["method"] = method
         results.extend(with_modality_rows(res))  # mixed galleries add one row per gallery modality
@@ -126,6 +127,12 @@ def evaluate_pool(features_of: Callable[[list, object], torch.Tensor], dataset, 
     names = protocols_for(dataset, protocols or cfg.eval.protocols)
     # "given" data (explicit query and gallery) is evaluated on query + gallery, in that order
     pool = list(dataset.query) + list(dataset.gallery) if names == ["given"] else list(dataset.test)
+    if names != ["given"]:  # a method that chooses its test frames (temporal: seq_len per tracklet) embeds only those
+        from vireid.modeling.registries import METHODS
+
+        method_cls = METHODS.get(cfg.model.method) if cfg.model.method in METHODS else None
+        if method_cls is not None and hasattr(method_cls, "frames_to_embed"):
+            pool = method_cls.frames_to_embed(pool, dict(cfg.model.params or {}))
     cache = build_image_cache(pool, cfg.data, progress=progress)
     feats = features_of(pool, cache)
     if features_out is not None:
@@ -135,7 +142,8 @@ def evaluate_pool(features_of: Callable[[list, object], torch.Tensor], dataset, 
     for rr in settings:
         out += evaluate_features(feats, dataset, names, rerank=rr, metric=cfg.eval.metric,
                                  trials=cfg.eval.trials, draw=cfg.eval.draw, rand_perm_cam=cfg.eval.rand_perm_cam,
-                                 method=method, npu_gallery=cfg.eval.npu_gallery)
+                                 method=method, npu_gallery=cfg.eval.npu_gallery,
+                                 pool=pool if names != ["given"] else None)
     return out
 
 

@@ -55,10 +55,15 @@ TEST_FRAMES = ("evenly", "all")
 
 
 def evenly_spaced(length: int, count: int) -> torch.Tensor:
-    """``count`` evenly spaced frame indices of a tracklet of ``length`` frames (all of them when shorter)."""
+    """``count`` evenly spaced frame indices of a tracklet of ``length`` frames (all of them when shorter): the
+    tracklet split into ``count`` equal chunks (chunk ``s`` = frames ``[s*n//T, (s+1)*n//T)``), the middle frame
+    of each -- the ``evenly`` frame choice of the tracklet sampler (:mod:`vireid.data.tracklets`)."""
     if length <= count:
         return torch.arange(length)
-    return torch.linspace(0, length - 1, count).round().long()
+    s = torch.arange(count)
+    lo = (s * length) // count
+    hi = torch.maximum(lo + 1, ((s + 1) * length) // count)
+    return (lo + hi - 1) // 2
 
 
 def clip_frames(length: int, seq_len: int, mode: str) -> list[torch.Tensor]:
@@ -102,6 +107,35 @@ class TemporalReID(BaselineReID):
         self.test_frames = test_frames
         self.temporal = build_temporal_head(temporal, self.embed_dim, pool=self.pool, reduction=int(temporal_reduction))
 
+    @classmethod
+    def frames_to_embed(cls, records: list, params: dict) -> list:
+        """The frames of an evaluation pool this model's test-time frame choice uses (``params``: its
+        ``model.params``): with ``test_frames: evenly`` the ``seq_len`` evenly spaced frames of each tracklet
+        (:func:`evenly_spaced`), so the other frames are never decoded; with ``all`` every frame. Each
+        tracklet's frames stay together in temporal order; still images are kept. The embeddings equal those
+        of the whole pool (the model picks the same frames from a tracklet already reduced to them)."""
+        if params.get("test_frames", "evenly") != "evenly":
+            return list(records)
+        seq_len = int(params.get("seq_len", 6))
+        groups: dict[int, list[int]] = {}
+        order: list[tuple[str, int]] = []
+        for i, record in enumerate(records):
+            tid = int(getattr(record, "tracklet", -1))
+            if tid < 0:
+                order.append(("still", i))
+            else:
+                if tid not in groups:
+                    order.append(("tracklet", tid))
+                groups.setdefault(tid, []).append(i)
+        out = []
+        for kind, key in order:
+            if kind == "still":
+                out.append(records[key])
+            else:
+                members = groups[key]
+                out.extend(records[members[int(p)]] for p in evenly_spaced(len(members), seq_len))
+        return out
+
     # ------------------------------------------------------------------ grouping
     def _aggregate(self, maps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Frame maps ``[N, C, h, w]`` of consecutive tracklets of ``lengths`` -> tracklet features ``[G, C]``."""
@@ -129,6 +163,12 @@ class TemporalReID(BaselineReID):
                 tracklets: torch.Tensor | None = None) -> dict[str, torch.Tensor] | torch.Tensor:
         """Training: ``features`` / ``bn_features`` / ``logits`` of each frame's tracklet, one row per frame;
         evaluation: the tracklet embedding ``[N, C]`` of each frame (see the module docstring)."""
+        if tracklets is None:  # every image a tracklet of one frame, without data-dependent steps (ONNX export)
+            maps = self.forward_features(images, modalities)
+            features = self.temporal((maps if self.temporal.on_maps else self.pool(maps)).unsqueeze(1))
+            bn_features = self.neck(features)
+            outputs = {"features": features, "bn_features": bn_features, "logits": self.classifier(bn_features)}
+            return outputs if self.training else self.select_embedding(outputs)
         count = images.shape[0]
         segment, starts, lengths = tracklet_segments(tracklets, count)
         if self.training:
