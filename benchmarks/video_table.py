@@ -91,11 +91,19 @@ def make_config(args, label: str, head: str | None, seed: int):
                  f"sampler.num_per_modality={args.seq_len}", f"sampler.num_ids={args.num_ids}",
                  f"sampler.epoch_length={args.batches}", "train.eval_every=0", "train.select_best=last",
                  f"model.params.seq_len={args.seq_len}", "model.params.test_frames=all"]
+    from dataclasses import fields
+
+    from vireid.config import SamplerConfig
+
+    if "seq_len" in {f.name for f in fields(SamplerConfig)}:  # the tracklet sampler: P ids x K tracklets x T frames
+        overrides += [f"sampler.seq_len={args.seq_len}", "sampler.tracklets_per_id=1"]
     cfg = load_config(REPO / "src" / "vireid" / "configs" / "video_synth.yaml", overrides)
     if head is None:  # the single-image baseline: the same backbone and head, frames as independent images
         cfg.model.method = "baseline"
         cfg.model.params = {k: v for k, v in cfg.model.params.items() if k not in ("temporal", "seq_len", "test_frames")}
         cfg.data.extras = {}
+        if hasattr(cfg.sampler, "seq_len"):
+            cfg.sampler.seq_len = 0  # image sampling: the frames as independent images
     else:
         cfg.model.params["temporal"] = head
     return cfg

@@ -32,3 +32,17 @@ def register_pseudo_vcm() -> str:
             self.train, self.val, self.test = tag(self.train), tag(self.val), tag(self.test)
 
     return name
+
+
+def tracklet_sampling_overrides(seq_len: int, tracklets_per_id: int = 1) -> dict:
+    """``sampler.seq_len`` / ``sampler.tracklets_per_id`` where the config has the tracklet sampler's keys (it
+    refuses the ``tracklets`` side input without them); nothing before those keys exist, where the identity
+    sampler's consecutive frames of one (identity, modality) form the tracklets."""
+    from dataclasses import fields
+
+    from vireid.config import SamplerConfig
+
+    names = {f.name for f in fields(SamplerConfig)}
+    if "seq_len" not in names:
+        return {}
+    return {"sampler.seq_len": seq_len, "sampler.tracklets_per_id": tracklets_per_id}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from _video_pseudo import register_pseudo_vcm
+from _video_pseudo import register_pseudo_vcm, tracklet_sampling_overrides
 from conftest import REPO, tiny_overrides
 
 
@@ -24,7 +24,8 @@ def video_run(tiny_synth_root, tmp_path_factory) -> Path:
     overrides = tiny_overrides(tiny_synth_root, out, **{"data.format": fmt, "train.epochs": 1, "train.threads": 1,
                                                         "sampler.epoch_length": 3, "train.eval_every": 1,
                                                         "model.params.seq_len": 2,
-                                                        "data.options.train_includes_val": "false"})
+                                                        "data.options.train_includes_val": "false",
+                                                        **tracklet_sampling_overrides(2)})
     cfg = load_config(REPO / "configs" / "video_synth.yaml", [o for o in overrides if not o.startswith("eval.trials")])
     folder = out / "run"
     run_training(cfg, folder, evaluate=True)
