@@ -59,19 +59,27 @@ def _tracklet_folders(root: Path, out: Path) -> Path:
 
 def test_extract_index_and_search_tracklets(video_run, tiny_synth_root, tmp_path):
     from vireid.errors import VireidError
-    from vireid.workflows.search import build_index, extract_features, search_gallery
+    from vireid.workflows.search import build_index, search_gallery
+
+    from typer.testing import CliRunner
+
+    import vireid.cli.commands  # noqa: F401  (registers every command)
+    from vireid.cli import app
 
     gallery = _tracklet_folders(tiny_synth_root, tmp_path / "gallery")
-    text = extract_features(video_run / "best.pt", gallery, tmp_path / "feats", tracklets=True)
-    assert text.startswith("wrote 12 ") and "one per tracklet, 36 frames" in text  # 12 folders of 3 frames
+    result = CliRunner().invoke(app, ["extract", "--checkpoint", str(video_run / "best.pt"), "--images", str(gallery),
+                                      "--out", str(tmp_path / "feats"), "--tracklets"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 12 " in result.output and "one per tracklet, 36 frames" in result.output  # 12 folders of 3 frames
     build_index(tmp_path / "feats", tmp_path / "index", "flat")
     from vireid.retrieval.index import GalleryIndex
 
     assert GalleryIndex.load(tmp_path / "index").ntotal == 12  # one entry per tracklet
     query = next((gallery / "infrared").iterdir())
-    _, out = search_gallery([query], tmp_path / "index", video_run / "best.pt", k=3, cross_modality=True,
-                            as_json=True)
-    result = json.loads(out)[0]
+    found = CliRunner().invoke(app, ["search", str(query), "--index", str(tmp_path / "index"), "--checkpoint",
+                                     str(video_run / "best.pt"), "-k", "3", "--cross-modality", "--json"])
+    assert found.exit_code == 0, found.output
+    result = json.loads(found.stdout)[0]
     assert result["frames"] == 3 and result["modality"] == "infrared" and len(result["results"]) == 3
     assert all(hit["modality"] == "visible" for hit in result["results"])
     empty = tmp_path / "empty"
