@@ -97,6 +97,9 @@ def make_config(args, label: str, head: str | None, seed: int):
 
     if "seq_len" in {f.name for f in fields(SamplerConfig)}:  # the tracklet sampler: P ids x K tracklets x T frames
         overrides += [f"sampler.seq_len={args.seq_len}", "sampler.tracklets_per_id=1"]
+    if args.data != "pseudo":  # the video generator: images_per_camera = tracklets per camera
+        overrides += [f"data.synth.images_per_camera={args.images_per_camera}",
+                      f"data.synth.frames_per_tracklet={args.frames}"]
     cfg = load_config(REPO / "src" / "vireid" / "configs" / "video_synth.yaml", overrides)
     if head is None:  # the single-image baseline: the same backbone and head, frames as independent images
         cfg.model.method = "baseline"
@@ -138,7 +141,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batches", type=int, default=12, help="batches per epoch")
     ap.add_argument("--ids", type=int, default=96, help="synthetic identities (about half train)")
-    ap.add_argument("--images-per-camera", type=int, default=3)
+    ap.add_argument("--images-per-camera", type=int, default=3, help="pseudo: images per camera; synthetic-vcm: "
+                    "tracklets per camera")
+    ap.add_argument("--frames", type=int, default=8, help="synthetic-vcm: frames per tracklet")
     ap.add_argument("--seq-len", type=int, default=4, help="frames per training tracklet (and test chunk)")
     ap.add_argument("--num-ids", type=int, default=4, help="identities per batch")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per training")
@@ -178,7 +183,10 @@ def main() -> None:
         f"still-image synthetic renders (SYSU-MM01 layout, {args.ids} identities x {args.images_per_camera} images per "
         "camera, 64x32), each identity's images of one modality read as one tracklet: independent renders, so the "
         "frame order carries no motion and the table measures aggregation over frames, not motion"
-        if args.data == "pseudo" else f"`{args.data}` walks")
+        if args.data == "pseudo" else
+        f"`{args.data}` walks (the video generator: consecutive frames of one walk, gait phase advancing, drifting, "
+        f"occluders passing), {args.ids} identities x {args.images_per_camera} tracklets per camera x {args.frames} "
+        "frames, 2 visible + 2 infrared cameras, 64x32, about half of the identities tested")
     body = "\n".join([
         f"Data: {data_text}. Every model: `configs/video_synth.yaml` (ResNet-10-T from scratch, cross entropy + "
         f"triplet, Adam, cosine), {args.epochs} epochs of {args.batches} batches of {args.num_ids} identities x "
@@ -201,7 +209,10 @@ def main() -> None:
     command = "python benchmarks/video_table.py" + (" --quick" if args.quick else "") + (
         f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0, 1, 2] and not args.quick else "") + (
         f" --epochs {args.epochs}" if args.epochs != 4 and not args.quick else "") + (
-        f" --data {args.data}" if args.data != "pseudo" else "")
+        f" --data {args.data}" if args.data != "pseudo" else "") + "".join(
+        f" --{k.replace('_', '-')} {getattr(args, k)}" for k, d in (("batches", 12), ("ids", 96), ("images_per_camera", 3),
+                                                                    ("frames", 8), ("seq_len", 4), ("num_ids", 4))
+        if getattr(args, k) != d and not args.quick)
     write_section(SECTION, TITLE, body, command, doc=args.doc)
     print("\n".join(lines))
     print(f"written to {args.doc}")
