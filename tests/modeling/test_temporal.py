@@ -8,7 +8,7 @@ import torch
 
 import vireid.builtins  # noqa: F401
 from vireid.errors import ConfigError, VireidError
-from vireid.modeling.methods.temporal import evenly_spaced, clip_frames
+from vireid.modeling.methods.temporal import clip_frames, evenly_spaced, split_repeated_clips
 from vireid.modeling.modules.temporal import TEMPORAL_HEADS, tracklet_segments
 from vireid.modeling.registries import METHODS
 
@@ -163,3 +163,12 @@ def test_embedding_only_the_chosen_frames_gives_the_same_tracklet_embeddings():
         full = model(images, modalities, tracklets=ids)
         reduced = model(images[rows], modalities[rows], tracklets=ids[rows])
     assert torch.allclose(full[rows], reduced, atol=1e-5)
+
+
+def test_a_tracklet_drawn_twice_in_a_row_is_two_training_clips():
+    assert split_repeated_clips(torch.tensor([3, 6, 3, 9])).tolist() == [3] * 7
+    assert split_repeated_clips(torch.tensor([3, 4, 3])).tolist() == [3, 4, 3]  # not clips of one length: as given
+    model = build("conv2plus1d").train()
+    images, modalities, _ = batch([0] * 9)
+    out = model(images, torch.zeros(9, dtype=torch.long), tracklets=torch.tensor([5, 5, 5, 7, 7, 7, 7, 7, 7]))
+    assert not torch.allclose(out["features"][3], out["features"][6])  # tracklet 7's two clips: two rows

@@ -33,6 +33,10 @@ the model then embeds single images, so a temporal model also serves image queri
 trains ``temporal`` without ``data.extras.tracklets`` is refused before any data is read
 (``required_extras``, :func:`vireid.data.extras.check_method_extras`).
 
+**Repeated tracklets.** A training batch whose identity lacks enough tracklets holds one tracklet twice in a
+row, a run of ``2T`` equal ids; when every run is a multiple of the batch's clip length ``T`` such runs are
+split into clips of ``T`` (:func:`split_repeated_clips`).
+
 **Lengths.** The ``conv2plus1d`` head normalises its 3D convolutions over clips of one length: a
 training batch whose tracklets differ in length is refused with one sentence (the tracklet sampler gives
 every tracklet ``sampler`` T frames); at test time frames are chosen per tracklet as above and tracklets of
@@ -74,6 +78,22 @@ def clip_frames(length: int, seq_len: int, mode: str) -> list[torch.Tensor]:
     if starts[-1] + seq_len < length:
         starts.append(length - seq_len)  # the last chunk ends at the last frame
     return [torch.arange(s, s + seq_len) for s in starts]
+
+
+def split_repeated_clips(lengths: torch.Tensor) -> torch.Tensor:
+    """Clip lengths of a training batch with a tracklet drawn twice in a row split apart.
+
+    The tracklet sampler gives every clip of a batch the same ``T`` frames; an identity with fewer tracklets
+    of a modality than the sampler asks for gets one tracklet twice, next to itself, which shows as one run
+    of ``k*T`` equal ids. When every run is a multiple of the most common length ``T``, runs of ``k*T``
+    frames are split into ``k`` clips of ``T``; otherwise the lengths are returned as they are.
+    """
+    if len(lengths) < 2:
+        return lengths
+    clip = int(torch.mode(lengths).values)
+    if clip < 1 or bool((lengths % clip != 0).any()) or bool((lengths == clip).all()):
+        return lengths
+    return torch.repeat_interleave(torch.full_like(lengths, clip), lengths // clip)
 
 
 @METHODS.register("temporal")
@@ -172,6 +192,8 @@ class TemporalReID(BaselineReID):
         count = images.shape[0]
         segment, starts, lengths = tracklet_segments(tracklets, count)
         if self.training:
+            lengths = split_repeated_clips(lengths)
+            segment = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
             self._check_lengths(lengths)
             outputs = self.forward_head_tracklets(images, modalities, lengths)
             if len(lengths) == count:  # every frame its own tracklet
@@ -203,4 +225,4 @@ class TemporalReID(BaselineReID):
         return {"features": features, "bn_features": bn_features, "logits": self.classifier(bn_features)}
 
 
-__all__ = ["TEST_FRAMES", "TemporalReID", "evenly_spaced", "clip_frames"]
+__all__ = ["TEST_FRAMES", "TemporalReID", "clip_frames", "evenly_spaced", "split_repeated_clips"]
