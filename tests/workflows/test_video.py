@@ -99,3 +99,11 @@ def test_a_tracklet_embedding_uses_the_temporal_model(video_run, tiny_synth_root
     assert one.shape == (embedder.dim,) and abs(float(np.linalg.norm(one)) - 1) < 1e-5
     mean = embedder.embed_paths(frames, "visible").mean(0)
     assert not np.allclose(one, mean / np.linalg.norm(mean), atol=1e-4)  # the GRU, not the average of frames
+
+
+def test_tracklet_folder_frames_are_in_natural_order(tmp_path):
+    from vireid.retrieval.tracklets import tracklet_frames
+
+    for name in ("f10.png", "f2.png", "f1.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in tracklet_frames(tmp_path)] == ["f1.png", "f2.png", "f10.png"]

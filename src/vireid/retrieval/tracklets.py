@@ -1,7 +1,8 @@
 """Tracklets (sequences of frames) as queries and gallery entries of ``vireid extract`` / ``index`` / ``search``.
 
 * **A tracklet folder** is a folder whose image files are the frames of one tracklet, in temporal order
-  by file name (:func:`tracklet_frames`); ``vireid search FOLDER`` makes it one query.
+  by file name in natural order, ``2.jpg`` before ``10.jpg`` (:func:`tracklet_frames`); ``vireid search FOLDER``
+  makes it one query.
 * **A tracklet gallery** (``vireid extract --tracklets``): from a dataset whose records carry tracklet ids
   (HITSZ-VCM, your own frames with a tracklet column or folder), each tracklet of the chosen split; from
   any other folder, each folder that directly holds image files (modality from the folder names, as for
@@ -14,6 +15,7 @@ sees the frames as one tracklet; any other model gives the mean of the frames' e
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -25,13 +27,19 @@ from vireid.errors import DatasetError, VireidError
 from vireid.retrieval.features import FeatureSet, Metadata
 
 
+def frame_order(path: str | Path) -> list:
+    """Sort key of a frame file: its name in natural order (``f2.jpg`` before ``f10.jpg``), as the folder reader
+    orders a tracklet folder's frames."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", Path(path).name)]
+
+
 def tracklet_frames(folder: str | Path) -> list[Path]:
-    """The frames of a tracklet folder: its image files (not those of sub-folders), sorted by name."""
+    """The frames of a tracklet folder: its image files (not those of sub-folders), in natural name order."""
     folder = Path(folder).expanduser().absolute()
     if not folder.is_dir():
         raise VireidError(f"tracklet folder {folder} does not exist or is not a folder; pass a folder of frames")
     frames = sorted((p for p in folder.iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith(".")),
-                    key=lambda p: p.name)
+                    key=frame_order)
     if not frames:
         raise DatasetError(f"tracklet folder {folder} holds no frames; put the image files (.jpg, .png, ...) of one "
                            "tracklet directly in it, named in temporal order")
@@ -52,6 +60,7 @@ def collect_tracklets(source: str | Path, fmt: str | None = None, *, modality: s
         groups: dict[str, list[int]] = {}
         for i in range(len(meta)):
             groups.setdefault(str(meta.image_path(i).parent), []).append(i)
+        groups = {folder: sorted(members, key=lambda i: frame_order(meta.image_path(i))) for folder, members in groups.items()}
         rows = [members[0] for members in groups.values()]
         frames = [[str(meta.image_path(i)) for i in members] for members in groups.values()]
         for members in groups.values():
@@ -125,4 +134,4 @@ def extract_tracklet_featureset(embedder, meta: Metadata, frames: list[list[str]
     return FeatureSet(feats, meta, record)
 
 
-__all__ = ["collect_tracklets", "extract_tracklet_featureset", "tracklet_frames"]
+__all__ = ["collect_tracklets", "extract_tracklet_featureset", "frame_order", "tracklet_frames"]

@@ -98,7 +98,9 @@ def split_repeated_clips(lengths: torch.Tensor) -> torch.Tensor:
 
 @METHODS.register("temporal")
 class TemporalReID(BaselineReID):
-    """Baseline backbone + a temporal head over each tracklet's frames (see the module docstring).
+    """Tracklets: the baseline's backbone with a temporal head (avg, gru, lstm, attention, conv2plus1d) over each tracklet's frames.
+
+    See the module docstring.
 
     Args (the others of :class:`BaselineReID` pass through: backbone, pooling, neck, ...):
         temporal: ``avg``, ``gru``, ``lstm``, ``attention`` or ``conv2plus1d``.
