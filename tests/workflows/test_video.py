@@ -99,6 +99,8 @@ def test_a_tracklet_embedding_uses_the_temporal_model(video_run, tiny_synth_root
     assert one.shape == (embedder.dim,) and abs(float(np.linalg.norm(one)) - 1) < 1e-5
     mean = embedder.embed_paths(frames, "visible").mean(0)
     assert not np.allclose(one, mean / np.linalg.norm(mean), atol=1e-4)  # the GRU, not the average of frames
+    # seq_len 2, test_frames evenly: of 3 frames the chunk middles 0 and 1 are used (and only they are decoded)
+    assert np.allclose(one, embedder.embed_tracklet(frames[:2], "visible"), atol=1e-5)
 
 
 def test_tracklet_folder_frames_are_in_natural_order(tmp_path):

@@ -210,11 +210,16 @@ class Embedder:
         paths = list(paths)
         if not paths:
             raise ConfigError("a tracklet needs at least one frame; give the image files of its frames")
+        paths = [paths[i] for i in self._tracklet_frames_used(len(paths))]
         codes = modality_codes(modality, len(paths))
         pixels = np.stack([decode_image(p, size=self.input_size, resample=self.resample).transpose(2, 0, 1)
                            for p in paths])
         raw = self._embed_tracklet_pixels(pixels, codes)
         return (raw / max(float(np.linalg.norm(raw)), 1e-12)).astype(np.float32)
+
+    def _tracklet_frames_used(self, count: int) -> Sequence[int]:
+        """Positions of the frames of a ``count``-frame tracklet that are decoded (here: all)."""
+        return range(count)
 
     def _embed_tracklet_pixels(self, pixels: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Raw tracklet embedding of uint8 frames ``[T, 3, H, W]``: here the mean of the frames' embeddings."""
@@ -321,6 +326,14 @@ class TorchEmbedder(Embedder):
         extras = {name: value.to(self.device) for name, value in extras.items()}
         with self.precision.autocast():
             return self.model(images, modalities.to(self.device), **extras).float()
+
+    def _tracklet_frames_used(self, count: int) -> Sequence[int]:
+        """A temporal model with ``test_frames: evenly`` uses ``seq_len`` evenly spaced frames: only those are decoded."""
+        if getattr(self.model, "test_frames", None) == "evenly" and hasattr(self.model, "seq_len"):
+            from vireid.modeling.methods.temporal import evenly_spaced
+
+            return evenly_spaced(count, int(self.model.seq_len)).tolist()
+        return range(count)
 
     def _embed_tracklet_pixels(self, pixels: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """A model that reads ``tracklets`` sees the frames as one tracklet (every row is then its embedding);
