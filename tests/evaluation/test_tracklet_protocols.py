@@ -115,3 +115,18 @@ def test_registered_for_the_vcm_family_and_refusals_are_one_sentence():
         run_protocol("vcm-i2v", feats[:3], records)
     with pytest.raises(ProtocolError, match="has no option 'trials'"):
         run_protocol("vcm-i2v", feats, records, trials=3)
+
+
+def test_tracklet_protocols_fit_any_data_with_tracklet_ids_and_refuse_still_images():
+    from types import SimpleNamespace
+
+    from vireid.errors import ConfigError
+    from vireid.workflows.evaluate_model import protocols_for
+
+    records, _ = pool_and_features()
+    own = SimpleNamespace(protocol_family="given", test=records)  # e.g. your own tracklet folders or CSV
+    assert protocols_for(own, ["vcm-i2v", "vcm-v2i"]) == ["vcm-i2v", "vcm-v2i"]
+    assert protocols_for(SimpleNamespace(protocol_family="vcm", test=records)) == ["vcm-i2v", "vcm-v2i"]
+    still = SimpleNamespace(protocol_family="given", test=single_frame_pool(records))
+    with pytest.raises(ConfigError, match="protocol 'vcm-i2v' does not fit a given dataset"):
+        protocols_for(still, ["vcm-i2v"])

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -93,7 +93,10 @@ def tracklet_pool(features: Any, pool: Sequence[ImageRecord]) -> tuple[torch.Ten
 class TrackletProtocolSpec(ProtocolSpec):
     """A :class:`ProtocolSpec` ranked over tracklets: the frame pool is reduced by :func:`tracklet_pool` first,
     then the spec's queries and gallery are chosen among the tracklets. The result records ``unit: tracklet``
-    and the number of frames."""
+    and the number of frames. ``unit`` lets ``vireid eval`` run it on any data whose frames carry tracklet ids
+    (your own tracklet folders or CSV), not only on the ``vcm`` family."""
+
+    unit: ClassVar[str] = "tracklet"
 
     def __call__(self, features: Any, pool: Sequence[ImageRecord], options: ProtocolOptions | None = None,
                  **keywords: Any) -> ProtocolResult:

@@ -31,6 +31,8 @@ def protocols_for(dataset, requested: Sequence[str] = ()) -> list[str]:
         if name not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS.names())}")
         fits = getattr(PROTOCOLS.get(name), "protocol_family", name.split("-")[0]) == family
+        if not fits and getattr(PROTOCOLS.get(name), "unit", "") == "tracklet":  # any data whose frames name tracklets
+            fits = any(int(getattr(r, "tracklet", -1)) >= 0 for r in getattr(dataset, "test", ()) or ())
         if not fits and name != "given":
             raise ConfigError(
                 f"protocol {name!r} does not fit a {family} dataset; use one of {', '.join(DEFAULT_PROTOCOLS.get(family, ['given']))}"
