@@ -23,10 +23,13 @@ PAGE = REPO / "docs" / "reproducing.md"
 DATASETS = {
     "sysu-mm01": ("SYSU-MM01", "data/SYSU-MM01", "/path/to/SYSU-MM01"),
     "regdb": ("RegDB", "data/RegDB", "/path/to/RegDB"),
+    "hitsz-vcm": ("HITSZ-VCM", "data/HITSZ-VCM", "/path/to/HITSZ-VCM"),
 }
 PROTOCOLS = {
     "sysu-all-single": "all-search, single-shot",
     "regdb-v2t": "visible to thermal, mean of the 10 trials",
+    "vcm-i2v": "infrared to visible, tracklet to tracklet",
+    "vcm-v2i": "visible to infrared, tracklet to tracklet",
 }
 
 INTRO = """# Reproducing published numbers
@@ -58,6 +61,10 @@ PGM's released code (`yangbincv/ADCA`, `zesenwu23/USL-VI-ReID`); its table quote
 SYSU-MM01 training log (the all-search average of the log's best model). `usl_regdb`, `usl_llcm` and
 `semi_sysu` carry no published table: PGM's RegDB log covers one trial only. The other unsupervised
 methods' figures (ADCA, SDCL, CEIL), with what could and could not be checked, are in docs/results.md.
+The video recipe (`video_hitsz_vcm`, `model.method: temporal`) trains vireid's temporal model with MITML's
+released hyper-parameters on HITSZ-VCM and is evaluated tracklet to tracklet in both directions; MITML's own
+modules (temporal memory, modality-adversarial training) are not part of vireid, so MITML's published numbers
+are the target, not a reproduction (its header lists the differences).
 
 ## What you need
 
@@ -107,7 +114,21 @@ def _header_comment(path: Path) -> list[str]:
 
 
 def _numbers(pub: dict) -> str:
-    return " / ".join(f"{float(pub[k]):.2f}" for k in ("rank1", "mAP", "mINP"))
+    """R1 / mAP / mINP; "-" where the authors published none (MITML gives no mINP)."""
+    return " / ".join(f"{float(pub[k]):.2f}" if k in pub else "-" for k in ("rank1", "mAP", "mINP"))
+
+
+def _published(pub: dict) -> str:
+    """The published numbers as a sentence fragment (and those of a second direction, when given)."""
+    text = ", ".join(f"{label} {float(pub[k]):.2f}" for k, label in (("rank1", "R1"), ("mAP", "mAP"), ("mINP", "mINP"))
+                     if k in pub)
+    text += f" ({PROTOCOLS.get(pub['protocol'], pub['protocol'])}"
+    other = pub.get("visible_to_infrared")
+    if isinstance(other, dict):
+        text += f"; {PROTOCOLS.get(other['protocol'], other['protocol'])}: " + ", ".join(
+            f"{label} {float(other[k]):.2f}" for k, label in (("rank1", "R1"), ("mAP", "mAP"), ("mINP", "mINP"))
+            if k in other)
+    return text
 
 
 def _commands(name: str, cfg) -> str:
@@ -123,6 +144,13 @@ def _commands(name: str, cfg) -> str:
             f"    runs/{name}_t6 runs/{name}_t7 runs/{name}_t8 runs/{name}_t9 runs/{name}_t10 --protocol {protocol}\n"
             "```\n\nThe last command prints every trial and the mean ± std over the ten, which is what the\n"
             f"published {label} numbers are.\n"
+        )
+    if cfg.data.format == "hitsz-vcm":  # tracklet protocols: one fixed gallery, both directions
+        return (
+            "```bash\n"
+            f"vireid train --config {name} data.root={example}\n"
+            f"vireid eval runs/{name} --protocol vcm-i2v --protocol vcm-v2i\n"
+            "```\n"
         )
     return (
         "```bash\n"
@@ -151,12 +179,18 @@ def _recipe_values(cfg) -> list[tuple[str, str]]:
     )
     o = cfg.optim
     ids = "all training + validation identities" if cfg.data.options.get("train_includes_val") else (
-        "training identities (validation held out)" if cfg.data.format == "sysu-mm01" else "the trial's training identities")
+        "training identities (validation held out)" if cfg.data.format == "sysu-mm01" else
+        "the training identities" if cfg.data.format == "hitsz-vcm" else "the trial's training identities")
     if cfg.model.method == "vit":  # the TransReID-style ViT (vireid.modeling.methods.vit)
         network = (f"vit: {p.get('backbone')} (pretrained: {p.get('pretrained')}), patch stride {p.get('stride')}, "
                    f"specific stages {p.get('specific_stages', 0)}, modality SIE {p.get('sie_modality', True)}, "
                    f"JPM {p.get('jpm', False)}, drop path {p.get('drop_path_rate', 0.1)}, test feature "
                    f"{p.get('embedding', 'bn_features')}")
+    elif cfg.model.method == "temporal":  # a temporal head over the two-stream backbone (vireid.modeling.methods.temporal)
+        network = (f"temporal: {p.get('backbone')} (pretrained: {p.get('pretrained')}), "
+                   f"specific stages {p.get('specific_stages')}, last stride {p.get('last_stride')}, "
+                   f"pooling {p.get('pooling')}, temporal head {p.get('temporal')}, clips of {p.get('seq_len')} "
+                   f"frames ({p.get('test_frames')} at test)")
     else:
         network = (f"{cfg.model.method}: {p.get('backbone')} (pretrained: {p.get('pretrained')}), "
                    f"specific stages {p.get('specific_stages')}, last stride {p.get('last_stride')}, "
@@ -167,7 +201,8 @@ def _recipe_values(cfg) -> list[tuple[str, str]]:
     return [
         ("network", network),
         ("input", f"{cfg.data.height}x{cfg.data.width}, resized with {cfg.data.resample}"),
-        ("batch", f"{cfg.sampler.num_ids} identities x {cfg.sampler.num_per_modality} images per modality; "
+        ("batch", f"{cfg.sampler.num_ids} identities x {cfg.sampler.num_per_modality} "
+                  f"{'tracklets' if cfg.model.method == 'temporal' else 'images'} per modality; "
                   f"epoch length: {cfg.sampler.epoch_length}"),
         ("augmentation", augment),
         ("losses", losses),
@@ -203,7 +238,10 @@ def render() -> str:
         label = DATASETS[cfg.data.format][0]
         protocol = f"{label}, {PROTOCOLS.get(pub['protocol'], pub['protocol'])}"
         honest = pub.get("reproduce", name)
-        honest_text = "this config" if honest == name else (f"[`{honest}`](#{honest})" if honest else "yes")
+        if "reproduce" in pub and honest is None:  # another method's numbers: the target, not a reproduction
+            honest_text = "no: another method's numbers"
+        else:
+            honest_text = "this config" if honest == name else (f"[`{honest}`](#{honest})" if honest else "yes")
         table.append(
             f"| [`{name}`](#{name}) | {pub['method']} | {protocol} | {_numbers(pub)} | "
             f"{pub['code']} | {honest_text} | {pub.get('hours', '?')} |"
@@ -216,8 +254,7 @@ def render() -> str:
         header = "\n".join(f"> {line}" if line else ">" for line in _header_comment(path))
         sections.append(
             f"### {name}\n\n"
-            f"{pub['method']} on {label} ({pub['paper']}). Published: R1 {float(pub['rank1']):.2f}, "
-            f"mAP {float(pub['mAP']):.2f}, mINP {float(pub['mINP']):.2f} ({PROTOCOLS.get(pub['protocol'], pub['protocol'])}; "
+            f"{pub['method']} on {label} ({pub['paper']}). Published: {_published(pub)}; "
             f"{pub['code']}). Expected time: {pub.get('hours', '?')}.\n\n"
             f"{_commands(name, cfg)}\n"
             f"| setting | value (from `src/vireid/configs/{path.name}`) |\n|---|---|\n{values}\n\n"

@@ -46,6 +46,7 @@ import vireid.data.transforms  # noqa: F401  (crop/flip, grayscale, erasing, cha
 import vireid.evaluation.mixed  # noqa: F401  (mixed-modality galleries)
 import vireid.evaluation.npu  # noqa: F401  (NPU-ReID protocols)
 import vireid.evaluation.protocols  # noqa: F401  (SYSU-MM01, RegDB, LLCM, given query/gallery)
+import vireid.evaluation.tracklets  # noqa: F401  (tracklet to tracklet, both directions: HITSZ-VCM / video data)
 
 # ----------------------------------------------------------------------------- backbones, heads, modules
 import vireid.modeling.backbones.clip  # noqa: F401  (CLIP image encoders through open_clip)
@@ -59,6 +60,7 @@ import vireid.modeling.modules.idi  # noqa: F401  (PDFENet)
 import vireid.modeling.modules.non_local  # noqa: F401
 import vireid.modeling.modules.pooling  # noqa: F401
 import vireid.modeling.modules.sln  # noqa: F401  (DFW+SLN)
+import vireid.modeling.modules.temporal  # noqa: F401  (tracklets: temporal pooling, GRU/LSTM, attention, (2+1)D)
 
 # ----------------------------------------------------------------------------- losses
 import vireid.modeling.losses.center  # noqa: F401
@@ -78,6 +80,7 @@ import vireid.modeling.methods.dfw_sln  # noqa: F401  (DFW+SLN)
 import vireid.modeling.methods.dual_path_swin  # noqa: F401  (dual-path Swin / MAG / MMT)
 import vireid.modeling.methods.multimodal_fusion  # noqa: F401  (the survey §4.1/§4.2)
 import vireid.modeling.methods.pdfenet  # noqa: F401  (PDFENet)
+import vireid.modeling.methods.temporal  # noqa: F401  (tracklets: a temporal head over any backbone)
 import vireid.modeling.methods.vit  # noqa: F401  (TransReID-style ViT)
 from vireid.data.datasets.base import DATASETS
 from vireid.data.extras import EXTRAS  # the built-in side inputs (joints) register where the registry is defined

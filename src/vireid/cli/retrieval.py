@@ -39,14 +39,17 @@ def extract_command(
                                         "with its mirror image's (default: the model's eval.flip); recorded in the folder."),
     amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto, none, bf16 or fp16 (default: the model's train.amp)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
+    tracklets: bool = typer.Option(False, "--tracklets", help="One embedding per tracklet: per tracklet id of a "
+                                   "video dataset, or per folder of frames of any other folder."),
 ) -> None:
     """Embed every image of a dataset, manifest or folder and save the features with their metadata
-    (and the model's fingerprint, which vireid search and serve check)."""
+    (and the model's fingerprint, which vireid search and serve check). With --tracklets, every tracklet
+    (a sequence of frames) is one embedding."""
     from vireid.workflows.search import extract_features
 
     typer.echo(extract_features(checkpoint, images, out, fmt=fmt, modality=modality, split=split,
                                 options=_reader_options(trial, split_dir), batch_size=batch_size, device=device,
-                                flip=flip, amp=amp, as_json=as_json))
+                                flip=flip, amp=amp, as_json=as_json, tracklets=tracklets))
 
 
 @app.command("index")
@@ -79,7 +82,8 @@ def index_command(
 @app.command("search")
 @plugin_options
 def search_command(
-    queries: list[Path] = typer.Argument(..., help="Query image file(s)."),
+    queries: list[Path] = typer.Argument(..., help="Query image file(s), or tracklet folder(s): a folder's frames "
+                                         "(sorted by name) are one query."),
     index: Path = typer.Option(..., "--index", "-i", help="Index folder written by vireid index."),
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="The model the index was built with."),
     k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results per query."),
@@ -102,8 +106,8 @@ def search_command(
     amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto, none, bf16 or fp16 (default: the model's train.amp)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
-    """Rank the gallery images of an index for query images: path, score, identity and camera.
-    Refuses an index built with another model (see --force)."""
+    """Rank the gallery images of an index for query images (a folder: one tracklet query from its frames):
+    path, score, identity and camera. Refuses an index built with another model (see --force)."""
     from vireid.workflows.search import search_gallery
 
     notes, text = search_gallery(queries, index, checkpoint, k=k, modality=modality, cross_modality=cross_modality,

@@ -246,12 +246,19 @@ def retarget_extras(data_cfg: Any) -> None:
 
 
 def check_configured_extras(data_cfg: Any, method: Any, method_name: str = "") -> None:
-    """ConfigError when ``data_cfg`` names an unregistered side input, gives one bad parameters, or gives
-    ``method`` one it does not read (nothing is loaded)."""
+    """ConfigError when ``data_cfg`` names an unregistered side input, gives one bad parameters, gives
+    ``method`` one it does not read, or lacks one the method cannot work without (its ``required_extras``;
+    nothing is loaded)."""
     wanted = configured_extras(data_cfg)
     for name, source in wanted.items():
         build_extra_kind(name, source)
     check_method_extras(method, list(wanted), method_name)
+    # a method that cannot work without a side input names it in ``required_extras`` (temporal: tracklets)
+    missing = [name for name in getattr(method, "required_extras", ()) or () if name not in wanted]
+    if missing:
+        label = method_name or getattr(method, "__name__", "the method")
+        raise ConfigError(f"{label} reads the side input {missing[0]!r}, which the config does not give; add "
+                          f"data.extras: {{{missing[0]}: dataset}} to the config")
 
 
 def check_extras(extras: Mapping[str, Any] | None, length: int) -> Extras:

@@ -293,12 +293,34 @@ class EvalLoader:
         self.device = torch.device(device)
         self.prefetch = default_prefetch(self.device) if prefetch is None else int(prefetch)
 
+    def _bounds(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of each batch: ``batch_size`` images, ended early at a tracklet boundary when the
+        ``tracklets`` side input is given, so a temporal model sees whole tracklets (a tracklet longer than
+        ``batch_size`` is split into full batches)."""
+        n = len(self.cache)
+        ids = self.extras.get("tracklets")
+        if ids is None or n == 0:
+            return [(s, min(s + self.batch_size, n)) for s in range(0, n, self.batch_size)]
+        ids = ids.reshape(-1)
+        # a boundary before frame i: its id differs from the previous frame's, or it is a still image (-1)
+        cuts = torch.cat([((ids[1:] != ids[:-1]) | (ids[1:] < 0)).nonzero().reshape(-1) + 1, torch.tensor([n])])
+        bounds, start = [], 0
+        while start < n:
+            stop = min(start + self.batch_size, n)
+            last = int(torch.searchsorted(cuts, stop, right=True)) - 1  # the last cut at or before stop
+            if last >= 0 and int(cuts[last]) > start:
+                stop = int(cuts[last])
+            bounds.append((start, stop))
+            start = stop
+        return bounds
+
     def __len__(self) -> int:
+        if "tracklets" in self.extras:
+            return len(self._bounds())
         return math.ceil(len(self.cache) / self.batch_size)
 
     def _produce(self) -> Iterator[EvalBatch]:
-        for start in range(0, len(self.cache), self.batch_size):
-            stop = min(start + self.batch_size, len(self.cache))
+        for start, stop in self._bounds():
             pixels = self.cache.gather(slice(start, stop), pin=self.device.type == "cuda")
             pixels = pixels.to(self.device, non_blocking=True)
             extras = extras_to(select_extras(self.extras, slice(start, stop)), self.device)

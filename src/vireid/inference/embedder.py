@@ -199,6 +199,33 @@ class Embedder:
             out[start:start + len(chunk)] = self.embed_pixels(pixels, codes[start:start + len(chunk)], batch_size)
         return out
 
+    # ---- tracklets (video): one embedding per sequence of frames
+    def embed_tracklet(self, paths: Sequence[str | Path], modality: str | int) -> np.ndarray:
+        """One L2-normalised embedding ``[D]`` of a tracklet: its frame files ``paths`` in temporal order, all of
+        ``modality``. A model that reads the ``tracklets`` side input (``model.method: temporal``) embeds the frames
+        as one tracklet (its test-time frame choice, :mod:`vireid.modeling.methods.temporal`); any other model (and
+        an exported ONNX model) gives the mean of the frames' embeddings (temporal average pooling)."""
+        from vireid.data.images import decode_image
+
+        paths = list(paths)
+        if not paths:
+            raise ConfigError("a tracklet needs at least one frame; give the image files of its frames")
+        paths = [paths[i] for i in self._tracklet_frames_used(len(paths))]
+        codes = modality_codes(modality, len(paths))
+        pixels = np.stack([decode_image(p, size=self.input_size, resample=self.resample).transpose(2, 0, 1)
+                           for p in paths])
+        raw = self._embed_tracklet_pixels(pixels, codes)
+        return (raw / max(float(np.linalg.norm(raw)), 1e-12)).astype(np.float32)
+
+    def _tracklet_frames_used(self, count: int) -> Sequence[int]:
+        """Positions of the frames of a ``count``-frame tracklet that are decoded (here: all)."""
+        return range(count)
+
+    def _embed_tracklet_pixels(self, pixels: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Raw tracklet embedding of uint8 frames ``[T, 3, H, W]``: here the mean of the frames' embeddings."""
+        return self.embed_pixels(pixels, codes).mean(axis=0)
+    # ---- end tracklets
+
     def embed(self, images: Any, modality: Any = "auto", flip: bool | None = None,
               batch_size: int = 64) -> np.ndarray:
         """L2-normalised embeddings ``[N, D]`` of ``images``: one or a list of paths, PIL images or
@@ -294,7 +321,32 @@ class TorchEmbedder(Embedder):
         model, cfg, ckpt = load_model_from_checkpoint(path, device)
         return cls(model, cfg, device=device, verification=ckpt.get("verification"), source=path, amp=amp)
 
-    def _embed_batch(self, images: torch.Tensor, modalities: torch.Tensor) -> torch.Tensor:
+    def _embed_batch(self, images: torch.Tensor, modalities: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
         images = self.precision.prepare_input(images.to(self.device))
+        extras = {name: value.to(self.device) for name, value in extras.items()}
         with self.precision.autocast():
-            return self.model(images, modalities.to(self.device)).float()
+            return self.model(images, modalities.to(self.device), **extras).float()
+
+    def _tracklet_frames_used(self, count: int) -> Sequence[int]:
+        """A temporal model with ``test_frames: evenly`` uses ``seq_len`` evenly spaced frames: only those are decoded."""
+        if getattr(self.model, "test_frames", None) == "evenly" and hasattr(self.model, "seq_len"):
+            from vireid.modeling.methods.temporal import evenly_spaced
+
+            return evenly_spaced(count, int(self.model.seq_len)).tolist()
+        return range(count)
+
+    def _embed_tracklet_pixels(self, pixels: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """A model that reads ``tracklets`` sees the frames as one tracklet (every row is then its embedding);
+        other models: the mean of the frames' embeddings."""
+        from vireid.registry import accepted_parameters
+
+        if "tracklets" not in accepted_parameters(type(self.model).forward)[0]:
+            return super()._embed_tracklet_pixels(pixels, codes)
+        batch = self.preprocess(torch.as_tensor(pixels))
+        codes_t = torch.as_tensor(np.asarray(codes), dtype=torch.long)
+        tracklets = torch.zeros(len(batch), dtype=torch.long)
+        with torch.no_grad():
+            feats = self._embed_batch(batch, codes_t, tracklets=tracklets)[0]
+            if self.flip:
+                feats = (feats + self._embed_batch(torch.flip(batch, dims=[3]), codes_t, tracklets=tracklets)[0]) / 2
+        return feats.cpu().numpy()

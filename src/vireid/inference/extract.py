@@ -77,7 +77,8 @@ def validation_metrics(model: nn.Module, data, device: torch.device, batch_size:
                        metric: str = "euclidean", precision=None) -> dict:
     """Infrared -> visible retrieval over the held-out validation identities (all their images).
 
-    Used only to choose the best epoch; the test identities are never looked at during training.
+    Used only to choose the best epoch; the test identities are never looked at during training. Frames of
+    video data are ranked as tracklets (:func:`vireid.evaluation.tracklets.tracklet_pool`: one row per tracklet).
     ``precision``: the training run's (:func:`extract_features`).
     """
     from vireid.evaluation import evaluate_ranking
@@ -86,6 +87,10 @@ def validation_metrics(model: nn.Module, data, device: torch.device, batch_size:
     records = data.val_records
     feats = extract_features(model, data.val_cache, _modality_codes(records), device, batch_size,
                              extras=getattr(data, "val_extras", None), precision=precision)
+    if any(int(getattr(r, "tracklet", -1)) >= 0 for r in records):  # video data: rank tracklets, not frames
+        from vireid.evaluation.tracklets import tracklet_pool
+
+        feats, records, _ = tracklet_pool(feats, records)
     mods = np.asarray([r.modality for r in records])
     pids = np.asarray([r.orig_pid for r in records])
     cams = np.asarray([r.camid for r in records])

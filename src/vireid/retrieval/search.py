@@ -20,6 +20,7 @@ from vireid.data.datasets.base import parse_modality
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.errors import VireidError
 from vireid.retrieval.index import GalleryIndex
+from vireid.retrieval.tracklets import tracklet_frames
 
 OTHER_MODALITY = {VISIBLE: INFRARED, INFRARED: VISIBLE}
 
@@ -76,7 +77,8 @@ def search_images(index: GalleryIndex, embedder, paths: Sequence[str | Path], *,
                   k: int = 10, cross_modality: bool = False, gallery_modality: str | None = None,
                   rerank: bool = False, rerank_candidates: int = 100, batch_size: int = 64, force: bool = False,
                   notes: list[str] | None = None) -> list[dict[str, Any]]:
-    """Search the gallery for each query image; one result dict per query.
+    """Search the gallery for each query image (or tracklet folder: one query from its frames,
+    :func:`~vireid.retrieval.tracklets.tracklet_frames`); one result dict per query.
 
     Each dict: ``query`` (path), ``modality`` (of the query), ``searched`` (gallery modality or
     ``"all"``), ``results``: list of ``{rank, index, path, image, score, pid, camid, modality}``
@@ -86,13 +88,15 @@ def search_images(index: GalleryIndex, embedder, paths: Sequence[str | Path], *,
     built by another model (with a warning); ``notes`` receives the modality decisions and warnings.
     """
     if not paths:
-        raise VireidError("no query images given; pass one or more image files")
+        raise VireidError("no query images given; pass one or more image files (or tracklet folders)")
     if cross_modality and gallery_modality:
         raise VireidError("--cross-modality and --gallery-modality exclude each other; pass only one")
     notes = notes if notes is not None else []
     notes.extend(check_compatible(index, embedder, force=force))
     paths = [Path(p).expanduser().absolute() for p in paths]
-    mods = query_modalities(paths, modality, notes)
+    # a folder is a tracklet query: its frames (vireid.retrieval.tracklets), its modality that of its first frame
+    tracklets = {i: tracklet_frames(p) for i, p in enumerate(paths) if p.is_dir()}
+    mods = query_modalities([tracklets[i][0] if i in tracklets else p for i, p in enumerate(paths)], modality, notes)
     if gallery_modality is not None:
         target = parse_modality(gallery_modality)
         if target is None:
@@ -102,7 +106,13 @@ def search_images(index: GalleryIndex, embedder, paths: Sequence[str | Path], *,
         filters = [OTHER_MODALITY[m] for m in mods]
     else:
         filters = None
-    feats = embedder.embed_paths([str(p) for p in paths], mods, batch_size=batch_size)
+    images = [i for i in range(len(paths)) if i not in tracklets]
+    feats = np.zeros((len(paths), int(embedder.dim)), dtype=np.float32)
+    if images:
+        feats[images] = embedder.embed_paths([str(paths[i]) for i in images], [mods[i] for i in images],
+                                             batch_size=batch_size)
+    for i, frames in tracklets.items():
+        feats[i] = embedder.embed_tracklet(frames, mods[i])
     scores, rows = index.search(feats, k=k, modality=filters, rerank=rerank, rerank_candidates=rerank_candidates)
     meta = index.metadata
     out = []
@@ -123,6 +133,7 @@ def search_images(index: GalleryIndex, embedder, paths: Sequence[str | Path], *,
             })
         out.append({
             "query": str(path),
+            **({"frames": len(tracklets[qi])} if qi in tracklets else {}),
             "modality": mods[qi],
             "searched": filters[qi] if filters is not None else "all",
             "reranked": bool(rerank),
@@ -135,7 +146,8 @@ def format_results(results: list[dict[str, Any]]) -> str:
     """Plain-text tables, one per query."""
     blocks = []
     for res in results:
-        head = f"query {res['query']} ({res['modality']}) -> {res['searched']} gallery"
+        frames = f", tracklet of {res['frames']} frames" if "frames" in res else ""
+        head = f"query {res['query']} ({res['modality']}{frames}) -> {res['searched']} gallery"
         if res["reranked"]:
             head += ", re-ranked"
         rows = [("rank", "score", "identity", "camera", "modality", "path")]

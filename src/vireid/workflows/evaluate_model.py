@@ -17,6 +17,7 @@ DEFAULT_PROTOCOLS = {
     "regdb": ["regdb-v2t", "regdb-t2v"],
     "llcm": ["llcm-v2i", "llcm-i2v"],
     "npu": ["npu-v2t-all-single", "npu-t2v-all-single", "npu-v2t-indoor-single", "npu-t2v-indoor-single"],
+    "vcm": ["vcm-i2v", "vcm-v2i"],  # tracklet to tracklet (vireid.evaluation.tracklets)
     "given": ["given"],
 }
 
@@ -30,6 +31,8 @@ def protocols_for(dataset, requested: Sequence[str] = ()) -> list[str]:
         if name not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS.names())}")
         fits = getattr(PROTOCOLS.get(name), "protocol_family", name.split("-")[0]) == family
+        if not fits and getattr(PROTOCOLS.get(name), "unit", "") == "tracklet":  # any data whose frames name tracklets
+            fits = any(int(getattr(r, "tracklet", -1)) >= 0 for r in getattr(dataset, "test", ()) or ())
         if not fits and name != "given":
             raise ConfigError(
                 f"protocol {name!r} does not fit a {family} dataset; use one of {', '.join(DEFAULT_PROTOCOLS.get(family, ['given']))}"
@@ -57,8 +60,9 @@ def find_rand_perm_cam(dataset, explicit: str | Path | None = None) -> Path:
 def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str], *, rerank: bool = False,
                       metric: str = "euclidean", trials: int = 10, draw: str = "seeded",
                       rand_perm_cam: str | Path | None = None, method: str = "",
-                      npu_gallery: str = "per_person") -> list:
-    """Run each protocol on features of ``dataset.test`` (same order); returns ProtocolResults.
+                      npu_gallery: str = "per_person", pool: Sequence | None = None) -> list:
+    """Run each protocol on features of ``dataset.test`` (same order; or of ``pool``, the test frames a method
+    chose to embed, :func:`evaluate_pool`); returns ProtocolResults.
     ``npu_gallery`` is the NPU-ReID gallery draw (``eval.npu_gallery``: per_person or per_camera)."""
     from vireid.evaluation.mixed import with_modality_rows
     from vireid.evaluation.protocols import protocol_accepts, run_protocol
@@ -82,7 +86,7 @@ def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str],
             res = run_protocol(name, features[:nq], list(dataset.query), gallery_features=features[nq:],
                                gallery_records=list(dataset.gallery), **options)
         else:
-            res = run_protocol(name, features, dataset.test, **options)
+            res = run_protocol(name, features, list(pool) if pool is not None else dataset.test, **options)
         if method:
             res.settings["method"] = method
         results.extend(with_modality_rows(res))  # mixed galleries add one row per gallery modality
@@ -125,6 +129,12 @@ def evaluate_pool(features_of: Callable[[list, object], torch.Tensor], dataset, 
     names = protocols_for(dataset, protocols or cfg.eval.protocols)
     # "given" data (explicit query and gallery) is evaluated on query + gallery, in that order
     pool = list(dataset.query) + list(dataset.gallery) if names == ["given"] else list(dataset.test)
+    if names != ["given"]:  # a method that chooses its test frames (temporal: seq_len per tracklet) embeds only those
+        from vireid.modeling.registries import METHODS
+
+        method_cls = METHODS.get(cfg.model.method) if cfg.model.method in METHODS else None
+        if method_cls is not None and hasattr(method_cls, "frames_to_embed"):
+            pool = method_cls.frames_to_embed(pool, dict(cfg.model.params or {}))
     cache = build_image_cache(pool, cfg.data, progress=progress)
     feats = features_of(pool, cache)
     if features_out is not None:
@@ -134,7 +144,8 @@ def evaluate_pool(features_of: Callable[[list, object], torch.Tensor], dataset, 
     for rr in settings:
         out += evaluate_features(feats, dataset, names, rerank=rr, metric=cfg.eval.metric,
                                  trials=cfg.eval.trials, draw=cfg.eval.draw, rand_perm_cam=cfg.eval.rand_perm_cam,
-                                 method=method, npu_gallery=cfg.eval.npu_gallery)
+                                 method=method, npu_gallery=cfg.eval.npu_gallery,
+                                 pool=pool if names != ["given"] else None)
     return out
 
 

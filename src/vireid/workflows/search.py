@@ -15,24 +15,37 @@ from vireid.errors import VireidError
 def extract_features(checkpoint: Path, images: Path, out: Path, *, fmt: Optional[str] = None,
                      modality: Optional[str] = None, split: str = "all", options: Optional[dict] = None,
                      batch_size: int = 64, device: str = "cpu", flip: Optional[bool] = None,
-                     amp: Optional[str] = None, as_json: bool = False) -> str:
+                     amp: Optional[str] = None, as_json: bool = False, tracklets: bool = False) -> str:
     """Embed every image of a dataset, manifest or folder and save a feature folder
-    (:func:`vireid.retrieval.extract.extract_featureset`); the summary line, or JSON."""
+    (:func:`vireid.retrieval.extract.extract_featureset`); the summary line, or JSON. ``tracklets``: one
+    embedding per tracklet instead (:mod:`vireid.retrieval.tracklets`)."""
     from vireid.inference.loading import load_embedder
     from vireid.retrieval.extract import collect_images, extract_featureset
 
-    meta, used = collect_images(images, fmt, modality=modality, split=split, options=dict(options or {}))
+    if tracklets:
+        from vireid.retrieval.tracklets import collect_tracklets
+
+        meta, frames, used = collect_tracklets(images, fmt, modality=modality, split=split, options=dict(options or {}))
+    else:
+        meta, used = collect_images(images, fmt, modality=modality, split=split, options=dict(options or {}))
     embedder = load_embedder(checkpoint, device=device, amp=amp)
     if flip is not None:
         embedder.flip = flip
     info = {"source": str(images.expanduser().absolute()), "format": used, "split": split}
-    feats = extract_featureset(embedder, meta, batch_size=batch_size, progress=not as_json, info=info)
+    if tracklets:
+        from vireid.retrieval.tracklets import extract_tracklet_featureset
+
+        feats = extract_tracklet_featureset(embedder, meta, frames, progress=not as_json, info=info)
+    else:
+        feats = extract_featureset(embedder, meta, batch_size=batch_size, progress=not as_json, info=info)
     path = feats.save(out)
     counts = {m: int((meta.modalities == m).sum()) for m in ("visible", "infrared")}
+    unit = "tracklet" if tracklets else "image"
     if as_json:
         return json.dumps({"out": str(path), "num": len(feats), "dim": feats.dim, "format": used,
-                           "modalities": counts})
-    return (f"wrote {len(feats)} {feats.dim}-dim embeddings ({counts['visible']} visible, "
+                           "modalities": counts, "unit": unit})
+    what = f" (one per tracklet, {feats.info['num_frames']} frames)" if tracklets else ""
+    return (f"wrote {len(feats)} {feats.dim}-dim embeddings{what} ({counts['visible']} visible, "
             f"{counts['infrared']} infrared; read as {used}) to {path}")
 
 
@@ -58,7 +71,8 @@ def search_gallery(queries: Sequence[Path], index: Path, checkpoint: Path, *, k:
                    gallery_modality: Optional[str] = None, rerank: bool = False, rerank_candidates: int = 100,
                    search_params: Optional[dict] = None, device: str = "cpu", flip: Optional[bool] = None,
                    force: bool = False, amp: Optional[str] = None, as_json: bool = False) -> tuple[list[str], str]:
-    """Rank an index's gallery for query images (:func:`vireid.retrieval.search.search_images`).
+    """Rank an index's gallery for query images (:func:`vireid.retrieval.search.search_images`); a query that is
+    a folder is a tracklet: its frames give one embedding (:mod:`vireid.retrieval.tracklets`).
 
     Returns (notes, results text): the notes are the modality decisions and warnings the command prints
     to stderr (with ``as_json`` only the warnings), the text the ranked lists (or JSON)."""
@@ -66,9 +80,9 @@ def search_gallery(queries: Sequence[Path], index: Path, checkpoint: Path, *, k:
     from vireid.retrieval.index import GalleryIndex
     from vireid.retrieval.search import format_results, results_json, search_images
 
-    missing = [str(q) for q in queries if not q.is_file()]
+    missing = [str(q) for q in queries if not q.is_file() and not q.is_dir()]
     if missing:
-        raise VireidError(f"query image {missing[0]} does not exist; pass image files")
+        raise VireidError(f"query image {missing[0]} does not exist; pass image files (or tracklet folders of frames)")
     gallery = GalleryIndex.load(index)
     settings = dict(search_params or {})
     gallery.set_search_params(**{key: v for key, v in settings.items() if v is not None and key in gallery.params})
