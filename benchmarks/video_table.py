@@ -176,8 +176,10 @@ def main() -> None:
         for key in columns:
             r1 = np.array([f[key][0] for f in figures[label]])
             mAP = np.array([f[key][1] for f in figures[label]])
-            spread = f" ± {r1.std():.1f} / ± {mAP.std():.1f}" if len(r1) > 1 else ""
-            cells.append(f"{r1.mean():.1f} / {mAP.mean():.1f}{spread}")
+            if len(r1) > 1:
+                cells.append(f"{r1.mean():.1f} ± {r1.std():.1f} / {mAP.mean():.1f} ± {mAP.std():.1f}")
+            else:
+                cells.append(f"{r1.mean():.1f} / {mAP.mean():.1f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     data_text = (
         f"still-image synthetic renders (SYSU-MM01 layout, {args.ids} identities x {args.images_per_camera} images per "
