@@ -130,6 +130,28 @@ def evaluate(folder: Path):
     return out
 
 
+def chance(cfg, draws: int = 20):
+    """``{(unit, protocol): (rank1, mAP)}`` of random embeddings on the same test pool (mean of ``draws``): the
+    level a model that learned nothing reaches."""
+    import torch
+
+    from vireid.data.build import prepare_dataset
+    from vireid.evaluation.protocols import run_protocol
+    from vireid.evaluation.tracklets import single_frame_pool
+
+    dataset = prepare_dataset(cfg.data, progress=False, generate=False)
+    generator = torch.Generator().manual_seed(0)
+    sums: dict = {}
+    for unit, pool in (("tracklet", list(dataset.test)), ("frame", single_frame_pool(dataset.test))):
+        for _ in range(draws):
+            feats = torch.randn(len(pool), 64, generator=generator)
+            for name in PROTOCOLS:
+                result = run_protocol(name, feats, pool)
+                r1, mAP = sums.get((unit, name), (0.0, 0.0))
+                sums[(unit, name)] = (r1 + result.mean["rank1"] / draws, mAP + result.mean["mAP"] / draws)
+    return sums
+
+
 def main() -> None:
     import numpy as np
 
@@ -168,6 +190,8 @@ def main() -> None:
             figures.setdefault(label, []).append(evaluate(folder))
             print(f"{label} seed {seed}: trained in {cpu:.0f} CPU-s", flush=True)
 
+    figures["random embedding (chance)"] = [chance(cfg)]
+    models.append(("random embedding (chance)", None))
     columns = [(unit, p) for unit in ("tracklet", "frame") for p in PROTOCOLS]
     head_row = "| model | " + " | ".join(f"{u} {p[4:]} R1 / mAP" for u, p in columns) + " |"
     lines = [head_row, "|" + "---|" * (1 + len(columns))]
@@ -176,8 +200,10 @@ def main() -> None:
         for key in columns:
             r1 = np.array([f[key][0] for f in figures[label]])
             mAP = np.array([f[key][1] for f in figures[label]])
-            spread = f" ± {r1.std():.1f} / ± {mAP.std():.1f}" if len(r1) > 1 else ""
-            cells.append(f"{r1.mean():.1f} / {mAP.mean():.1f}{spread}")
+            if len(r1) > 1:
+                cells.append(f"{r1.mean():.1f} ± {r1.std():.1f} / {mAP.mean():.1f} ± {mAP.std():.1f}")
+            else:
+                cells.append(f"{r1.mean():.1f} / {mAP.mean():.1f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     data_text = (
         f"still-image synthetic renders (SYSU-MM01 layout, {args.ids} identities x {args.images_per_camera} images per "
@@ -197,7 +223,8 @@ def main() -> None:
         "*tracklet*: `vcm-i2v` / `vcm-v2i`, one query / gallery item per tracklet (a temporal model embeds every "
         f"frame, chunks of {args.seq_len} averaged; the baseline averages its frame embeddings). *frame*: the same "
         "protocols with every frame its own query and gallery item. Camera rule: a gallery tracklet of the query's "
-        "identity and camera is skipped (MITML's evaluation).",
+        "identity and camera is skipped (MITML's evaluation). *random embedding*: random features on the same pool "
+        "(mean of 20 draws), the level of a model that learned nothing.",
         "",
         *lines,
         "",

@@ -22,7 +22,7 @@ def video_run(tiny_synth_root, tmp_path_factory) -> Path:
     fmt = register_pseudo_vcm()
     out = tmp_path_factory.mktemp("video-run")
     overrides = tiny_overrides(tiny_synth_root, out, **{"data.format": fmt, "train.epochs": 1, "train.threads": 1,
-                                                        "sampler.epoch_length": 3, "train.eval_every": 1,
+                                                        "sampler.epoch_length": 2, "train.eval_every": 1,
                                                         "model.params.seq_len": 2,
                                                         "data.options.train_includes_val": "false",
                                                         **tracklet_sampling_overrides(2)})
