@@ -34,6 +34,9 @@ import vireid.data.datasets.npu_reid  # noqa: F401  (dual-path Swin's NPU-ReID)
 import vireid.data.datasets.regdb  # noqa: F401
 import vireid.data.datasets.sysu_mm01  # noqa: F401
 
+# ----------------------------------------------------------------------------- side inputs (data.extras)
+import vireid.data.attributes  # noqa: F401  (attributes: per-image attribute labels)
+
 # ----------------------------------------------------------------------------- batch (transform) steps
 import vireid.data.corruptions  # noqa: F401  (the corruption suite as a training step)
 import vireid.data.gan_augmentation  # noqa: F401  (a frozen GAN translating part of each batch)
