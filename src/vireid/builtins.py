@@ -63,6 +63,7 @@ import vireid.modeling.modules.pooling  # noqa: F401
 import vireid.modeling.modules.sln  # noqa: F401  (DFW+SLN)
 
 # ----------------------------------------------------------------------------- losses
+import vireid.modeling.losses.attribute  # noqa: F401  (attribute heads: one cross entropy per attribute)
 import vireid.modeling.losses.center  # noqa: F401
 import vireid.modeling.losses.clip_reid  # noqa: F401  (CLIP-ReID stage 1)
 import vireid.modeling.losses.cluster_memory  # noqa: F401  (unsupervised / semi-supervised: re-clustered pseudo-labels)
@@ -74,6 +75,7 @@ import vireid.modeling.losses.partwise  # noqa: F401  (DFW+SLN)
 import vireid.modeling.losses.triplet  # noqa: F401
 
 # ----------------------------------------------------------------------------- methods
+import vireid.modeling.methods.attributes  # noqa: F401  (attribute heads + attribute-graph fusion over any method)
 import vireid.modeling.methods.baseline  # noqa: F401
 import vireid.modeling.methods.clip_reid  # noqa: F401  (CLIP-ReID)
 import vireid.modeling.methods.dfw_sln  # noqa: F401  (DFW+SLN)
