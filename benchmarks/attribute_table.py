@@ -11,7 +11,7 @@ Attribute accuracy: argmax of each head against the labels on every test image, 
 known labels (the colours only on visible images: an infrared camera does not see them); the "majority"
 column predicts each attribute's most frequent training value.
 
-    python benchmarks/attribute_table.py [--seeds 0 1 2] [--epochs 6] [--ids 60] [--out runs/attribute-table]
+    python benchmarks/attribute_table.py [--seeds 0 1 2] [--epochs 5] [--ids 60] [--out runs/attribute-table]
     python benchmarks/attribute_table.py --quick --doc /tmp/results.md     # seconds-long smoke run
 """
 
@@ -97,7 +97,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "attribute-table", help="folder of the runs and data")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    ap.add_argument("--epochs", type=int, default=6, help="training epochs per run")
+    ap.add_argument("--epochs", type=int, default=5, help="training epochs per run")
     ap.add_argument("--ids", type=int, default=60, help="synthetic identities (60%% train, 20%% val, 20%% test)")
     ap.add_argument("--images-per-camera", type=int, default=4)
     ap.add_argument("--trials", type=int, default=10, help="gallery draws of the protocol")
@@ -109,7 +109,6 @@ def main() -> None:
     if args.quick:
         args.ids, args.images_per_camera, args.epochs, args.seeds, args.trials = 12, 2, 1, args.seeds[:1], 2
 
-    from vireid.data.attribute_table import ATTRIBUTES
     from vireid.workflows.train_run import evaluate_checkpoint
 
     data_root = args.out / "data"
@@ -123,8 +122,9 @@ def main() -> None:
     accuracy: dict[str, dict[str, list[float]]] = {}
     attributes: dict[str, list[dict]] = {}
     seconds: dict[str, list[float]] = {}
-    for label, config, extra in VARIANTS:
-        for seed in args.seeds:
+    done: list[int] = []
+    for seed in args.seeds:  # seed by seed, the section rewritten after each: a stopped run keeps what it finished
+        for label, config, extra in VARIANTS:
             name = f"{config}-seed{seed}"
             make = shipped_config(config, common + extra + [f"seed={seed}", f"name={name}"])
             folder, cpu = train_once(args.out / name, make, args.retrain)
@@ -139,6 +139,13 @@ def main() -> None:
                 attributes.setdefault(label, []).append(per_attribute)
             print(f"{label} seed {seed}: R1 {mean['rank1']:.1f} mAP {mean['mAP']:.1f} ({cpu / 60:.1f} CPU-min)",
                   flush=True)
+        done.append(seed)
+        write_table(args, done, accuracy, attributes, seconds, data_root)
+
+
+def write_table(args, seeds_done: list[int], accuracy: dict, attributes: dict, seconds: dict, data_root: Path) -> None:
+    """Write the section for the seeds finished so far."""
+    from vireid.data.attribute_table import ATTRIBUTES
 
     lines = ["| attributes | Rank-1 | mAP | mINP | training CPU-min / run |", "|---|---|---|---|---|"]
     for label, _, _ in VARIANTS:
@@ -156,12 +163,14 @@ def main() -> None:
             cells = [_mean_sd([run[attr.name][modality] for run in attributes[label]]) for label in trained]
             attr_lines.append(f"| {attr.name} | {modality} | {100 * majority[attr.name][modality]:.1f} | "
                               + " | ".join(cells) + " |")
-    seeds = ", ".join(str(s) for s in args.seeds)
+    seeds = ", ".join(str(s) for s in seeds_done)
+    partial = "" if seeds_done == list(args.seeds) else (
+        f" (of the requested seeds {', '.join(map(str, args.seeds))} only these finished; the command below runs all)")
     body = "\n".join([
         f"Synthetic SYSU-MM01-layout data: {args.ids} identities x 6 cameras x {args.images_per_camera} images, 64x32, "
         f"with the generator's attribute labels (`attributes.csv`). Every model is a ResNet-10-T from scratch, "
-        f"{args.epochs} epochs, the last epoch evaluated; seeds {seeds} (mean ± sample standard deviation over "
-        f"seeds). *none*: `baseline_synth`; *attribute heads*: `attributes_synth` (the same model and identity "
+        f"{args.epochs} epochs, the last epoch evaluated; seeds {seeds}{partial} (mean ± sample standard deviation "
+        "over seeds). *none*: `baseline_synth`; *attribute heads*: `attributes_synth` (the same model and identity "
         "losses + one classifier per attribute, attribute loss weight 1); *heads + graph fusion*: "
         "`attribute_graph_synth` (ML-GCN correlation matrix from the training labels, a 2-layer GCN over the "
         "attribute values, its output read through the predicted attributes re-weighting the embedding's "
@@ -182,7 +191,7 @@ def main() -> None:
         body = "**Smoke run (--quick): tiny data, one short epoch; the numbers mean nothing.**\n\n" + body
     command = "python benchmarks/attribute_table.py" + (" --quick" if args.quick else "") + \
         (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0, 1, 2] else "") + \
-        (f" --epochs {args.epochs}" if args.epochs != 6 and not args.quick else "") + \
+        (f" --epochs {args.epochs}" if args.epochs != 5 and not args.quick else "") + \
         (f" --ids {args.ids}" if args.ids != 60 and not args.quick else "")
     write_section(SECTION, TITLE, body, command, doc=args.doc)
     print("\n".join(lines + [""] + attr_lines))

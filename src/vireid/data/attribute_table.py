@@ -2,9 +2,9 @@
 
 The survey's §6 (knowledge graphs: "integrating pedestrian attributes and relationship graphs") and
 attribute-guided VI-ReID read per-image attribute labels next to the identity. vireid names them once,
-in :data:`ATTRIBUTES`; the synthetic generator (:mod:`vireid.data.synth.attributes`), the readers below,
-the attribute heads (:mod:`vireid.modeling.methods.attributes`) and the search filter
-(:mod:`vireid.retrieval.attributes`) all use this table.
+in :data:`ATTRIBUTES`; the synthetic generator (:mod:`vireid.data.synth.attributes`), the readers
+(:mod:`vireid.data.attributes`), the attribute heads (:mod:`vireid.modeling.methods.attributes`) and the
+search filter (:mod:`vireid.retrieval.attributes`) all use this table.
 
 =================  ======================================================================  ============
 name               values (index order)                                                    seen by
