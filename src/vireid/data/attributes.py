@@ -147,9 +147,10 @@ def record_labels(records: Sequence[Any], table: Mapping[str, np.ndarray] | None
 
 @EXTRAS.register("attributes")
 class AttributeExtra(ExtraKind):
-    """Attribute labels of each image ``[N, A]`` (int64, -1 unknown; names and values: :data:`ATTRIBUTES`),
-    for attribute heads. ``source``: ``dataset`` (the dataset's own labels) or an attribute CSV file.
-    Geometry leaves them alone (a mirrored person keeps their backpack)."""
+    """Attribute labels of each image for attribute heads, int64 ``[N, A]`` with -1 for unknown.
+
+    Names and values: :data:`ATTRIBUTES`. ``source``: ``dataset`` (the dataset's own labels) or an attribute
+    CSV file. Geometry leaves them alone (a mirrored person keeps their backpack)."""
 
     name = "attributes"
 
