@@ -11,7 +11,7 @@ Attribute accuracy: argmax of each head against the labels on every test image, 
 known labels (the colours only on visible images: an infrared camera does not see them); the "majority"
 column predicts each attribute's most frequent training value.
 
-    python benchmarks/attribute_table.py [--seeds 0 1 2] [--epochs 5] [--ids 60] [--out runs/attribute-table]
+    python benchmarks/attribute_table.py [--seeds 0 1 2] [--epochs 12] [--ids 60] [--out runs/attribute-table]
     python benchmarks/attribute_table.py --quick --doc /tmp/results.md     # seconds-long smoke run
 """
 
@@ -40,6 +40,7 @@ VARIANTS = (
 
 def attribute_accuracy(folder: Path, data_root: Path) -> dict[str, dict[str, float]] | None:
     """``{attribute: {visible: acc, infrared: acc}}`` of the run's heads on the test images (None: no heads)."""
+    import vireid.builtins  # noqa: F401  (the dataset readers)
     from vireid.data.attributes import dataset_attribute_table, record_labels
     from vireid.data.attribute_table import ATTRIBUTES
     from vireid.data.datasets import DATASETS
@@ -68,6 +69,7 @@ def attribute_accuracy(folder: Path, data_root: Path) -> dict[str, dict[str, flo
 
 def majority_accuracy(data_root: Path) -> dict[str, dict[str, float]]:
     """Accuracy of predicting each attribute's most frequent training value, per modality."""
+    import vireid.builtins  # noqa: F401  (the dataset readers)
     from vireid.data.attributes import dataset_attribute_table, record_labels
     from vireid.data.attribute_table import ATTRIBUTES
     from vireid.data.datasets import DATASETS
@@ -97,7 +99,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "attribute-table", help="folder of the runs and data")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    ap.add_argument("--epochs", type=int, default=5, help="training epochs per run")
+    ap.add_argument("--epochs", type=int, default=12, help="training epochs per run")
     ap.add_argument("--ids", type=int, default=60, help="synthetic identities (60%% train, 20%% val, 20%% test)")
     ap.add_argument("--images-per-camera", type=int, default=4)
     ap.add_argument("--trials", type=int, default=10, help="gallery draws of the protocol")
@@ -191,7 +193,7 @@ def write_table(args, seeds_done: list[int], accuracy: dict, attributes: dict, s
         body = "**Smoke run (--quick): tiny data, one short epoch; the numbers mean nothing.**\n\n" + body
     command = "python benchmarks/attribute_table.py" + (" --quick" if args.quick else "") + \
         (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0, 1, 2] else "") + \
-        (f" --epochs {args.epochs}" if args.epochs != 5 and not args.quick else "") + \
+        (f" --epochs {args.epochs}" if args.epochs != 12 and not args.quick else "") + \
         (f" --ids {args.ids}" if args.ids != 60 and not args.quick else "")
     write_section(SECTION, TITLE, body, command, doc=args.doc)
     print("\n".join(lines + [""] + attr_lines))
