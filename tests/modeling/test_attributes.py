@@ -150,3 +150,23 @@ def test_predicted_attributes_have_no_colour_on_infrared_images():
     assert (predicted[1::2][:, colours] == -1).all() and (predicted[0::2][:, colours] >= 0).all()
     others = [i for i in range(A) if i not in colours]
     assert (predicted[:, others] >= 0).all()
+
+
+def test_augmented_grey_images_lose_their_colour_labels():
+    from vireid.modeling.modules.attributes import colourless, unpack_attribute_output
+
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    raw = torch.rand(4, 3, 64, 32, generator=torch.Generator().manual_seed(2))
+    raw[1] = raw[1, :1].expand(3, -1, -1)  # grey-scale (or one channel repeated: channel augmentation)
+    raw[2] = raw[2, 1:2].expand(3, -1, -1)
+    raw[2, :, :20, :16] = torch.tensor((0.9, 0.1, 0.2)).view(3, 1, 1)  # a coloured random-erasing patch
+    images = (raw - mean) / std
+    assert colourless(images).tolist() == [False, True, True, False]
+    model = _model("none").train()
+    labels = torch.as_tensor(np.tile(np.arange(A) % 2, (4, 1)))
+    _, targets = unpack_attribute_output(model(images, torch.zeros(4, dtype=torch.long), attributes=labels)["attributes"])
+    colours = [ATTRIBUTE_NAMES.index("top_colour"), ATTRIBUTE_NAMES.index("bottom_colour")]
+    others = [i for i in range(A) if i not in colours]
+    assert (targets[[1, 2]][:, colours] == -1).all() and torch.equal(targets[[0, 3]], labels[[0, 3]])
+    assert torch.equal(targets[:, others], labels[:, others])

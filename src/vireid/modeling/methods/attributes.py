@@ -6,7 +6,9 @@
 
 * **attribute heads** — one classifier per attribute of :data:`vireid.data.attribute_table.ATTRIBUTES`
   (:class:`~vireid.modeling.modules.attributes.AttributeHeads`); the training output ``attributes`` packs
-  their logits with the batch's labels for the ``attribute`` loss (-1 labels ignored);
+  their logits with the batch's labels for the ``attribute`` loss (-1 labels ignored). A training image
+  that augmentation turned grey (grey-scale, channel augmentation) loses its colour labels, as an infrared
+  image has none (:func:`~vireid.modeling.modules.attributes.colourless`);
 * **a relation graph** (``fusion`` other than ``none``): a two-layer GCN over the attribute-value nodes
   whose correlation matrix is ML-GCN's (Chen et al., CVPR 2019), computed from the **training** set's labels
   at the start of the first epoch (the ``on_train_epoch_start`` hook; stored in the model's buffers, so in
@@ -31,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vireid.data.attribute_table import VISIBLE_ONLY
 from vireid.errors import ConfigError, VireidError
 from vireid.modeling.heads import LinearClassifier
 from vireid.modeling.modules.attributes import (
@@ -39,6 +42,7 @@ from vireid.modeling.modules.attributes import (
     FUSIONS,
     AttributeHeads,
     GraphFusion,
+    colourless,
     pack_attribute_output,
     predict_labels,
 )
@@ -96,6 +100,7 @@ class AttributeReID(nn.Module):
             raise ConfigError(f"method {base!r} does not say its embedding width (embed_dim); attribute heads need it")
         self.feature_dim = dim
         self.heads = AttributeHeads(dim)
+        self.register_buffer("_visible_only", torch.as_tensor(VISIBLE_ONLY), persistent=False)
         if fusion != "none":
             self.fusion = GraphFusion(dim, fusion, in_dim=gcn_in_dim, hidden_dim=gcn_hidden_dim, threshold=threshold,
                                       reweight=reweight)
@@ -134,6 +139,10 @@ class AttributeReID(nn.Module):
             return self.fusion(outputs, self.heads(outputs))
         features = self._check_feature(outputs)
         logits = self.heads(features)
+        if attributes is not None:  # a visible image made grey by augmentation no longer shows its colours
+            attributes = attributes.clone()
+            grey = colourless(images)
+            attributes[grey.unsqueeze(1) & self._visible_only.unsqueeze(0)] = -1
         outputs = dict(outputs, attributes=pack_attribute_output(logits, attributes))
         if self.fusion is not None:
             fused = self.fusion(features, logits)

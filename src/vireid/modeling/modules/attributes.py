@@ -115,6 +115,20 @@ def predict_labels(logits: torch.Tensor, modalities: torch.Tensor | None = None)
     return labels
 
 
+def colourless(images: torch.Tensor, mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
+               std: tuple[float, float, float] = (0.229, 0.224, 0.225), tolerance: float = 1.5 / 255,
+               fraction: float = 0.6) -> torch.Tensor:
+    """``[B]`` bool: images (normalised with ImageNet ``mean``/``std``, as vireid's loaders do) of which at least
+    ``fraction`` of the pixels have equal channels (within ``tolerance``): grey-scale or channel-augmented
+    visible images, whose colour labels the image no longer shows (random-erasing patches may keep their
+    colour, hence a fraction)."""
+    m = torch.tensor(mean, device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
+    raw = images.detach().float() * s + m
+    spread = raw.amax(dim=1) - raw.amin(dim=1)
+    return (spread <= tolerance).float().mean(dim=(1, 2)) >= fraction
+
+
 def pack_attribute_output(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
     """``[B, V + A]``: the attribute logits, then the targets (-1 unknown; all unknown when ``targets`` is None)."""
     if targets is None:
@@ -203,6 +217,7 @@ __all__ = [
     "GraphFusion",
     "attribute_cross_entropy",
     "attribute_distribution",
+    "colourless",
     "conditional_probabilities",
     "correlation_matrix",
     "node_indicators",
