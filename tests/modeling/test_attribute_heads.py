@@ -102,15 +102,13 @@ def _trainer(labels: np.ndarray | None) -> SimpleNamespace:
 def test_gcn_shapes_and_the_graph_changes_the_embedding():
     images = torch.randn(4, 3, 64, 32, generator=torch.Generator().manual_seed(0))
     modalities = torch.tensor([0, 1, 0, 1])
-    plain = _model("none").eval()
-    dim = plain.feature_dim
-    with torch.no_grad():
-        assert torch.equal(plain(images, modalities), plain.inner(images, modalities))  # heads only: same embedding
     rng = np.random.default_rng(0)
     labels = np.stack([rng.integers(0, n, 64) for n in NUM_VALUES], axis=1)
     labels[:, ATTRIBUTE_NAMES.index("bag")] = labels[:, ATTRIBUTE_NAMES.index("backpack")]  # correlated pair
-    for fusion, width in (("attention", dim), ("add", dim), ("concat", 2 * dim)):
+    for fusion in ("attention", "concat"):  # add: the same path as attention, another formula
         model = _model(fusion)
+        dim = model.feature_dim
+        width = 2 * dim if fusion == "concat" else dim
         assert model.fusion.gcn().shape == (NUM_NODES, dim)
         model.train()
         outputs = model(images, modalities, attributes=torch.as_tensor(labels[:4]))
@@ -135,8 +133,9 @@ def test_gcn_shapes_and_the_graph_changes_the_embedding():
     again.load_state_dict(state)
     again.on_train_epoch_start(_trainer(labels[:3]), 1)  # already computed: not recomputed from other labels
     assert torch.equal(again.fusion.gcn.adjacency, state["fusion.gcn.adjacency"])
+    again.fusion.gcn.ready.fill_(False)
     with pytest.raises(ConfigError, match=r"add data.extras: \{attributes: dataset\}"):
-        _model("add").on_train_epoch_start(_trainer(None), 0)
+        again.on_train_epoch_start(_trainer(None), 0)
     with pytest.raises(ConfigError, match=r"'model.params.fusion' is 'sum'; use one of none, attention, add, concat"):
         _model("sum")
 
@@ -144,6 +143,10 @@ def test_gcn_shapes_and_the_graph_changes_the_embedding():
 def test_predicted_attributes_have_no_colour_on_infrared_images():
     model = _model("none")
     images = torch.randn(4, 3, 64, 32, generator=torch.Generator().manual_seed(1))
+    model.eval()
+    with torch.no_grad():  # heads only: the embedding is the base method's
+        assert torch.equal(model(images, torch.tensor([0, 1, 0, 1])), model.inner(images, torch.tensor([0, 1, 0, 1])))
+    model.train()
     predicted = model.predict_attributes(images, torch.tensor([0, 1, 0, 1]))
     colours = [ATTRIBUTE_NAMES.index("top_colour"), ATTRIBUTE_NAMES.index("bottom_colour")]
     assert predicted.shape == (4, A) and model.training
