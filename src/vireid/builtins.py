@@ -35,6 +35,9 @@ import vireid.data.datasets.npu_reid  # noqa: F401  (dual-path Swin's NPU-ReID)
 import vireid.data.datasets.regdb  # noqa: F401
 import vireid.data.datasets.sysu_mm01  # noqa: F401
 
+# ----------------------------------------------------------------------------- side inputs (data.extras)
+import vireid.data.attributes  # noqa: F401  (attributes: per-image attribute labels)
+
 # ----------------------------------------------------------------------------- batch (transform) steps
 import vireid.data.corruptions  # noqa: F401  (the corruption suite as a training step)
 import vireid.data.gan_augmentation  # noqa: F401  (a frozen GAN translating part of each batch)
@@ -63,6 +66,7 @@ import vireid.modeling.modules.sln  # noqa: F401  (DFW+SLN)
 import vireid.modeling.modules.temporal  # noqa: F401  (tracklets: temporal pooling, GRU/LSTM, attention, (2+1)D)
 
 # ----------------------------------------------------------------------------- losses
+import vireid.modeling.losses.attribute  # noqa: F401  (attribute heads: one cross entropy per attribute)
 import vireid.modeling.losses.center  # noqa: F401
 import vireid.modeling.losses.clip_reid  # noqa: F401  (CLIP-ReID stage 1)
 import vireid.modeling.losses.cluster_memory  # noqa: F401  (unsupervised / semi-supervised: re-clustered pseudo-labels)
@@ -74,6 +78,7 @@ import vireid.modeling.losses.partwise  # noqa: F401  (DFW+SLN)
 import vireid.modeling.losses.triplet  # noqa: F401
 
 # ----------------------------------------------------------------------------- methods
+import vireid.modeling.methods.attributes  # noqa: F401  (attribute heads + attribute-graph fusion over any method)
 import vireid.modeling.methods.baseline  # noqa: F401
 import vireid.modeling.methods.clip_reid  # noqa: F401  (CLIP-ReID)
 import vireid.modeling.methods.dfw_sln  # noqa: F401  (DFW+SLN)

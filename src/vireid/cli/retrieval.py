@@ -105,16 +105,21 @@ def search_command(
                                "(its recorded fingerprint differs): a warning instead of a refusal."),
     amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto, none, bf16 or fp16 (default: the model's train.amp)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    where: Optional[str] = typer.Option(None, "--where", "-w", help="Keep only gallery images matching "
+                                        "name=value clauses, comma-separated, | between alternatives: modality or "
+                                        "an attribute, e.g. 'modality=infrared,backpack=yes' (an unknown name or "
+                                        "value is answered with the known ones; README: Attributes)."),
 ) -> None:
     """Rank the gallery images of an index for query images (a folder: one tracklet query from its frames):
-    path, score, identity and camera. Refuses an index built with another model (see --force)."""
+    path, score, identity and camera. Refuses an index built with another model (see --force). --where filters by
+    modality and attribute labels (the gallery's own, else the model's predictions; the output says which)."""
     from vireid.workflows.search import search_gallery
 
     notes, text = search_gallery(queries, index, checkpoint, k=k, modality=modality, cross_modality=cross_modality,
                                  gallery_modality=gallery_modality, rerank=rerank,
                                  rerank_candidates=rerank_candidates,
                                  search_params={"nprobe": nprobe, "ef_search": ef_search}, device=device, flip=flip,
-                                 force=force, amp=amp, as_json=as_json)
+                                 force=force, amp=amp, as_json=as_json, where=where)
     for note in notes:
         typer.echo(note, err=True)
     typer.echo(text)

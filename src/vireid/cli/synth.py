@@ -26,7 +26,8 @@ def synth(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     frames: int = typer.Option(12, "--frames", help="hitsz-vcm layout: consecutive frames per tracklet (12: the HITSZ-VCM reader keeps tracklets of 12 or more by default)."),
 ) -> None:
-    """Generate synthetic people seen by visible and infrared cameras, with body joints and split files."""
+    """Generate synthetic people seen by visible and infrared cameras, with body joints, attribute labels
+    (attributes.csv) and split files."""
     from vireid.workflows.data_tools import make_synthetic_dataset
 
     typer.echo(make_synthetic_dataset(out, ids, format=format, images_per_camera=images_per_camera, height=height,

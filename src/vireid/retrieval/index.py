@@ -200,6 +200,8 @@ class GalleryIndex:
         self._ids: dict[str, list[np.ndarray]] = {m: [] for m in MODALITIES}
         self._meta_parts: list[Metadata] = []
         self._ntotal = 0
+        #: attribute labels ``[N, A]`` of the gallery rows (vireid.retrieval.attributes), or None
+        self.attributes: np.ndarray | None = None
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -577,6 +579,10 @@ class GalleryIndex:
             for modality, entry in manifest["modalities"].items():
                 faiss.write_index(self._indexes[modality], str(tmp / entry["file"]))
             (tmp / META_FILE).write_text(self.metadata.to_csv(), encoding="utf-8")
+            if self.attributes is not None:  # attribute labels for filtered search
+                from vireid.retrieval.attributes import write_labels
+
+                write_labels(tmp, self.metadata, self.attributes)
             (tmp / INDEX_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
         return Path(folder).expanduser().absolute()
 
@@ -632,6 +638,9 @@ class GalleryIndex:
             index._apply_search_params(sub)
         index._meta_parts = [meta]
         index._ntotal = len(meta)
+        from vireid.retrieval.attributes import read_labels
+
+        index.attributes = read_labels(folder, meta)
         return index
 
     def describe(self) -> str:

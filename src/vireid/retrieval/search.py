@@ -76,7 +76,7 @@ def query_modalities(paths: Sequence[str | Path], modality: str | None,
 def search_images(index: GalleryIndex, embedder, paths: Sequence[str | Path], *, modality: str | None = None,
                   k: int = 10, cross_modality: bool = False, gallery_modality: str | None = None,
                   rerank: bool = False, rerank_candidates: int = 100, batch_size: int = 64, force: bool = False,
-                  notes: list[str] | None = None) -> list[dict[str, Any]]:
+                  notes: list[str] | None = None, where: str | None = None) -> list[dict[str, Any]]:
     """Search the gallery for each query image (or tracklet folder: one query from its frames,
     :func:`~vireid.retrieval.tracklets.tracklet_frames`); one result dict per query.
 
@@ -86,7 +86,20 @@ def search_images(index: GalleryIndex, embedder, paths: Sequence[str | Path], *,
     ``cross_modality`` searches only the modality other than each query's; ``gallery_modality``
     names one gallery modality for all queries (the two are exclusive). ``force`` searches an index
     built by another model (with a warning); ``notes`` receives the modality decisions and warnings.
+    ``where`` filters the gallery by modality and attribute labels (:mod:`vireid.retrieval.attributes`);
+    the answers then say which labels were used (``attribute_labels``: stored or predicted).
     """
+    from vireid.retrieval.attributes import describe_labels, filtered_search, gallery_mask, parse_where
+
+    where_filter = parse_where(where)
+    if where_filter is not None and where_filter.modality is not None:
+        if cross_modality:
+            raise VireidError("--cross-modality and the filter's modality= exclude each other; keep one")
+        if gallery_modality is not None and parse_modality(gallery_modality) != where_filter.modality:
+            raise VireidError(f"--gallery-modality {gallery_modality} and the filter's modality={where_filter.modality} "
+                              "disagree; keep one")
+        gallery_modality = where_filter.modality
+    keep, label_source = gallery_mask(index, where_filter) if where_filter is not None else (None, None)
     if not paths:
         raise VireidError("no query images given; pass one or more image files (or tracklet folders)")
     if cross_modality and gallery_modality:
@@ -113,8 +126,12 @@ def search_images(index: GalleryIndex, embedder, paths: Sequence[str | Path], *,
                                              batch_size=batch_size)
     for i, frames in tracklets.items():
         feats[i] = embedder.embed_tracklet(frames, mods[i])
-    scores, rows = index.search(feats, k=k, modality=filters, rerank=rerank, rerank_candidates=rerank_candidates)
+    if keep is not None and where_filter.clauses:
+        scores, rows = filtered_search(index, feats, k, filters, keep, rerank=rerank, rerank_candidates=rerank_candidates)
+    else:
+        scores, rows = index.search(feats, k=k, modality=filters, rerank=rerank, rerank_candidates=rerank_candidates)
     meta = index.metadata
+    labels = getattr(index, "attributes", None)
     out = []
     for qi, path in enumerate(paths):
         valid = rows[qi] >= 0
@@ -131,6 +148,8 @@ def search_images(index: GalleryIndex, embedder, paths: Sequence[str | Path], *,
                 "camid": entry["camid"] if entry["camid"] >= 0 else None,
                 "modality": entry["modality"],
             })
+            if labels is not None:
+                hits[-1]["attributes"] = describe_labels(labels, row)
         out.append({
             "query": str(path),
             **({"frames": len(tracklets[qi])} if qi in tracklets else {}),
@@ -139,6 +158,8 @@ def search_images(index: GalleryIndex, embedder, paths: Sequence[str | Path], *,
             "reranked": bool(rerank),
             "results": hits,
         })
+        if where_filter is not None:
+            out[-1].update(where=where_filter.describe(), attribute_labels=label_source)
     return out
 
 
@@ -150,6 +171,9 @@ def format_results(results: list[dict[str, Any]]) -> str:
         head = f"query {res['query']} ({res['modality']}{frames}) -> {res['searched']} gallery"
         if res["reranked"]:
             head += ", re-ranked"
+        if res.get("where"):
+            source = res.get("attribute_labels")
+            head += f", where {res['where']}" + (f" ({source} attribute labels)" if source else "")
         rows = [("rank", "score", "identity", "camera", "modality", "path")]
         for hit in res["results"]:
             rows.append((str(hit["rank"]), f"{hit['score']:.4f}", "-" if hit["pid"] is None else str(hit["pid"]),
@@ -158,7 +182,8 @@ def format_results(results: list[dict[str, Any]]) -> str:
         lines = ["  ".join(r[c].rjust(widths[c]) if c < 4 else r[c].ljust(widths[c]) for c in range(5)) + "  " + r[5]
                  for r in rows]
         if len(rows) == 1:
-            lines.append("(no gallery images of that modality)")
+            lines.append("(no gallery images pass the filter)" if res.get("where") else
+                         "(no gallery images of that modality)")
         blocks.append(head + "\n" + "\n".join(lines))
     return "\n\n".join(blocks)
 

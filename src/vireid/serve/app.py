@@ -8,9 +8,13 @@ Routes (all answer errors as ``{"error": "<one sentence>"}`` with a 4xx status):
 * ``POST /api/search`` - multipart form: ``file`` (the query image, JPEG/PNG/BMP/WebP),
   ``modality`` (``auto`` (default: grey-level images are infrared, :mod:`vireid.data.modality`),
   ``visible`` or ``infrared``, any spelling of that module), ``gallery_modality``
-  (``opposite`` (default), ``visible``, ``infrared`` or ``all``), ``k`` (1..``max_k``, default 10).
+  (``opposite`` (default), ``visible``, ``infrared`` or ``all``), ``k`` (1..``max_k``, default 10),
+  ``where`` (optional attribute filter, ``modality=infrared,backpack=yes``: the syntax of
+  :mod:`vireid.retrieval.attributes`; its ``modality`` replaces ``gallery_modality``).
   Answers the ranked results with cosine scores and, when the model carries a calibrated
-  verification threshold, a match flag per result and a verdict for the best one.
+  verification threshold, a match flag per result and a verdict for the best one; with a filter, also
+  ``where`` and ``attribute_labels`` (``stored`` or ``predicted``: which labels it used), and each result's
+  ``attributes`` when the gallery has labels.
 * ``GET /api/openapi.json`` - the OpenAPI description of these routes.
 * ``GET /api/gallery/{id}/image`` - the file of gallery image ``id`` (an integer row of the index;
   the client never names a path, and only files inside the gallery root are served).
@@ -50,7 +54,7 @@ from vireid.serve.uploads import ALLOWED_FORMATS, ServeLimits, UploadError, deco
 log = logging.getLogger("vireid.serve")
 
 #: Form fields accepted by ``POST /api/search``.
-SEARCH_FIELDS = ("file", "modality", "gallery_modality", "k")
+SEARCH_FIELDS = ("file", "modality", "gallery_modality", "k", "where")
 _GALLERY_CHOICES = ("opposite", "visible", "infrared", "all")
 
 _BASE_HEADERS = [
@@ -318,18 +322,24 @@ def create_app(embedder: Any, index: Any, *, token: str | None = None, limits: S
         data, media_type = await anyio.to_thread.run_sync(gallery.read_image, int(item))
         return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
-    def run_search(data: bytes, modality: str, wanted: str, k: int) -> dict:
+    def run_search(data: bytes, modality: str, wanted: str, k: int, where: Any = None) -> dict:
         """Decode, resolve the query modality (auto: guessed), embed and search (in a worker thread)."""
         from vireid.data.modality import resolve_modalities
+        from vireid.retrieval.attributes import filtered_search
 
         t0 = time.perf_counter()
         image = decode_upload(data, limits, size=embedder.input_size, resample=getattr(embedder, "resample", "bilinear"))
         (modality,), warnings, (guessed,) = resolve_modalities([image], modality, ["the query image"])
         gallery_modality = {"opposite": "infrared" if modality == "visible" else "visible",
                             "all": None}.get(wanted, wanted)
+        if where is not None and where["filter"].modality is not None:
+            gallery_modality = where["filter"].modality
         with model_lock:
             feats = np.asarray(embedder.embed_arrays([image], [modality]), dtype=np.float32)
-            scores, ids = gallery.search(feats, k, gallery_modality)
+            if where is not None and where["filter"].clauses:
+                scores, ids = filtered_search(gallery.index, feats, k, gallery_modality, where["keep"])
+            else:
+                scores, ids = gallery.search(feats, k, gallery_modality)
         elapsed = 1000 * (time.perf_counter() - t0)
         return {"scores": scores, "ids": ids, "elapsed_ms": elapsed, "modality": modality, "guessed": guessed,
                 "gallery_modality": gallery_modality, "warnings": warnings}
@@ -349,6 +359,7 @@ def create_app(embedder: Any, index: Any, *, token: str | None = None, limits: S
             raise UploadError(400, _form_problem(str(err.detail))) from None
         try:
             fields = _search_fields(form, limits)
+            fields["where"] = _where_field(fields["where"], gallery)
             upload: UploadFile = fields.pop("file")
             data = await upload.read(limits.max_upload_bytes + 1)
         finally:
@@ -359,10 +370,21 @@ def create_app(embedder: Any, index: Any, *, token: str | None = None, limits: S
         pending["n"] += 1
         try:
             out = await anyio.to_thread.run_sync(run_search, data, fields["modality"], fields["gallery_modality"],
-                                                 fields["k"], limiter=limiter)
+                                                 fields["k"], fields["where"], limiter=limiter)
         finally:
             pending["n"] -= 1
         answer = _search_answer(out, gallery, threshold, out["modality"], out["gallery_modality"], fields["k"])
+        labels = getattr(gallery.index, "attributes", None)
+        if labels is not None:  # each result's attribute labels
+            from vireid.retrieval.attributes import describe_labels
+
+            for result in answer["results"]:
+                result["attributes"] = describe_labels(labels, result["id"])
+        if fields["where"] is not None:
+            answer["where"] = fields["where"]["filter"].describe()
+            answer["attribute_labels"] = fields["where"]["source"]
+            if not answer["results"]:
+                answer["note"] = "no gallery image passes the filter"
         answer["query_modality_guessed"] = bool(out["guessed"])
         if out["warnings"]:
             answer["warnings"] = out["warnings"]
@@ -418,7 +440,23 @@ def _search_fields(form, limits: ServeLimits) -> dict:
     raw_k = text("k", str(limits.default_k))
     if not raw_k.isascii() or not raw_k.isdigit() or not 1 <= int(raw_k) <= limits.max_k:
         raise UploadError(400, f"k must be a whole number from 1 to {limits.max_k}, got {raw_k[:20]!r}")
-    return {"file": upload, "modality": modality, "gallery_modality": gallery_modality, "k": int(raw_k)}
+    return {"file": upload, "modality": modality, "gallery_modality": gallery_modality, "k": int(raw_k),
+            "where": text("where", "")}
+
+
+def _where_field(text: str, gallery: ServedGallery) -> dict | None:
+    """The parsed ``where`` filter with its gallery mask and label source (UploadError 400 for a bad one)."""
+    from vireid.errors import VireidError
+    from vireid.retrieval.attributes import gallery_mask, parse_where
+
+    try:
+        where = parse_where(text)
+        if where is None:
+            return None
+        keep, source = gallery_mask(gallery.index, where)
+    except VireidError as err:
+        raise UploadError(400, str(err)) from None
+    return {"filter": where, "keep": keep, "source": source}
 
 
 def _search_answer(out: dict, gallery: ServedGallery, threshold: float | None, query_modality: str,

@@ -38,15 +38,25 @@ def extract_features(checkpoint: Path, images: Path, out: Path, *, fmt: Optional
         feats = extract_tracklet_featureset(embedder, meta, frames, progress=not as_json, info=info)
     else:
         feats = extract_featureset(embedder, meta, batch_size=batch_size, progress=not as_json, info=info)
+    # attribute labels for filtered search: the images' own, else the model's predictions (if it has heads)
+    from vireid.retrieval.attributes import gallery_labels, write_labels
+
+    labels, label_source = (None, None) if tracklets else gallery_labels(embedder, meta, images.expanduser().absolute(),
+                                                                         used, batch_size)
+    if labels is not None:
+        feats.info["attributes"] = label_source
     path = feats.save(out)
+    if labels is not None:
+        write_labels(path, meta, labels)
     counts = {m: int((meta.modalities == m).sum()) for m in ("visible", "infrared")}
     unit = "tracklet" if tracklets else "image"
     if as_json:
         return json.dumps({"out": str(path), "num": len(feats), "dim": feats.dim, "format": used,
-                           "modalities": counts, "unit": unit})
+                           "modalities": counts, "unit": unit, "attributes": label_source})
     what = f" (one per tracklet, {feats.info['num_frames']} frames)" if tracklets else ""
+    labelled = f"; {label_source} attribute labels" if labels is not None else ""
     return (f"wrote {len(feats)} {feats.dim}-dim embeddings{what} ({counts['visible']} visible, "
-            f"{counts['infrared']} infrared; read as {used}) to {path}")
+            f"{counts['infrared']} infrared; read as {used}{labelled}) to {path}")
 
 
 def build_index(features: Path, out: Path, kind: str = "auto", *, params: Optional[dict] = None,
@@ -56,9 +66,12 @@ def build_index(features: Path, out: Path, kind: str = "auto", *, params: Option
     from vireid.retrieval.features import FeatureSet
     from vireid.retrieval.index import GalleryIndex
 
+    from vireid.retrieval.attributes import read_labels
+
     feats = FeatureSet.load(features)
     given = {k: v for k, v in (params or {}).items() if v is not None}
     index = GalleryIndex.build(feats, kind, progress=not as_json, **given)
+    index.attributes = read_labels(features, feats.meta)  # attribute labels travel with the gallery
     path = index.save(out)
     if as_json:
         return json.dumps({"out": str(path), "kind": index.kind, "num": index.ntotal, "dim": index.dim,
@@ -70,9 +83,11 @@ def search_gallery(queries: Sequence[Path], index: Path, checkpoint: Path, *, k:
                    modality: Optional[str] = None, cross_modality: bool = False,
                    gallery_modality: Optional[str] = None, rerank: bool = False, rerank_candidates: int = 100,
                    search_params: Optional[dict] = None, device: str = "cpu", flip: Optional[bool] = None,
-                   force: bool = False, amp: Optional[str] = None, as_json: bool = False) -> tuple[list[str], str]:
+                   force: bool = False, amp: Optional[str] = None, as_json: bool = False,
+                   where: Optional[str] = None) -> tuple[list[str], str]:
     """Rank an index's gallery for query images (:func:`vireid.retrieval.search.search_images`); a query that is
-    a folder is a tracklet: its frames give one embedding (:mod:`vireid.retrieval.tracklets`).
+    a folder is a tracklet: its frames give one embedding (:mod:`vireid.retrieval.tracklets`). ``where``
+    filters the gallery by modality and attributes (:mod:`vireid.retrieval.attributes`).
 
     Returns (notes, results text): the notes are the modality decisions and warnings the command prints
     to stderr (with ``as_json`` only the warnings), the text the ranked lists (or JSON)."""
@@ -80,6 +95,9 @@ def search_gallery(queries: Sequence[Path], index: Path, checkpoint: Path, *, k:
     from vireid.retrieval.index import GalleryIndex
     from vireid.retrieval.search import format_results, results_json, search_images
 
+    from vireid.retrieval.attributes import parse_where
+
+    parse_where(where)  # a bad filter is refused before anything is loaded
     missing = [str(q) for q in queries if not q.is_file() and not q.is_dir()]
     if missing:
         raise VireidError(f"query image {missing[0]} does not exist; pass image files (or tracklet folders of frames)")
@@ -96,7 +114,7 @@ def search_gallery(queries: Sequence[Path], index: Path, checkpoint: Path, *, k:
     notes: list[str] = []
     results = search_images(gallery, embedder, list(queries), modality=modality, k=k, cross_modality=cross_modality,
                             gallery_modality=gallery_modality, rerank=rerank, rerank_candidates=rerank_candidates,
-                            force=force, notes=notes)
+                            force=force, notes=notes, where=where)
     # with JSON the decisions are in the output ("modality"); warnings still go to stderr
     shown = [note for note in notes if not as_json or note.startswith("warning")]
     return shown, (results_json(results) if as_json else format_results(results))

@@ -30,6 +30,7 @@ from vireid.data.synth.cameras import (
     SceneTemplate,
     make_scene_template,
 )
+from vireid.data.synth.attributes import write_attribute_file
 from vireid.data.synth.depth import render_depth
 from vireid.data.synth.layouts import (
     SYNTH_ENTRIES,
@@ -341,6 +342,8 @@ def generate_dataset(
 
     rows = sorted((row for pid in pids for row in results[pid]), key=lambda r: r[0])
     _write_joints(root / JOINTS_FILE, [r[0] for r in rows], np.stack([r[1] for r in rows]))
+    # attribute labels from the traits (vireid.data.synth.attributes): a new file, no random draw
+    write_attribute_file(root, args.seed, args.format, [r[0] for r in rows])
     counts: dict = {"identities": args.ids, "images": len(rows)}
     if args.format == "sysu-mm01":
         split = sysu_split(args.ids, args.seed)
@@ -378,5 +381,6 @@ def generate_dataset(
         )
     meta.update(complete=True, counts=counts, joints={"file": JOINTS_FILE, "order": "MPII-16",
                                                       "columns": ["x", "y", "visible"]})
+    meta["attributes"] = {"file": "attributes.csv", "unknown": "empty cell (colours on infrared images)"}
     _write_meta(root, meta)
     return root

@@ -34,6 +34,7 @@ SYNTH_ENTRIES = (
     "cam1", "cam2", "cam3", "cam4", "cam5", "cam6", "cam7", "cam8", "exp",
     "Visible", "Thermal", "Depth", "idx", "synth_joints.npz", "synth_meta.json", "synth_meta.json.tmp",
     "Train", "Test", "info",  # the hitsz-vcm (video) layout
+    "attributes.csv", "attributes.csv.tmp",  # attribute labels (vireid.data.synth.attributes)
 )
 
 

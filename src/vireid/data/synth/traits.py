@@ -13,7 +13,7 @@ that a colour-histogram matcher cannot cross.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -111,6 +111,9 @@ class IdentityTraits:
     has_bag: bool
     bag_side: int  # +1: on the person's right, -1: left
     backpack_size: float
+    # palette entries of the top and bottom colours (attribute labels: vireid.data.synth.attributes)
+    top_colour_index: int = -1
+    bottom_colour_index: int = -1
 
     def to_dict(self) -> dict:
         """JSON-friendly view (for metadata and debugging)."""
@@ -153,7 +156,13 @@ def sample_identity_traits(seed: int, pid: int) -> IdentityTraits:
     pattern_heat = float(np.clip(top_heat + pattern_contrast, 0.1, 0.98))
     if abs(pattern_heat - top_heat) < 0.1:  # clipped against a bound: flip the contrast
         pattern_heat = float(np.clip(top_heat - pattern_contrast, 0.1, 0.98))
-    return IdentityTraits(
+    bottom_colour_index: list[int] = []  # drawn in place below (the draw order fixes every image's bytes)
+
+    def bottom_colour_draw() -> int:
+        bottom_colour_index.append(int(rng.choice(len(_BOTTOM_COLOURS), p=_BOTTOM_COLOUR_P)))
+        return bottom_colour_index[0]
+
+    traits = IdentityTraits(
         pid=int(pid),
         gender=gender,
         stature=float(rng.uniform(0.80, 0.93)),
@@ -175,9 +184,7 @@ def sample_identity_traits(seed: int, pid: int) -> IdentityTraits:
         hair_colour=_jitter_colour(rng, _HAIR_COLOURS[int(rng.choice(len(_HAIR_COLOURS), p=_HAIR_COLOUR_P))], 0.08),
         top_colour=_jitter_colour(rng, _TOP_COLOURS[top_colour_idx], 0.1),
         pattern_colour=_jitter_colour(rng, _TOP_COLOURS[pattern_idx], 0.1),
-        bottom_colour=_jitter_colour(
-            rng, _BOTTOM_COLOURS[int(rng.choice(len(_BOTTOM_COLOURS), p=_BOTTOM_COLOUR_P))], 0.1
-        ),
+        bottom_colour=_jitter_colour(rng, _BOTTOM_COLOURS[bottom_colour_draw()], 0.1),
         shoe_colour=_jitter_colour(rng, _ACCESSORY_COLOURS[int(rng.integers(len(_ACCESSORY_COLOURS)))], 0.1),
         bag_colour=_jitter_colour(rng, _ACCESSORY_COLOURS[int(rng.integers(len(_ACCESSORY_COLOURS)))], 0.1),
         backpack_colour=_jitter_colour(rng, _TOP_COLOURS[int(rng.integers(len(_TOP_COLOURS)))], 0.1),
@@ -198,3 +205,4 @@ def sample_identity_traits(seed: int, pid: int) -> IdentityTraits:
         bag_side=1 if rng.random() < 0.5 else -1,
         backpack_size=float(rng.uniform(0.8, 1.2)),
     )
+    return replace(traits, top_colour_index=top_colour_idx, bottom_colour_index=bottom_colour_index[0])
