@@ -29,7 +29,8 @@ def protocols_for(dataset, requested: Sequence[str] = ()) -> list[str]:
     for name in names:
         if name not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS.names())}")
-        fits = getattr(PROTOCOLS.get(name), "protocol_family", name.split("-")[0]) == family
+        # "any": a protocol that fits every dataset (the text -> image protocols)
+        fits = getattr(PROTOCOLS.get(name), "protocol_family", name.split("-")[0]) in (family, "any")
         if not fits and name != "given":
             raise ConfigError(
                 f"protocol {name!r} does not fit a {family} dataset; use one of {', '.join(DEFAULT_PROTOCOLS.get(family, ['given']))}"

@@ -19,8 +19,9 @@ Hidden files and folders are ignored; any other unexpected folder is an error, s
 the user put there is silently left out.
 
 **CSV manifest** (format ``csv``): a file (or a folder holding ``manifest.csv``) with the header
-``path,identity,camera,modality`` and optionally ``split`` (columns in any order; other
-columns are ignored). ``path`` is relative to the CSV's folder or absolute; ``identity`` and
+``path,identity,camera,modality`` and optionally ``split`` and ``description`` (the image's text
+description, for text methods: :mod:`vireid.data.text`) (columns in any order; other columns are
+ignored). ``path`` is relative to the CSV's folder or absolute; ``identity`` and
 ``camera`` follow the number rule above; ``modality`` accepts the same spellings as the folder
 names; ``split`` is one of the split names above (rows without a ``split`` column all go to
 ``default_split``, ``train`` unless told otherwise). Errors name the CSV file and line.
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from vireid.data.datasets.base import (
@@ -255,4 +257,7 @@ class CSVDataset(_GivenSplitsDataset):
         split = cell("split").lower() if "split" in columns else default_split
         if split not in SPLITS:
             raise DatasetError(f"{where}: split {split!r} is unknown; use one of {', '.join(SPLITS)}")
-        return split, ImageRecord(str(path), pid, camid, modality, pid)
+        record = ImageRecord(str(path), pid, camid, modality, pid)
+        if "description" in columns and cell("description"):  # optional text (vireid.data.text.descriptions)
+            record = replace(record, description=cell("description"))
+        return split, record

@@ -31,6 +31,7 @@ from vireid.data.synth.cameras import (
     make_scene_template,
 )
 from vireid.data.synth.depth import render_depth
+from vireid.data.synth.descriptions import ensure_descriptions, write_descriptions
 from vireid.data.synth.layouts import (
     SYNTH_ENTRIES,
     regdb_depth_path,
@@ -297,6 +298,10 @@ def generate_dataset(
     _validate(args)
     root = Path(out).expanduser()
     if _prepare_output(root, args, overwrite):
+        try:  # a dataset made before the text descriptions existed gets them (no image or split file changes)
+            ensure_descriptions(root, args, lambda: load_joints(root))
+        except OSError:  # a read-only copy: readers then say the description file is missing
+            pass
         if progress and report_present:
             print(f"vireid synth: {root} already holds this dataset ({args.to_dict()}); nothing to do",
                   file=sys.stderr)
@@ -326,6 +331,7 @@ def generate_dataset(
 
     rows = sorted((row for pid in pids for row in results[pid]), key=lambda r: r[0])
     _write_joints(root / JOINTS_FILE, [r[0] for r in rows], np.stack([r[1] for r in rows]))
+    write_descriptions(root, args, dict(rows))  # Text/descriptions.json (vireid.data.synth.descriptions)
     counts: dict = {"identities": args.ids, "images": len(rows)}
     if args.format == "sysu-mm01":
         split = sysu_split(args.ids, args.seed)

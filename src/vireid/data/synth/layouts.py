@@ -33,6 +33,7 @@ REGDB_TRIALS = 10
 SYNTH_ENTRIES = (
     "cam1", "cam2", "cam3", "cam4", "cam5", "cam6", "cam7", "cam8", "exp",
     "Visible", "Thermal", "Depth", "idx", "synth_joints.npz", "synth_meta.json", "synth_meta.json.tmp",
+    "Text",  # per-image descriptions (vireid.data.synth.descriptions)
 )
 
 
