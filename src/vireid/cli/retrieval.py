@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from vireid.cli.app import app, plugin_options
+from vireid.errors import VireidError
 
 
 def _reader_options(trial: Optional[int], split_dir: Optional[Path]) -> dict:
@@ -79,7 +80,8 @@ def index_command(
 @app.command("search")
 @plugin_options
 def search_command(
-    queries: list[Path] = typer.Argument(..., help="Query image file(s)."),
+    queries: Optional[list[Path]] = typer.Argument(None, help="Query image file(s); with --text at most one (the "
+                                                   "described person's)."),
     index: Path = typer.Option(..., "--index", "-i", help="Index folder written by vireid index."),
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="The model the index was built with."),
     k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results per query."),
@@ -101,11 +103,30 @@ def search_command(
                                "(its recorded fingerprint differs): a warning instead of a refusal."),
     amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto, none, bf16 or fp16 (default: the model's train.amp)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    text: Optional[str] = typer.Option(None, "--text", "-t", help="Search with a description of the person, e.g. "
+                                       "\"man, dark coat, backpack\" (a text model: text_synth, text_fusion_synth); "
+                                       "with one query image, the image and the words together."),
 ) -> None:
-    """Rank the gallery images of an index for query images: path, score, identity and camera.
-    Refuses an index built with another model (see --force)."""
-    from vireid.workflows.search import search_gallery
+    """Rank the gallery images of an index for query images, or for a description (--text):
+    path, score, identity and camera. Refuses an index built with another model (see --force)."""
+    from vireid.workflows.search import search_gallery, search_gallery_text
 
+    queries = list(queries or [])
+    if text is not None:
+        if len(queries) > 1:
+            raise VireidError(f"--text takes at most one query image (the described person's), got {len(queries)}")
+        notes, out = search_gallery_text(text, index, checkpoint, image=queries[0] if queries else None, k=k,
+                                         modality=modality, cross_modality=cross_modality,
+                                         gallery_modality=gallery_modality, rerank=rerank,
+                                         rerank_candidates=rerank_candidates,
+                                         search_params={"nprobe": nprobe, "ef_search": ef_search}, device=device,
+                                         force=force, amp=amp, as_json=as_json)
+        for note in notes:
+            typer.echo(note, err=True)
+        typer.echo(out)
+        return
+    if not queries:
+        raise VireidError("give one or more query images, or a description with --text")
     notes, text = search_gallery(queries, index, checkpoint, k=k, modality=modality, cross_modality=cross_modality,
                                  gallery_modality=gallery_modality, rerank=rerank,
                                  rerank_candidates=rerank_candidates,
