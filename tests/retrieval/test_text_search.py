@@ -87,3 +87,18 @@ def test_an_image_model_cannot_search_with_words(text_run, tmp_path):
     atomic_torch_save({"model": model.state_dict(), "config": asdict(cfg), "num_classes": 4}, ckpt)
     result = runner.invoke(app, ["search", "--text", "a man", "-i", str(index), "-c", str(ckpt)])
     assert isinstance(result.exception, VireidError) and "not trained with text descriptions" in str(result.exception)
+
+
+def test_verification_calibrates_on_the_image_embedding(text_run, tiny_synth_root):
+    """A text model's evaluation output is [image | query side]; the verification threshold (stored in
+    best.pt, used by vireid verify and the page on image pairs) is computed on the image columns only."""
+    from vireid.data.datasets import build_dataset
+    from vireid.engine.trainer import load_model_from_checkpoint
+    from vireid.workflows.calibration import embed_records
+
+    run, _ = text_run
+    model, cfg, ckpt = load_model_from_checkpoint(run)
+    records = build_dataset("sysu-mm01", tiny_synth_root).test[:6]
+    feats = embed_records(model, records, cfg, "cpu")
+    assert feats.shape == (6, model.embed_dim)
+    assert "threshold" in ckpt["verification"]

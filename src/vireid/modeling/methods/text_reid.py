@@ -102,6 +102,12 @@ class TextImageReID(nn.Module):
         self.late = LateFusion(2)
 
     # ------------------------------------------------------------------ pieces
+    @property
+    def gallery_columns(self) -> int:
+        """The leading columns of the ``[B, 2D]`` evaluation output that are the image embedding (what
+        verification and the gallery index use)."""
+        return self.embed_dim
+
     def _empty_tokens(self, batch: int, device: torch.device) -> torch.Tensor:
         return torch.zeros(batch, 1, dtype=torch.long, device=device)
 
