@@ -99,3 +99,30 @@ def test_text_methods_outputs(strategy):
 def test_text_fusion_bad_strategy_is_one_sentence():
     with pytest.raises(ConfigError, match="'model.params.strategy' is 'middle'"):
         TextFusionReID(3, strategy="middle", backbone="resnet10t")
+
+
+def test_clip_text_encoder_option_with_clip_tokens():
+    """text_encoder: clip -- CLIP's text tower (tiny random one, 16-token context) over CLIP BPE tokens."""
+    from vireid.data.text.tokenizer import make_tokenizer
+
+    images, modalities, word_tokens = _batch()
+    tokenizer = make_tokenizer("clip:tiny-vit", 16)
+    tokens = tokenizer.encode_batch(SENTENCES[:2] * 2)
+    assert tokens.shape == (4, 16) and int(tokens[0, 0]) == 49406
+    torch.manual_seed(0)
+    model = TextFusionReID(3, strategy="late", backbone="resnet10t", img_size=(64, 32), text_encoder="clip",
+                           clip_model="tiny-vit")
+    out = model.train()(images, modalities, tokens=tokens)
+    assert out["text_logits"].shape == (4, 3)
+    assert model(images, modalities)["text_features"].shape == (4, model.embed_dim)  # no tokens: the empty sentence
+    model.eval()
+    with torch.no_grad():
+        assert model(images, modalities, tokens=tokens).shape == (4, 2 * model.embed_dim)
+        with pytest.raises(ValueError, match="rows of 16 tokens"):
+            model(images, modalities, tokens=WordTokenizer(max_length=20).encode_batch(SENTENCES[:2] * 2))
+        with pytest.raises(ValueError, match="not CLIP BPE tokens of tiny-vit; set data.extras.tokens.tokenizer"):
+            model(images, modalities, tokens=word_tokens)  # the shipped word tokenizer's ids
+    with pytest.raises(ConfigError, match="'model.params.text_encoder' is 'bert'"):
+        TextImageReID(3, backbone="resnet10t", text_encoder="bert")
+    with pytest.raises(ConfigError, match="tokenizer 'bpe' is unknown"):
+        make_tokenizer("bpe")

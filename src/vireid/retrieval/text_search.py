@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from vireid.data.datasets.base import parse_modality
-from vireid.data.text.tokenizer import WordTokenizer
+from vireid.data.text.tokenizer import make_tokenizer
 from vireid.data.text.tokens import tokens_settings
 from vireid.errors import VireidError
 from vireid.retrieval.index import GalleryIndex
@@ -43,7 +43,7 @@ def check_query_text(text: Any) -> str:
     return value
 
 
-def text_model(embedder: Any) -> tuple[torch.nn.Module, WordTokenizer]:
+def text_model(embedder: Any) -> tuple[torch.nn.Module, Any]:
     """The model and tokenizer behind ``embedder`` for text queries; VireidError when it cannot embed text."""
     model = getattr(embedder, "model", None)
     config = getattr(embedder, "config", None)
@@ -53,7 +53,7 @@ def text_model(embedder: Any) -> tuple[torch.nn.Module, WordTokenizer]:
         raise VireidError(f"{source} was not trained with text descriptions, so it cannot search with words; use a "
                           "run of a text recipe (text_synth, text_fusion_synth: model.method text_image or "
                           "text_fusion with data.extras.tokens) and an index built with it")
-    return model, WordTokenizer(settings["max_length"], settings["vocab"])
+    return model, make_tokenizer(settings["tokenizer"], settings["max_length"], settings["vocab"])
 
 
 def embed_text_queries(embedder: Any, texts: list[str], images: list[np.ndarray] | None = None,

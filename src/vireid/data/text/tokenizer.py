@@ -101,5 +101,46 @@ class WordTokenizer:
         return [token for token in split_words(text) if token not in self.index]
 
 
-__all__ = ["DEFAULT_MAX_LENGTH", "PAD", "PAD_TOKEN", "SHIPPED_VOCAB", "UNK", "UNK_TOKEN", "WordTokenizer",
-           "split_words"]
+class ClipTokenizer:
+    """CLIP's byte-pair tokenizer (the BPE vocabulary bundled in the open_clip wheel: no download) with the
+    interface of :class:`WordTokenizer`, for the CLIP text encoder (``model.params.text_encoder: clip``).
+    Rows are ``<start> tokens <end>`` padded with 0 to ``max_length`` (CLIP's context length); a longer
+    sentence is cut, keeping the end token. Every word has sub-word tokens, so none is unknown.
+    """
+
+    def __init__(self, clip_model: str, max_length: int) -> None:
+        from vireid.modeling.backbones.clip import clip_tokenizer
+
+        if int(max_length) < 3:
+            raise ConfigError(f"the CLIP tokenizer's max_length must be at least 3 (start, a word, end), got {max_length}")
+        self.clip_model = clip_model
+        self.max_length = int(max_length)
+        self.tokenizer = clip_tokenizer(clip_model, self.max_length)
+        self.vocab_size = len(self.tokenizer.encoder)
+
+    def encode_batch(self, texts: Sequence[str]) -> torch.Tensor:
+        if not texts:
+            return torch.zeros(0, self.max_length, dtype=torch.int64)
+        return self.tokenizer(list(texts), context_length=self.max_length).to(torch.int64)
+
+    def encode(self, text: str) -> torch.Tensor:
+        return self.encode_batch([text])[0]
+
+    def unknown_words(self, text: str) -> list[str]:
+        return []
+
+
+def make_tokenizer(name: str = "word", max_length: int = DEFAULT_MAX_LENGTH,
+                   vocab: str | Path | None = None) -> WordTokenizer | ClipTokenizer:
+    """``"word"``: the shipped :class:`WordTokenizer` (``vocab``: another vocabulary file); ``"clip:<model>"``:
+    :class:`ClipTokenizer` of that open_clip model (e.g. ``clip:ViT-B-16``, ``clip:tiny-vit``)."""
+    if name in (None, "", "word"):
+        return WordTokenizer(max_length, vocab)
+    if isinstance(name, str) and name.startswith("clip:") and len(name) > 5:
+        return ClipTokenizer(name[5:], max_length)
+    raise ConfigError(f"tokenizer {name!r} is unknown; use word (the shipped vocabulary) or clip:<open_clip model>, "
+                      "e.g. clip:ViT-B-16")
+
+
+__all__ = ["DEFAULT_MAX_LENGTH", "PAD", "PAD_TOKEN", "SHIPPED_VOCAB", "UNK", "UNK_TOKEN", "ClipTokenizer",
+           "WordTokenizer", "make_tokenizer", "split_words"]

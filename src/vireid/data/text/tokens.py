@@ -7,7 +7,9 @@
         tokens: {descriptions: dataset, max_length: 64}   # or descriptions: path/to/descriptions.json
 
 The descriptions come from :func:`vireid.data.text.descriptions.record_descriptions` and are tokenized by
-the shipped :class:`~vireid.data.text.tokenizer.WordTokenizer`. Token ids do not move with the image:
+the shipped :class:`~vireid.data.text.tokenizer.WordTokenizer` (``tokenizer: word``, the default) or, for
+the CLIP text encoder, by CLIP's BPE tokenizer (``tokenizer: clip:<open_clip model>``, ``max_length``
+then being the context length, 77 for the published models). Token ids do not move with the image:
 the kind is geometry-free (mirroring a person does not change what the sentence says, and
 "left"/"right" in a description refers to the person's side).
 """
@@ -21,7 +23,7 @@ import torch
 
 from vireid.data.extras import EXTRAS, ExtraKind
 from vireid.data.text.descriptions import DATASET, record_descriptions
-from vireid.data.text.tokenizer import DEFAULT_MAX_LENGTH, WordTokenizer
+from vireid.data.text.tokenizer import DEFAULT_MAX_LENGTH, make_tokenizer
 from vireid.errors import ConfigError
 
 
@@ -33,7 +35,7 @@ class TokensExtra(ExtraKind):
     name = "tokens"
 
     def __init__(self, source: Any = DATASET, descriptions: Any = None, max_length: int = DEFAULT_MAX_LENGTH,
-                 vocab: str | None = None) -> None:
+                 vocab: str | None = None, tokenizer: str = "word") -> None:
         descriptions = descriptions if descriptions is not None else source
         if descriptions in (None, True):
             descriptions = DATASET
@@ -41,7 +43,7 @@ class TokensExtra(ExtraKind):
             raise ConfigError(f"config key 'data.extras.tokens.descriptions' is {descriptions!r}; write dataset or the "
                               "path of a description file")
         super().__init__(descriptions)
-        self.tokenizer = WordTokenizer(max_length, vocab)
+        self.tokenizer = make_tokenizer(tokenizer, max_length, vocab)
 
     def load(self, records: Sequence[Any], data_cfg: Any) -> torch.Tensor:
         texts = record_descriptions(records, self.source, getattr(data_cfg, "root", None))
@@ -70,7 +72,8 @@ def tokens_settings(data_cfg: Any) -> dict | None:
     if source in (None, False, ""):
         return None
     params = source if isinstance(source, dict) else {}
-    return {"max_length": int(params.get("max_length", DEFAULT_MAX_LENGTH)), "vocab": params.get("vocab")}
+    return {"max_length": int(params.get("max_length", DEFAULT_MAX_LENGTH)), "vocab": params.get("vocab"),
+            "tokenizer": params.get("tokenizer", "word")}
 
 
 __all__ = ["TokensExtra", "tokens_settings"]

@@ -46,10 +46,12 @@ from vireid.modeling.backbones.two_stream import TwoStreamBackbone, as_modality_
 from vireid.modeling.heads import LinearClassifier, build_neck
 from vireid.modeling.modules.fusion_layers import ATTENTION_GRANULARITIES, AttentionFusion, EarlyFusion, LateFusion
 from vireid.modeling.modules.pooling import build_pooling
-from vireid.modeling.modules.text_encoder import RNNS, TEXT_POOLINGS, TextEncoder
+from vireid.modeling.modules.text_encoder import RNNS, TEXT_POOLINGS, ClipSentenceEncoder, TextEncoder
 from vireid.modeling.registries import METHODS
 
 TEXT_STRATEGIES = ("early", "late", "attention")
+#: Sentence encoders: the survey's recurrent one over the shipped tokenizer, or CLIP's text tower.
+TEXT_ENCODERS = ("rnn", "clip")
 #: Members of a text-assisted set: the image and its description.
 IMAGE, TEXT = 0, 1
 
@@ -71,6 +73,10 @@ class TextImageReID(nn.Module):
         vocab_size: token ids of the tokenizer (default: the shipped vocabulary's size).
         text_rnn: ``"gru"`` or ``"lstm"``; text_pooling: ``"mean"`` or ``"last"``; text_embed_dim,
             text_hidden, text_layers: sizes of :class:`TextEncoder`.
+        text_encoder: ``"rnn"`` (:class:`TextEncoder`, the default) or ``"clip"``
+            (:class:`~vireid.modeling.modules.text_encoder.ClipSentenceEncoder`: ``clip_model``,
+            ``clip_pretrained``, ``quick_gelu``; the tokens must then be CLIP's, ``data.extras.tokens.tokenizer:
+            clip:<model>``).
     """
 
     extra_inputs = ("tokens",)
@@ -80,8 +86,12 @@ class TextImageReID(nn.Module):
                  pretrained: str | bool | None = None, pooling: str = "gem", gem_p: float = 3.0, neck: str = "bnneck",
                  img_size: Sequence[int] = (288, 144), vocab_size: int | None = None, text_rnn: str = "gru",
                  text_pooling: str = "mean", text_embed_dim: int = 128, text_hidden: int = 128,
-                 text_layers: int = 1) -> None:
+                 text_layers: int = 1, text_encoder: str = "rnn", clip_model: str = "ViT-B-16",
+                 clip_pretrained: object = None, quick_gelu: bool | None = None) -> None:
         super().__init__()
+        if text_encoder not in TEXT_ENCODERS:
+            raise ConfigError(f"config key 'model.params.text_encoder' is {text_encoder!r}; use one of "
+                              f"{', '.join(TEXT_ENCODERS)}")
         if text_rnn not in RNNS:
             raise ConfigError(f"config key 'model.params.text_rnn' is {text_rnn!r}; use one of {', '.join(RNNS)}")
         if text_pooling not in TEXT_POOLINGS:
@@ -94,8 +104,12 @@ class TextImageReID(nn.Module):
         self.embed_dim: int = self.backbone.out_channels
         self.pool = build_pooling(pooling, p=gem_p)
         self.neck = build_neck(neck, self.embed_dim)
-        self.text = TextEncoder(int(vocab_size or _shipped_vocab_size()), self.embed_dim, embed_dim=text_embed_dim,
-                                hidden=text_hidden, layers=text_layers, rnn=text_rnn, pooling=text_pooling)
+        if text_encoder == "clip":
+            self.text: nn.Module = ClipSentenceEncoder(self.embed_dim, clip_model, clip_pretrained, quick_gelu)
+        else:
+            self.text = TextEncoder(int(vocab_size or _shipped_vocab_size()), self.embed_dim,
+                                    embed_dim=text_embed_dim, hidden=text_hidden, layers=text_layers, rnn=text_rnn,
+                                    pooling=text_pooling)
         self.text_neck = build_neck(neck, self.embed_dim)
         self.classifier = LinearClassifier(self.embed_dim, self.num_classes)  # shared by images and texts
         # text + image queries of a text_image model: the average of the two normalised embeddings
@@ -109,7 +123,7 @@ class TextImageReID(nn.Module):
         return self.embed_dim
 
     def _empty_tokens(self, batch: int, device: torch.device) -> torch.Tensor:
-        return torch.zeros(batch, 1, dtype=torch.long, device=device)
+        return self.text.empty_tokens(batch, device)
 
     def encode_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(features, BNNeck embedding) ``[B, D]`` of token rows ``[B, L]``."""

@@ -88,9 +88,73 @@ class TextEncoder(nn.Module):
             pooled = last.transpose(0, 1).reshape(batch, -1)
         return self.proj(pooled)
 
+    def empty_tokens(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Token rows of the empty sentence (all padding)."""
+        return torch.zeros(batch, 1, dtype=torch.long, device=device)
+
     def extra_repr(self) -> str:
         return (f"vocab_size={self.vocab_size}, out_dim={self.out_dim}, rnn={self.rnn_kind!r}, "
                 f"pooling={self.pooling!r}, directions={self.directions}")
 
 
-__all__ = ["RNNS", "TEXT_POOLINGS", "TextEncoder"]
+@MODULES.register("clip_text_encoder")
+class ClipSentenceEncoder(nn.Module):
+    """CLIP's text tower (Radford et al., ICML 2021; open_clip) over CLIP BPE token ids, then a linear map to
+    ``out_dim``: token embedding, causal transformer, the feature at the end-of-text token, CLIP's text
+    projection (:class:`~vireid.modeling.backbones.clip.ClipTextEncoder`, as CLIP-ReID's text encoder).
+
+    Args:
+        out_dim: output dimension (the image embedding's).
+        clip_model: an open_clip model name (``ViT-B-16``, ``RN50``, ...; ``tiny-vit`` / ``tiny-rn``: vireid's
+            tiny random ones, 16-token context).
+        pretrained: weights as for the CLIP backbone (``null``, ``openclip:<model>/<tag>``, a local file;
+            :mod:`vireid.modeling.backbones.clip`). quick_gelu: as there.
+
+    Token rows must come from CLIP's tokenizer at the model's context length
+    (``data.extras.tokens: {tokenizer: clip:<model>, max_length: <context length>}``); other rows are one
+    sentence saying so.
+    """
+
+    def __init__(self, out_dim: int, clip_model: str = "tiny-vit", pretrained: object = None,
+                 quick_gelu: bool | None = None) -> None:
+        super().__init__()
+        from vireid.modeling.backbones.clip import ClipTextEncoder, build_clip
+
+        clip = build_clip(clip_model, pretrained, (224, 224), quick_gelu)  # 224: divisible by every patch size
+        self.clip_model = clip_model
+        self.encoder = ClipTextEncoder(clip)  # the visual tower is not kept
+        self.vocab_size = int(self.encoder.token_embedding.weight.shape[0])
+        self.start_id, self.end_id = self.vocab_size - 2, self.vocab_size - 1  # CLIP's <start>, <end> tokens
+        projection = self.encoder.text_projection
+        width = projection.out_features if isinstance(projection, nn.Linear) else int(projection.shape[1])
+        self.out_dim = int(out_dim)
+        self.proj = nn.Linear(width, self.out_dim)
+
+    @property
+    def context_length(self) -> int:
+        return self.encoder.context_length
+
+    def empty_tokens(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Token rows of the empty sentence: ``<start> <end>`` then padding."""
+        rows = torch.zeros(batch, self.context_length, dtype=torch.long, device=device)
+        rows[:, 0], rows[:, 1] = self.start_id, self.end_id
+        return rows
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` int64 ``[B, context_length]`` -> ``[B, out_dim]``."""
+        if tokens.dim() != 2 or tokens.shape[1] != self.context_length:
+            raise ValueError(f"the CLIP text encoder reads rows of {self.context_length} tokens (its context length), "
+                             f"got shape {tuple(tokens.shape)}; set data.extras.tokens.max_length: {self.context_length}")
+        tokens = tokens.long()
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size
+                               or not bool((tokens[:, 0] == self.start_id).all())):
+            raise ValueError(f"these token ids are not CLIP BPE tokens of {self.clip_model}; set "
+                             f"data.extras.tokens.tokenizer: clip:{self.clip_model}")
+        embeddings = self.encoder.token_embedding(tokens)
+        return self.proj(self.encoder(embeddings, tokens.argmax(dim=-1)))  # <end> has the largest id
+
+    def extra_repr(self) -> str:
+        return f"clip_model={self.clip_model!r}, context_length={self.context_length}, out_dim={self.out_dim}"
+
+
+__all__ = ["RNNS", "TEXT_POOLINGS", "ClipSentenceEncoder", "TextEncoder"]
