@@ -25,7 +25,8 @@ def synth(
     depth: bool = typer.Option(False, "--depth", help="regdb layout: also a co-located depth image per moment (Depth/)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Generate synthetic people seen by visible and infrared cameras, with body joints and split files."""
+    """Generate synthetic people seen by visible and infrared cameras, with body joints, split files and a text
+    description per image (Text/descriptions.json)."""
     from vireid.workflows.data_tools import make_synthetic_dataset
 
     typer.echo(make_synthetic_dataset(out, ids, format=format, images_per_camera=images_per_camera, height=height,
