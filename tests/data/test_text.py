@@ -192,3 +192,20 @@ def test_synthetic_reader_tokens_extra(tiny_synth_root):
     with pytest.raises(ConfigError, match="'data.extras.tokens.descriptions' is 3"):
         load_extras(ds.test, SimpleNamespace(root=str(tiny_synth_root), extras={"tokens": {"descriptions": 3}},
                                              joints=None))
+
+
+def test_folder_layout_reads_its_text_folder(tmp_path):
+    from vireid.retrieval.extract import detect_format
+
+    table = {}
+    for pid in (1, 2):
+        for modality, cam in (("visible", 1), ("infrared", 2)):
+            rel = f"train/{modality}/cam{cam}/{pid}/a.png"
+            _image(tmp_path / rel)
+            table[rel] = f"person {pid}"
+    (tmp_path / "Text").mkdir()
+    (tmp_path / "Text" / "descriptions.json").write_text(json.dumps(table))
+    assert detect_format(tmp_path) == "folder"  # the Text folder is not a foreign split
+    ds = build_dataset("folder", tmp_path)
+    cfg = SimpleNamespace(root=str(tmp_path), extras={"tokens": "dataset"}, joints=None)
+    assert load_extras(ds.train, cfg)["tokens"].shape == (4, 64)

@@ -15,8 +15,9 @@
   that skip same-camera gallery images compare camera numbers only.
 * ``<image>``: any file with an extension of :data:`vireid.data.images.IMAGE_EXTENSIONS`.
 
-Hidden files and folders are ignored; any other unexpected folder is an error, so that nothing
-the user put there is silently left out.
+Hidden files and folders are ignored, and so is a ``Text`` folder beside the splits (the images'
+descriptions, ``Text/descriptions.json``: :mod:`vireid.data.text.descriptions`); any other unexpected
+folder is an error, so that nothing the user put there is silently left out.
 
 **CSV manifest** (format ``csv``): a file (or a folder holding ``manifest.csv``) with the header
 ``path,identity,camera,modality`` and optionally ``split`` and ``description`` (the image's text
@@ -59,6 +60,8 @@ from vireid.data.records import ImageRecord
 from vireid.errors import ConfigError, DatasetError
 
 SPLITS = ("train", "val", "query", "gallery")
+#: The one other folder a dataset root may hold: its text descriptions (vireid.data.text.descriptions).
+TEXT_DIR = "Text"
 _ACCEPTED_MODALITIES = ", ".join(sorted(MODALITY_ALIASES))
 
 
@@ -109,6 +112,8 @@ class FolderDataset(_GivenSplitsDataset):
         require_dir(self.root, "dataset folder", "pass the folder that holds train/, query/ and gallery/")
         by_split: dict[str, list[ImageRecord]] = {}
         for split_dir in list_subdirs(self.root):
+            if split_dir.name == TEXT_DIR:  # Text/descriptions.json, read by the tokens side input
+                continue
             if split_dir.name not in SPLITS:
                 raise DatasetError(
                     f"folder {split_dir} is not a split; the dataset folder may only hold {', '.join(SPLITS)}"
