@@ -102,3 +102,25 @@ def test_verification_calibrates_on_the_image_embedding(text_run, tiny_synth_roo
     feats = embed_records(model, records, cfg, "cpu")
     assert feats.shape == (6, model.embed_dim)
     assert "threshold" in ckpt["verification"]
+
+
+def test_image_protocols_of_a_text_model_use_its_image_columns(text_run, tiny_synth_root):
+    """Evaluating a text model under an image protocol ranks its image embeddings, not image + text."""
+    from vireid.data.build import build_image_cache, modality_codes
+    from vireid.data.datasets import build_dataset
+    from vireid.engine.trainer import load_model_from_checkpoint
+    from vireid.evaluation.protocols import run_protocol
+    from vireid.inference.extract import extract_features
+    from vireid.workflows.evaluate_model import evaluate_model
+
+    run, _ = text_run
+    model, cfg, _ = load_model_from_checkpoint(run)
+    cfg.data.root = str(tiny_synth_root)
+    dataset = build_dataset("sysu-mm01", tiny_synth_root)
+    image_only, text = evaluate_model(model, dataset, cfg, protocols=["sysu-all-single", "text-to-visible"],
+                                      progress=False)
+    cache = build_image_cache(dataset.test, cfg.data, progress=False)
+    plain = extract_features(model, cache, modality_codes(dataset.test), "cpu", 64)  # no tokens: image only
+    assert plain.shape[1] == model.embed_dim
+    expected = run_protocol("sysu-all-single", plain, dataset.test, trials=cfg.eval.trials)
+    assert image_only.mean == pytest.approx(expected.mean) and text.name == "text-to-visible"

@@ -3,7 +3,9 @@
 Both read the features a text method gives in evaluation mode with the ``tokens`` side input:
 ``[N, 2D]`` per pool image, the first half its image embedding (the gallery side), the second half its
 query-side embedding (its description's, or its fused image + description embedding). Features of
-any other width are one :class:`ProtocolError` sentence.
+any other width are one :class:`ProtocolError` sentence. (Every other protocol run on such a model gets
+its image columns only, ``model.gallery_columns``:
+:func:`vireid.workflows.evaluate_model.evaluate_features`.)
 
 * ``text-to-visible`` / ``text-to-infrared`` (any dataset): every image's **description** is a query;
   the gallery is every pool image of that modality. A match is an image of the description's
@@ -66,6 +68,9 @@ class AllImages:
 class TextToImageSpec(ProtocolSpec):
     """Descriptions as queries against one modality's images (see the module doc)."""
 
+    #: reads the whole [N, 2D] features (the evaluation gives other protocols the image columns only)
+    reads_query_side = True
+
     def __call__(self, features: Any, pool: Sequence[ImageRecord], options: ProtocolOptions | None = None,
                  **keywords: Any) -> ProtocolResult:
         gallery_side, query_side = split_text_features(features, self.name)
@@ -77,6 +82,8 @@ class TextToImageSpec(ProtocolSpec):
 @dataclass(frozen=True)
 class TextAssistedSpec(ProtocolSpec):
     """A cross-modality protocol with (image + description) queries (see the module doc)."""
+
+    reads_query_side = True
 
     def __call__(self, features: Any, pool: Sequence[ImageRecord], options: ProtocolOptions | None = None,
                  **keywords: Any) -> ProtocolResult:
