@@ -91,7 +91,8 @@ def test_an_image_model_cannot_search_with_words(text_run, tmp_path):
 
 def test_verification_calibrates_on_the_image_embedding(text_run, tiny_synth_root):
     """A text model's evaluation output is [image | query side]; the verification threshold (stored in
-    best.pt, used by vireid verify and the page on image pairs) is computed on the image columns only."""
+    best.pt, used by vireid verify and the page on image pairs) is computed on the image columns only, and
+    the pictures (vireid visualize) rank the image columns."""
     from vireid.data.datasets import build_dataset
     from vireid.engine.trainer import load_model_from_checkpoint
     from vireid.workflows.calibration import embed_records
@@ -102,6 +103,9 @@ def test_verification_calibrates_on_the_image_embedding(text_run, tiny_synth_roo
     feats = embed_records(model, records, cfg, "cpu")
     assert feats.shape == (6, model.embed_dim)
     assert "threshold" in ckpt["verification"]
+    from vireid.viz.data import load_run  # the pictures rank the image embeddings too
+
+    assert load_run(run, "cpu", data_root=str(tiny_synth_root)).features.shape[1] == model.embed_dim
 
 
 def test_image_protocols_of_a_text_model_use_its_image_columns(text_run, tiny_synth_root):
