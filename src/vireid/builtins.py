@@ -34,6 +34,7 @@ import vireid.data.datasets.llcm  # noqa: F401
 import vireid.data.datasets.npu_reid  # noqa: F401  (dual-path Swin's NPU-ReID)
 import vireid.data.datasets.regdb  # noqa: F401
 import vireid.data.datasets.sysu_mm01  # noqa: F401
+import vireid.data.text.tokens  # noqa: F401  (the "tokens" side input: text descriptions as token ids)
 
 # ----------------------------------------------------------------------------- side inputs (data.extras)
 import vireid.data.attributes  # noqa: F401  (attributes: per-image attribute labels)
@@ -50,6 +51,7 @@ import vireid.evaluation.mixed  # noqa: F401  (mixed-modality galleries)
 import vireid.evaluation.npu  # noqa: F401  (NPU-ReID protocols)
 import vireid.evaluation.protocols  # noqa: F401  (SYSU-MM01, RegDB, LLCM, given query/gallery)
 import vireid.evaluation.tracklets  # noqa: F401  (tracklet to tracklet, both directions: HITSZ-VCM / video data)
+import vireid.evaluation.text_protocols  # noqa: F401  (text -> image, text-assisted cross-modality)
 
 # ----------------------------------------------------------------------------- backbones, heads, modules
 import vireid.modeling.backbones.clip  # noqa: F401  (CLIP image encoders through open_clip)
@@ -64,6 +66,7 @@ import vireid.modeling.modules.non_local  # noqa: F401
 import vireid.modeling.modules.pooling  # noqa: F401
 import vireid.modeling.modules.sln  # noqa: F401  (DFW+SLN)
 import vireid.modeling.modules.temporal  # noqa: F401  (tracklets: temporal pooling, GRU/LSTM, attention, (2+1)D)
+import vireid.modeling.modules.text_encoder  # noqa: F401  (the survey's LSTM/GRU text encoder)
 
 # ----------------------------------------------------------------------------- losses
 import vireid.modeling.losses.attribute  # noqa: F401  (attribute heads: one cross entropy per attribute)
@@ -71,6 +74,7 @@ import vireid.modeling.losses.center  # noqa: F401
 import vireid.modeling.losses.clip_reid  # noqa: F401  (CLIP-ReID stage 1)
 import vireid.modeling.losses.cluster_memory  # noqa: F401  (unsupervised / semi-supervised: re-clustered pseudo-labels)
 import vireid.modeling.losses.cmce  # noqa: F401  (PDFENet)
+import vireid.modeling.losses.cmpm  # noqa: F401  (image-text matching, CMPM)
 import vireid.modeling.losses.identity  # noqa: F401
 import vireid.modeling.losses.multi_masking  # noqa: F401  (dual-path Swin)
 import vireid.modeling.losses.overlap  # noqa: F401  (DFW+SLN)
@@ -86,6 +90,7 @@ import vireid.modeling.methods.dual_path_swin  # noqa: F401  (dual-path Swin / M
 import vireid.modeling.methods.multimodal_fusion  # noqa: F401  (the survey §4.1/§4.2)
 import vireid.modeling.methods.pdfenet  # noqa: F401  (PDFENet)
 import vireid.modeling.methods.temporal  # noqa: F401  (tracklets: a temporal head over any backbone)
+import vireid.modeling.methods.text_reid  # noqa: F401  (text -> image retrieval, text-assisted fusion)
 import vireid.modeling.methods.vit  # noqa: F401  (TransReID-style ViT)
 from vireid.data.datasets.base import DATASETS
 from vireid.data.extras import EXTRAS  # the built-in side inputs (joints) register where the registry is defined

@@ -221,7 +221,7 @@ def test_same_seed_same_bytes_for_any_worker_count(tmp_path: Path) -> None:
     b = generate_dataset(tmp_path / "b", 5, workers=2, **kwargs)
     c = generate_dataset(tmp_path / "c", 5, workers=1, **{**kwargs, "seed": 4})
     files_a, files_b, files_c = _all_files(a), _all_files(b), _all_files(c)
-    assert len(files_a) == 6 * 5 * 2 + 4 + 3  # images, split files, meta + joints + attributes.csv
+    assert len(files_a) == 6 * 5 * 2 + 4 + 3 + 1  # images, split files, meta + joints + attributes.csv + Text/descriptions.json
     assert files_a == files_b  # images, joints, split files and metadata, byte for byte
     differing = [k for k in files_a if k.endswith(".jpg") and files_a[k] != files_c.get(k)]
     assert len(differing) == 60  # another seed changes every image

@@ -381,7 +381,10 @@ def test_registry_names_and_run_protocol():
         "regdb-v2t", "regdb-t2v", "llcm-v2i", "llcm-i2v", "given",
     } | {f"npu-{d}-{s}-{n}" for d in ("v2t", "t2v") for s in ("all", "indoor", "outdoor") for n in ("single", "multi")} | {
         "sysu-all-mixed", "sysu-indoor-mixed", "regdb-t2mixed", "regdb-v2mixed", "llcm-i2mixed", "llcm-v2mixed"} | {
-        "vcm-i2v", "vcm-v2i"}  # tracklet to tracklet (vireid.evaluation.tracklets)
+        "vcm-i2v", "vcm-v2i",  # tracklet to tracklet (vireid.evaluation.tracklets)
+        # the text protocols (vireid.evaluation.text_protocols)
+        "text-to-visible", "text-to-infrared", "sysu-all-single+text", "sysu-indoor-single+text", "regdb-v2t+text",
+        "regdb-t2v+text", "llcm-v2i+text", "llcm-i2v+text"}
     pool = uniform_sysu_pool(num_ids=4, per_folder=12)
     feats = identity_features(pool)
     multi = run_protocol("sysu-indoor-multi", feats, pool, trials=2)

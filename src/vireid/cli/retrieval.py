@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from vireid.cli.app import app, plugin_options
+from vireid.errors import VireidError
 
 
 def _reader_options(trial: Optional[int], split_dir: Optional[Path]) -> dict:
@@ -82,8 +83,9 @@ def index_command(
 @app.command("search")
 @plugin_options
 def search_command(
-    queries: list[Path] = typer.Argument(..., help="Query image file(s), or tracklet folder(s): a folder's frames "
-                                         "(sorted by name) are one query."),
+    queries: Optional[list[Path]] = typer.Argument(None, help="Query image file(s), or tracklet folder(s): a "
+                                                   "folder's frames (sorted by name) are one query; with --text at "
+                                                   "most one image (the described person's)."),
     index: Path = typer.Option(..., "--index", "-i", help="Index folder written by vireid index."),
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="The model the index was built with."),
     k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results per query."),
@@ -109,12 +111,32 @@ def search_command(
                                         "name=value clauses, comma-separated, | between alternatives: modality or "
                                         "an attribute, e.g. 'modality=infrared,backpack=yes' (an unknown name or "
                                         "value is answered with the known ones; README: Attributes)."),
+    text: Optional[str] = typer.Option(None, "--text", "-t", help="Search with a description of the person, e.g. "
+                                       "\"man, dark coat, backpack\" (a text model: text_synth, text_fusion_synth); "
+                                       "with one query image, the image and the words together."),
 ) -> None:
-    """Rank the gallery images of an index for query images (a folder: one tracklet query from its frames):
-    path, score, identity and camera. Refuses an index built with another model (see --force). --where filters by
-    modality and attribute labels (the gallery's own, else the model's predictions; the output says which)."""
-    from vireid.workflows.search import search_gallery
+    """Rank the gallery images of an index for query images (a folder: one tracklet query from its frames), or for
+    a description (--text): path, score, identity and camera. Refuses an index built with another model (see
+    --force). --where filters by modality and attribute labels (the gallery's own, else the model's predictions;
+    the output says which)."""
+    from vireid.workflows.search import search_gallery, search_gallery_text
 
+    queries = list(queries or [])
+    if text is not None:
+        if len(queries) > 1:
+            raise VireidError(f"--text takes at most one query image (the described person's), got {len(queries)}")
+        notes, out = search_gallery_text(text, index, checkpoint, image=queries[0] if queries else None, k=k,
+                                         modality=modality, cross_modality=cross_modality,
+                                         gallery_modality=gallery_modality, rerank=rerank,
+                                         rerank_candidates=rerank_candidates,
+                                         search_params={"nprobe": nprobe, "ef_search": ef_search}, device=device,
+                                         force=force, amp=amp, as_json=as_json, where=where)
+        for note in notes:
+            typer.echo(note, err=True)
+        typer.echo(out)
+        return
+    if not queries:
+        raise VireidError("give one or more query images, or a description with --text")
     notes, text = search_gallery(queries, index, checkpoint, k=k, modality=modality, cross_modality=cross_modality,
                                  gallery_modality=gallery_modality, rerank=rerank,
                                  rerank_candidates=rerank_candidates,

@@ -27,7 +27,7 @@ def synth(
     frames: int = typer.Option(12, "--frames", help="hitsz-vcm layout: consecutive frames per tracklet (12: the HITSZ-VCM reader keeps tracklets of 12 or more by default)."),
 ) -> None:
     """Generate synthetic people seen by visible and infrared cameras, with body joints, attribute labels
-    (attributes.csv) and split files."""
+    (attributes.csv), a text description per image (Text/descriptions.json) and split files."""
     from vireid.workflows.data_tools import make_synthetic_dataset
 
     typer.echo(make_synthetic_dataset(out, ids, format=format, images_per_camera=images_per_camera, height=height,

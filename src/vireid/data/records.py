@@ -25,6 +25,9 @@ class ImageRecord:
     (SYSU-MM01: 1..6). ``modality`` is ``"visible"`` or ``"infrared"``.
     ``tracklet`` is the id of the tracklet (video sequence) the image is a frame of, unique within
     its dataset, or ``-1`` for a still image (every image-based dataset).
+    ``description`` is the image's text description when the reader has one (a CSV manifest's
+    ``description`` column), else ``None`` (descriptions may also come from a description file:
+    :mod:`vireid.data.text.descriptions`).
     """
 
     path: str
@@ -33,6 +36,7 @@ class ImageRecord:
     modality: str
     orig_pid: int = -1
     tracklet: int = -1
+    description: str | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:

@@ -248,6 +248,52 @@ def gallery_mask(index: Any, where: AttributeFilter) -> tuple[np.ndarray, str | 
     return where.mask(labels), source
 
 
-__all__ = ["GALLERY_ATTRIBUTE_FILE", "LABEL_SOURCES", "AttributeFilter", "can_predict", "describe_labels",
+@dataclass
+class WhereSearch:
+    """A parsed ``--where`` filter bound to one gallery (:func:`bind_where`): the gallery modality it implies,
+    the rows it keeps and which labels decided (``stored`` / ``predicted``)."""
+
+    filter: AttributeFilter | None
+    gallery_modality: str | None
+    keep: np.ndarray | None = None
+    label_source: str | None = None
+
+    def search(self, index: Any, feats: np.ndarray, k: int, modality: Any, **search: Any) -> tuple:
+        """``index.search`` through the filter (unfiltered when it has no attribute clause)."""
+        if self.keep is not None and self.filter is not None and self.filter.clauses:
+            return filtered_search(index, feats, k, modality, self.keep, **search)
+        return index.search(feats, k=k, modality=modality, **search)
+
+    def annotate(self, result: dict, labels: np.ndarray | None = None) -> dict:
+        """``result`` (one query's answer) with the filter and each hit's attribute labels, in place."""
+        if labels is not None:
+            for hit in result["results"]:
+                hit["attributes"] = describe_labels(labels, hit["index"])
+        if self.filter is not None:
+            result.update(where=self.filter.describe(), attribute_labels=self.label_source)
+        return result
+
+
+def bind_where(where: str | None, index: Any, *, cross_modality: bool = False,
+               gallery_modality: str | None = None) -> WhereSearch:
+    """Parse ``where`` and bind it to ``index``: its ``modality=`` becomes the gallery modality (refused with
+    ``--cross-modality`` or a different ``--gallery-modality``), its attribute clauses a row mask."""
+    from vireid.errors import VireidError
+
+    parsed = parse_where(where)
+    if parsed is None:
+        return WhereSearch(None, gallery_modality)
+    if parsed.modality is not None:
+        if cross_modality:
+            raise VireidError("--cross-modality and the filter's modality= exclude each other; keep one")
+        if gallery_modality is not None and parse_modality(gallery_modality) != parsed.modality:
+            raise VireidError(f"--gallery-modality {gallery_modality} and the filter's modality={parsed.modality} "
+                              "disagree; keep one")
+        gallery_modality = parsed.modality
+    keep, source = gallery_mask(index, parsed)
+    return WhereSearch(parsed, gallery_modality, keep, source)
+
+
+__all__ = ["GALLERY_ATTRIBUTE_FILE", "LABEL_SOURCES", "AttributeFilter", "WhereSearch", "bind_where", "can_predict", "describe_labels",
            "filtered_search", "gallery_labels", "gallery_mask", "parse_where", "predicted_labels", "read_labels",
            "stored_labels", "write_labels"]

@@ -52,9 +52,10 @@ def detect_format(source: str | Path) -> str:
         return "regdb"
     if "idx" in names and names & {"test_vis", "test_nir"}:
         return "llcm"
-    from vireid.data.datasets.folder import SPLITS
+    from vireid.data.datasets.folder import SPLITS, TEXT_DIR
 
-    if names and names <= set(SPLITS) and not any(is_image_file(p) for p in source.iterdir()):
+    splits = names - {TEXT_DIR}
+    if splits and splits <= set(SPLITS) and not any(is_image_file(p) for p in source.iterdir()):
         return "folder"
     return PLAIN
 

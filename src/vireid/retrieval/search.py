@@ -89,17 +89,10 @@ def search_images(index: GalleryIndex, embedder, paths: Sequence[str | Path], *,
     ``where`` filters the gallery by modality and attribute labels (:mod:`vireid.retrieval.attributes`);
     the answers then say which labels were used (``attribute_labels``: stored or predicted).
     """
-    from vireid.retrieval.attributes import describe_labels, filtered_search, gallery_mask, parse_where
+    from vireid.retrieval.attributes import bind_where
 
-    where_filter = parse_where(where)
-    if where_filter is not None and where_filter.modality is not None:
-        if cross_modality:
-            raise VireidError("--cross-modality and the filter's modality= exclude each other; keep one")
-        if gallery_modality is not None and parse_modality(gallery_modality) != where_filter.modality:
-            raise VireidError(f"--gallery-modality {gallery_modality} and the filter's modality={where_filter.modality} "
-                              "disagree; keep one")
-        gallery_modality = where_filter.modality
-    keep, label_source = gallery_mask(index, where_filter) if where_filter is not None else (None, None)
+    where_search = bind_where(where, index, cross_modality=cross_modality, gallery_modality=gallery_modality)
+    gallery_modality = where_search.gallery_modality
     if not paths:
         raise VireidError("no query images given; pass one or more image files (or tracklet folders)")
     if cross_modality and gallery_modality:
@@ -126,10 +119,7 @@ def search_images(index: GalleryIndex, embedder, paths: Sequence[str | Path], *,
                                              batch_size=batch_size)
     for i, frames in tracklets.items():
         feats[i] = embedder.embed_tracklet(frames, mods[i])
-    if keep is not None and where_filter.clauses:
-        scores, rows = filtered_search(index, feats, k, filters, keep, rerank=rerank, rerank_candidates=rerank_candidates)
-    else:
-        scores, rows = index.search(feats, k=k, modality=filters, rerank=rerank, rerank_candidates=rerank_candidates)
+    scores, rows = where_search.search(index, feats, k, filters, rerank=rerank, rerank_candidates=rerank_candidates)
     meta = index.metadata
     labels = getattr(index, "attributes", None)
     out = []
@@ -148,18 +138,14 @@ def search_images(index: GalleryIndex, embedder, paths: Sequence[str | Path], *,
                 "camid": entry["camid"] if entry["camid"] >= 0 else None,
                 "modality": entry["modality"],
             })
-            if labels is not None:
-                hits[-1]["attributes"] = describe_labels(labels, row)
-        out.append({
+        out.append(where_search.annotate({
             "query": str(path),
             **({"frames": len(tracklets[qi])} if qi in tracklets else {}),
             "modality": mods[qi],
             "searched": filters[qi] if filters is not None else "all",
             "reranked": bool(rerank),
             "results": hits,
-        })
-        if where_filter is not None:
-            out[-1].update(where=where_filter.describe(), attribute_labels=label_source)
+        }, labels))
     return out
 
 

@@ -14,7 +14,12 @@ Routes (all answer errors as ``{"error": "<one sentence>"}`` with a 4xx status):
   Answers the ranked results with cosine scores and, when the model carries a calibrated
   verification threshold, a match flag per result and a verdict for the best one; with a filter, also
   ``where`` and ``attribute_labels`` (``stored`` or ``predicted``: which labels it used), and each result's
-  ``attributes`` when the gallery has labels.
+  ``attributes`` when the gallery has labels. An optional ``text`` field (a description of the person, at
+  most :data:`~vireid.retrieval.text_search.MAX_QUERY_CHARS` characters) searches with the image and the
+  words together (a text model only: :mod:`vireid.retrieval.text_search`; no match verdict).
+* ``POST /api/search-text`` - JSON ``{"text": "...", "gallery_modality": "all" | "visible" | "infrared",
+  "k": 10, "where": "backpack=yes"}``: the gallery ranked for a description alone (a text model only; no
+  match verdict: the threshold is calibrated for image pairs); ``where`` filters as above.
 * ``GET /api/openapi.json`` - the OpenAPI description of these routes.
 * ``GET /api/gallery/{id}/image`` - the file of gallery image ``id`` (an integer row of the index;
   the client never names a path, and only files inside the gallery root are served).
@@ -47,6 +52,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vireid.data.datasets.base import MODALITY_ALIASES as _MODALITY_ALIASES  # the one spelling table
+from vireid.errors import VireidError
 from vireid.serve.gallery import ServedGallery
 from vireid.serve.security import TOKEN_COOKIE, bearer_token, resolve_token, tokens_match
 from vireid.serve.uploads import ALLOWED_FORMATS, ServeLimits, UploadError, decode_upload, format_bytes
@@ -54,7 +60,11 @@ from vireid.serve.uploads import ALLOWED_FORMATS, ServeLimits, UploadError, deco
 log = logging.getLogger("vireid.serve")
 
 #: Form fields accepted by ``POST /api/search``.
-SEARCH_FIELDS = ("file", "modality", "gallery_modality", "k", "where")
+SEARCH_FIELDS = ("file", "modality", "gallery_modality", "k", "where", "text")
+_NO_TEXT = ("this model was not trained with text descriptions, so it cannot search with words; serve a text model "
+            "(text_synth, text_fusion_synth) and its index")
+#: Fields of ``POST /api/search-text`` (a JSON object).
+TEXT_FIELDS = ("text", "gallery_modality", "k", "where")
 _GALLERY_CHOICES = ("opposite", "visible", "infrared", "all")
 
 _BASE_HEADERS = [
@@ -245,8 +255,6 @@ def create_app(embedder: Any, index: Any, *, token: str | None = None, limits: S
         token = resolve_token(token)
     gallery = ServedGallery(index, root=gallery_root)
     if gallery.dim is not None and int(gallery.dim) != int(embedder.dim):
-        from vireid.errors import VireidError
-
         raise VireidError(f"the index holds {gallery.dim}-dimensional features but the model makes {embedder.dim}-dimensional "
                           "ones; build the index with this model (vireid index) or serve the model it was built with")
     threshold = _threshold(getattr(embedder, "verification", None))
@@ -304,12 +312,23 @@ def create_app(embedder: Any, index: Any, *, token: str | None = None, limits: S
                 return HTMLResponse(_login_page("This search server needs an access token."), status_code=401)
         return HTMLResponse(page_html, headers=headers)
 
+    def text_ready() -> bool:
+        from vireid.retrieval.text_search import text_model
+
+        try:
+            text_model(embedder)
+        except VireidError:
+            return False
+        return True
+
+    takes_text = text_ready()
+
     @app.get("/api/health")
     async def health() -> dict:
         return {
             "status": "ok",
             "model": {"input_size": list(embedder.input_size), "dim": int(embedder.dim), "threshold": threshold,
-                      "metric": "cosine"},
+                      "metric": "cosine", "text": takes_text},
             "gallery": {"size": gallery.size, "modalities": gallery.modality_counts()},
             "limits": {"max_upload_bytes": limits.max_upload_bytes, "max_side": limits.max_side,
                        "max_pixels": limits.max_pixels, "max_k": limits.max_k, "formats": list(ALLOWED_FORMATS)},
@@ -322,10 +341,33 @@ def create_app(embedder: Any, index: Any, *, token: str | None = None, limits: S
         data, media_type = await anyio.to_thread.run_sync(gallery.read_image, int(item))
         return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
-    def run_search(data: bytes, modality: str, wanted: str, k: int, where: Any = None) -> dict:
-        """Decode, resolve the query modality (auto: guessed), embed and search (in a worker thread)."""
-        from vireid.data.modality import resolve_modalities
+    def _filtered(feats: np.ndarray, k: int, gallery_modality: str | None, where: Any) -> tuple:
+        """The gallery search, through the attribute filter ``where`` (:func:`_where_field`) when it has clauses."""
         from vireid.retrieval.attributes import filtered_search
+
+        if where is not None and where["filter"].clauses:
+            return filtered_search(gallery.index, feats, k, gallery_modality, where["keep"])
+        return gallery.search(feats, k, gallery_modality)
+
+    def _attribute_answer(answer: dict, where: Any) -> None:
+        """Each result's attribute labels (when the gallery has them) and what the filter did."""
+        labels = getattr(gallery.index, "attributes", None)
+        if labels is not None:
+            from vireid.retrieval.attributes import describe_labels
+
+            for result in answer["results"]:
+                result["attributes"] = describe_labels(labels, result["id"])
+        if where is not None:
+            answer["where"] = where["filter"].describe()
+            answer["attribute_labels"] = where["source"]
+            if not answer["results"]:
+                answer["note"] = "no gallery image passes the filter"
+
+    def run_search(data: bytes, modality: str, wanted: str, k: int, where: Any = None, text: str | None = None) -> dict:
+        """Decode, resolve the query modality (auto: guessed), embed (with the description ``text`` when
+        given) and search, through the attribute filter ``where`` when given (in a worker thread)."""
+        from vireid.data.modality import resolve_modalities
+        from vireid.retrieval.text_search import embed_text_queries
 
         t0 = time.perf_counter()
         image = decode_upload(data, limits, size=embedder.input_size, resample=getattr(embedder, "resample", "bilinear"))
@@ -335,11 +377,11 @@ def create_app(embedder: Any, index: Any, *, token: str | None = None, limits: S
         if where is not None and where["filter"].modality is not None:
             gallery_modality = where["filter"].modality
         with model_lock:
-            feats = np.asarray(embedder.embed_arrays([image], [modality]), dtype=np.float32)
-            if where is not None and where["filter"].clauses:
-                scores, ids = filtered_search(gallery.index, feats, k, gallery_modality, where["keep"])
+            if text is None:
+                feats = np.asarray(embedder.embed_arrays([image], [modality]), dtype=np.float32)
             else:
-                scores, ids = gallery.search(feats, k, gallery_modality)
+                feats = np.asarray(embed_text_queries(embedder, [text], [image], [modality]), dtype=np.float32)
+            scores, ids = _filtered(feats, k, gallery_modality, where)
         elapsed = 1000 * (time.perf_counter() - t0)
         return {"scores": scores, "ids": ids, "elapsed_ms": elapsed, "modality": modality, "guessed": guessed,
                 "gallery_modality": gallery_modality, "warnings": warnings}
@@ -364,33 +406,112 @@ def create_app(embedder: Any, index: Any, *, token: str | None = None, limits: S
             data = await upload.read(limits.max_upload_bytes + 1)
         finally:
             await form.close()
+        if fields["text"] is not None and not takes_text:
+            raise UploadError(400, _NO_TEXT)
         # only decoding and inference count as pending: a slow upload holds no search slot
         if pending["n"] >= limits.max_pending:
             raise UploadError(503, f"the server is busy with {pending['n']} searches; retry in a moment")
         pending["n"] += 1
         try:
             out = await anyio.to_thread.run_sync(run_search, data, fields["modality"], fields["gallery_modality"],
-                                                 fields["k"], fields["where"], limiter=limiter)
+                                                 fields["k"], fields["where"], fields["text"], limiter=limiter)
         finally:
             pending["n"] -= 1
-        answer = _search_answer(out, gallery, threshold, out["modality"], out["gallery_modality"], fields["k"])
-        labels = getattr(gallery.index, "attributes", None)
-        if labels is not None:  # each result's attribute labels
-            from vireid.retrieval.attributes import describe_labels
-
-            for result in answer["results"]:
-                result["attributes"] = describe_labels(labels, result["id"])
-        if fields["where"] is not None:
-            answer["where"] = fields["where"]["filter"].describe()
-            answer["attribute_labels"] = fields["where"]["source"]
-            if not answer["results"]:
-                answer["note"] = "no gallery image passes the filter"
+        answer = _search_answer(out, gallery, None if fields["text"] else threshold, out["modality"],
+                                out["gallery_modality"], fields["k"])
+        if fields["text"]:
+            answer["text"] = fields["text"]
+        _attribute_answer(answer, fields["where"])
         answer["query_modality_guessed"] = bool(out["guessed"])
         if out["warnings"]:
             answer["warnings"] = out["warnings"]
         return JSONResponse(answer)
 
+    def run_text_search(text: str, wanted: str, k: int, where: Any = None) -> dict:
+        from vireid.retrieval.text_search import embed_text_queries
+
+        t0 = time.perf_counter()
+        gallery_modality = None if wanted == "all" else wanted
+        if where is not None and where["filter"].modality is not None:
+            gallery_modality = where["filter"].modality
+        with model_lock:
+            feats = np.asarray(embed_text_queries(embedder, [text]), dtype=np.float32)
+            scores, ids = _filtered(feats, k, gallery_modality, where)
+        return {"scores": scores, "ids": ids, "elapsed_ms": 1000 * (time.perf_counter() - t0),
+                "gallery_modality": gallery_modality}
+
+    @app.post("/api/search-text", openapi_extra={"requestBody": {"content": {"application/json": {"schema": {
+        "type": "object", "required": ["text"], "properties": {
+            "text": {"type": "string", "maxLength": _max_text()},
+            "gallery_modality": {"type": "string", "enum": ["all", "visible", "infrared"]},
+            "k": {"type": "integer", "minimum": 1, "maximum": limits.max_k},
+            "where": {"type": "string", "maxLength": 300}}}}}}})
+    async def search_text(request: Request) -> JSONResponse:
+        if not request.headers.get("content-type", "").lower().startswith("application/json"):
+            raise UploadError(415, "send the description as JSON, such as {\"text\": \"man, dark coat, backpack\"}")
+        try:
+            body = await request.json()
+        except ValueError:
+            raise UploadError(400, "the body is not valid JSON; send {\"text\": \"...\", \"k\": 10}") from None
+        fields = _text_fields(body, limits)
+        if not takes_text:
+            raise UploadError(400, _NO_TEXT)
+        fields["where"] = _where_field(fields["where"], gallery)
+        if pending["n"] >= limits.max_pending:
+            raise UploadError(503, f"the server is busy with {pending['n']} searches; retry in a moment")
+        pending["n"] += 1
+        try:
+            out = await anyio.to_thread.run_sync(run_text_search, fields["text"], fields["gallery_modality"],
+                                                 fields["k"], fields["where"], limiter=limiter)
+        finally:
+            pending["n"] -= 1
+        answer = _search_answer(out, gallery, None, "text", out["gallery_modality"], fields["k"])
+        answer["text"] = fields["text"]
+        _attribute_answer(answer, fields["where"])
+        return JSONResponse(answer)
+
     return app
+
+
+def _max_text() -> int:
+    from vireid.retrieval.text_search import MAX_QUERY_CHARS
+
+    return MAX_QUERY_CHARS
+
+
+def _query_text(value: Any) -> str | None:
+    """A description field, stripped; an empty or too long one is a 400 with one sentence."""
+    from vireid.retrieval.text_search import check_query_text
+
+    try:
+        return check_query_text(value)
+    except VireidError as err:
+        raise UploadError(400, str(err)) from None
+
+
+def _text_fields(body: Any, limits: ServeLimits) -> dict:
+    """Validated fields of ``POST /api/search-text`` (UploadError naming the first bad one)."""
+    if not isinstance(body, dict):
+        raise UploadError(400, "the body must be a JSON object such as {\"text\": \"man, dark coat, backpack\"}")
+    unknown = [name for name in body if name not in TEXT_FIELDS]
+    if unknown:
+        raise UploadError(400, f"unknown field {str(unknown[0])[:40]!r}; the accepted fields are {', '.join(TEXT_FIELDS)}")
+    if not isinstance(body.get("text"), str):
+        raise UploadError(400, "the field 'text' (a description of the person, as a string) is missing")
+    text = _query_text(body["text"])
+    wanted = str(body.get("gallery_modality", "all")).strip().lower()
+    wanted = {"any": "all", "both": "all"}.get(wanted, wanted)
+    wanted = _MODALITY_ALIASES.get(wanted, wanted)
+    if wanted not in ("all", "visible", "infrared"):
+        raise UploadError(400, f"gallery_modality {str(body.get('gallery_modality'))[:40]!r} is unknown; use all, "
+                               "visible or infrared")
+    k = body.get("k", limits.default_k)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= limits.max_k:
+        raise UploadError(400, f"k must be a whole number from 1 to {limits.max_k}, got {str(k)[:20]!r}")
+    where = body.get("where", "")
+    if not isinstance(where, str):
+        raise UploadError(400, "the field 'where' must be a string such as \"modality=infrared,backpack=yes\"")
+    return {"text": text, "gallery_modality": wanted, "k": k, "where": where}
 
 
 def _form_problem(detail: str) -> str:
@@ -440,8 +561,15 @@ def _search_fields(form, limits: ServeLimits) -> dict:
     raw_k = text("k", str(limits.default_k))
     if not raw_k.isascii() or not raw_k.isdigit() or not 1 <= int(raw_k) <= limits.max_k:
         raise UploadError(400, f"k must be a whole number from 1 to {limits.max_k}, got {raw_k[:20]!r}")
+    where = text("where", "")
+    text = None
+    if "text" in names:
+        value = form.get("text")
+        if isinstance(value, UploadFile):
+            raise UploadError(400, "the field 'text' must be a text value, not a file")
+        text = _query_text(value)
     return {"file": upload, "modality": modality, "gallery_modality": gallery_modality, "k": int(raw_k),
-            "where": text("where", "")}
+            "where": where, "text": text}
 
 
 def _where_field(text: str, gallery: ServedGallery) -> dict | None:

@@ -89,6 +89,9 @@ class LoadedRun:
         extras = record_extras([self.records[i] for i in rows.tolist()], self.cfg)
         feats = extract_features(self.model, cache, self.modalities[rows], self.device, self.cfg.eval.batch_size,
                                  progress=self.progress, flip=bool(getattr(self.cfg.eval, "flip", False)), extras=extras)
+        columns = getattr(self.model, "gallery_columns", None)  # a text model: its image embedding only
+        if columns:
+            feats = feats[:, : int(columns)]
         return torch.nn.functional.normalize(feats.float(), dim=1)
 
     def query_gallery(self, direction: str = "i2v") -> tuple[np.ndarray, np.ndarray]:

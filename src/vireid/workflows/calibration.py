@@ -144,8 +144,16 @@ def embed_records(model: torch.nn.Module, records: list[ImageRecord], cfg: Any, 
 
     if cache is None:
         cache = data_build.build_image_cache(records, cfg.data, progress=progress)
-    return extract_features(model, cache, data_build.modality_codes(records), device, cfg.eval.batch_size,
-                            progress=progress, extras=data_build.extras_for_records(records, cfg.data))
+    feats = extract_features(model, cache, data_build.modality_codes(records), device, cfg.eval.batch_size,
+                             progress=progress, extras=data_build.extras_for_records(records, cfg.data))
+    return image_columns(model, feats)
+
+
+def image_columns(model: torch.nn.Module, feats: torch.Tensor) -> torch.Tensor:
+    """The image embedding of evaluation features: a model whose evaluation output carries more than it (the
+    text methods: image + query-side columns) names its leading image columns in ``gallery_columns``."""
+    width = getattr(model, "gallery_columns", None)
+    return feats[:, : int(width)] if width and feats.shape[1] > int(width) else feats
 
 
 def store_verification(checkpoint: str | Path, record: dict) -> Path:
@@ -312,7 +320,7 @@ def report_verification(checkpoint: str | Path, model: torch.nn.Module, cfg: Any
             note = f"no calibrated threshold: {err}"
     far = float(calib["far_target"]) if calib else DEFAULT_FAR
     try:
-        test_scores = pair_scores(test_features, test_records)
+        test_scores = pair_scores(image_columns(model, test_features), test_records)
     except VireidError as err:  # e.g. a single-modality test set: no cross-modality pairs to report
         if not quiet:
             print(f"verification not reported: {err}")

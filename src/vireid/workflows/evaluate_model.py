@@ -30,7 +30,7 @@ def protocols_for(dataset, requested: Sequence[str] = ()) -> list[str]:
     for name in names:
         if name not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS.names())}")
-        fits = getattr(PROTOCOLS.get(name), "protocol_family", name.split("-")[0]) == family
+        fits = getattr(PROTOCOLS.get(name), "protocol_family", name.split("-")[0]) in (family, "any")
         if not fits and getattr(PROTOCOLS.get(name), "unit", "") == "tracklet":  # any data whose frames name tracklets
             fits = any(int(getattr(r, "tracklet", -1)) >= 0 for r in getattr(dataset, "test", ()) or ())
         if not fits and name != "given":
@@ -60,19 +60,26 @@ def find_rand_perm_cam(dataset, explicit: str | Path | None = None) -> Path:
 def evaluate_features(features: torch.Tensor, dataset, protocols: Sequence[str], *, rerank: bool = False,
                       metric: str = "euclidean", trials: int = 10, draw: str = "seeded",
                       rand_perm_cam: str | Path | None = None, method: str = "",
-                      npu_gallery: str = "per_person", pool: Sequence | None = None) -> list:
+                      npu_gallery: str = "per_person", pool: Sequence | None = None,
+                      gallery_columns: int | None = None) -> list:
     """Run each protocol on features of ``dataset.test`` (same order; or of ``pool``, the test frames a method
     chose to embed, :func:`evaluate_pool`); returns ProtocolResults.
-    ``npu_gallery`` is the NPU-ReID gallery draw (``eval.npu_gallery``: per_person or per_camera)."""
+    ``npu_gallery`` is the NPU-ReID gallery draw (``eval.npu_gallery``: per_person or per_camera).
+    ``gallery_columns``: the features' leading image columns when they carry more (a text method's image +
+    query-side embeddings); protocols that do not read the query side (``reads_query_side``) get those only."""
     from vireid.evaluation.mixed import with_modality_rows
-    from vireid.evaluation.protocols import protocol_accepts, run_protocol
+    from vireid.evaluation.protocols import PROTOCOLS, protocol_accepts, run_protocol
 
     perm_path = None
     if draw == "official" and any(protocol_accepts(name, "rand_perm_cam") for name in protocols):
         perm_path = find_rand_perm_cam(dataset, rand_perm_cam)
 
     results = []
+    all_features = features
     for name in protocols:
+        features = all_features
+        if gallery_columns and not getattr(PROTOCOLS.get(name), "reads_query_side", False):
+            features = all_features[:, : int(gallery_columns)]
         offered = {"rerank": rerank, "metric": metric, "trials": trials, "draw": draw, "gallery": npu_gallery}
         if perm_path is not None:
             offered["rand_perm_cam"] = perm_path
@@ -116,9 +123,10 @@ def apply_eval_overrides(cfg: Config, *, data_root: str | None = None, draw: str
 
 def evaluate_pool(features_of: Callable[[list, object], torch.Tensor], dataset, cfg: Config, *,
                   protocols: Sequence[str] = (), rerank: bool | Sequence[bool] | None = None, progress: bool = True,
-                  method: str = "", features_out: dict | None = None) -> list:
+                  method: str = "", features_out: dict | None = None, gallery_columns: int | None = None) -> list:
     """Features of the whole test pool, computed once by ``features_of(pool_records, image_cache)``, then
     every requested protocol. Shared by PyTorch models (:func:`evaluate_model`) and other backends.
+    ``gallery_columns``: see :func:`evaluate_features`.
 
     ``rerank`` None follows ``eval.rerank``; a list such as ``[False, True]`` runs both.
     ``features_out`` (a dict) receives ``features`` and ``records`` of the pool, for further reports
@@ -145,7 +153,7 @@ def evaluate_pool(features_of: Callable[[list, object], torch.Tensor], dataset, 
         out += evaluate_features(feats, dataset, names, rerank=rr, metric=cfg.eval.metric,
                                  trials=cfg.eval.trials, draw=cfg.eval.draw, rand_perm_cam=cfg.eval.rand_perm_cam,
                                  method=method, npu_gallery=cfg.eval.npu_gallery,
-                                 pool=pool if names != ["given"] else None)
+                                 pool=pool if names != ["given"] else None, gallery_columns=gallery_columns)
     return out
 
 
@@ -168,4 +176,5 @@ def evaluate_model(model: nn.Module, dataset, cfg: Config, device: torch.device 
                                 precision=precision)
 
     return evaluate_pool(features_of, dataset, cfg, protocols=protocols, rerank=rerank, progress=progress,
-                         method=method, features_out=features_out)
+                         method=method, features_out=features_out,
+                         gallery_columns=getattr(model, "gallery_columns", None))

@@ -65,9 +65,12 @@ def robustness_checkpoint(run: str | Path, *, protocol: str | None = None, corru
     mods = modality_codes(pool)
     extras = extras_for_records(pool, cfg.data)
 
+    columns = getattr(model, "gallery_columns", None)  # a text model: its image embedding only
+
     def features_of(images, indices: np.ndarray):
-        return extract_features(model, images, mods[indices], dev, cfg.eval.batch_size,
-                                extras=select_extras(extras, indices))
+        feats = extract_features(model, images, mods[indices], dev, cfg.eval.batch_size,
+                                 extras=select_extras(extras, indices))
+        return feats[:, : int(columns)] if columns else feats
 
     report = evaluate_robustness(features_of, cache, pool, name, corruptions=corruptions, severities=severities,
                                  apply=apply, seed=seed, protocol_options=_options(cfg, name, trials, rerank),

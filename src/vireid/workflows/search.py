@@ -118,3 +118,35 @@ def search_gallery(queries: Sequence[Path], index: Path, checkpoint: Path, *, k:
     # with JSON the decisions are in the output ("modality"); warnings still go to stderr
     shown = [note for note in notes if not as_json or note.startswith("warning")]
     return shown, (results_json(results) if as_json else format_results(results))
+
+
+def search_gallery_text(text: str, index: Path, checkpoint: Path, *, image: Optional[Path] = None, k: int = 10,
+                        modality: Optional[str] = None, cross_modality: bool = False,
+                        gallery_modality: Optional[str] = None, rerank: bool = False, rerank_candidates: int = 100,
+                        search_params: Optional[dict] = None, device: str = "cpu", force: bool = False,
+                        amp: Optional[str] = None, as_json: bool = False,
+                        where: Optional[str] = None) -> tuple[list[str], str]:
+    """Rank an index's gallery for a description, alone or with one query image of the person
+    (:func:`vireid.retrieval.text_search.search_text`; the model must be a text method's run); ``where``
+    filters the gallery as for image queries.
+
+    Returns (notes, results text) as :func:`search_gallery`."""
+    from vireid.inference.loading import load_embedder
+    from vireid.retrieval.index import GalleryIndex
+    from vireid.retrieval.search import format_results, results_json
+    from vireid.retrieval.text_search import check_query_text, search_text
+
+    from vireid.retrieval.attributes import parse_where
+
+    check_query_text(text)  # before anything is loaded
+    parse_where(where)
+    gallery = GalleryIndex.load(index)
+    settings = dict(search_params or {})
+    gallery.set_search_params(**{key: v for key, v in settings.items() if v is not None and key in gallery.params})
+    embedder = load_embedder(checkpoint, device=device, amp=amp)
+    notes: list[str] = []
+    results = search_text(gallery, embedder, text, image=image, modality=modality, k=k, cross_modality=cross_modality,
+                          gallery_modality=gallery_modality, rerank=rerank, rerank_candidates=rerank_candidates,
+                          force=force, notes=notes, where=where)
+    shown = [note for note in notes if not as_json or note.startswith("warning")]
+    return shown, (results_json(results) if as_json else format_results(results))

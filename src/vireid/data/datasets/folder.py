@@ -21,12 +21,14 @@
   must be their temporal order. An identity folder may hold still images and tracklet folders side by side;
   a tracklet folder without frames is an error.
 
-Hidden files and folders are ignored; any other unexpected folder is an error, so that nothing
-the user put there is silently left out.
+Hidden files and folders are ignored, and so is a ``Text`` folder beside the splits (the images'
+descriptions, ``Text/descriptions.json``: :mod:`vireid.data.text.descriptions`); any other unexpected
+folder is an error, so that nothing the user put there is silently left out.
 
 **CSV manifest** (format ``csv``): a file (or a folder holding ``manifest.csv``) with the header
-``path,identity,camera,modality`` and optionally ``split`` and ``tracklet`` (columns in any order; other
-columns are ignored). ``path`` is relative to the CSV's folder or absolute; ``identity`` and
+``path,identity,camera,modality`` and optionally ``split``, ``tracklet`` and ``description`` (the image's
+text description, for text methods: :mod:`vireid.data.text`) (columns in any order; other columns are
+ignored). ``path`` is relative to the CSV's folder or absolute; ``identity`` and
 ``camera`` follow the number rule above; ``modality`` accepts the same spellings as the folder
 names; ``split`` is one of the split names above (rows without a ``split`` column all go to
 ``default_split``, ``train`` unless told otherwise). ``tracklet`` names the tracklet (video sequence) a
@@ -68,6 +70,8 @@ from vireid.data.records import ImageRecord
 from vireid.errors import ConfigError, DatasetError
 
 SPLITS = ("train", "val", "query", "gallery")
+#: The one other folder a dataset root may hold: its text descriptions (vireid.data.text.descriptions).
+TEXT_DIR = "Text"
 _ACCEPTED_MODALITIES = ", ".join(sorted(MODALITY_ALIASES))
 
 
@@ -124,6 +128,8 @@ class FolderDataset(_GivenSplitsDataset):
         require_dir(self.root, "dataset folder", "pass the folder that holds train/, query/ and gallery/")
         by_split: dict[str, list[ImageRecord]] = {}
         for split_dir in list_subdirs(self.root):
+            if split_dir.name == TEXT_DIR:  # Text/descriptions.json, read by the tokens side input
+                continue
             if split_dir.name not in SPLITS:
                 raise DatasetError(
                     f"folder {split_dir} is not a split; the dataset folder may only hold {', '.join(SPLITS)}"
@@ -314,4 +320,7 @@ class CSVDataset(_GivenSplitsDataset):
         split = cell("split").lower() if "split" in columns else default_split
         if split not in SPLITS:
             raise DatasetError(f"{where}: split {split!r} is unknown; use one of {', '.join(SPLITS)}")
-        return split, ImageRecord(str(path), pid, camid, modality, pid)
+        record = ImageRecord(str(path), pid, camid, modality, pid)
+        if "description" in columns and cell("description"):  # optional text (vireid.data.text.descriptions)
+            record = replace(record, description=cell("description"))
+        return split, record

@@ -32,6 +32,7 @@ from vireid.data.synth.cameras import (
 )
 from vireid.data.synth.attributes import write_attribute_file
 from vireid.data.synth.depth import render_depth
+from vireid.data.synth.descriptions import ensure_descriptions, write_descriptions
 from vireid.data.synth.layouts import (
     SYNTH_ENTRIES,
     regdb_depth_path,
@@ -313,6 +314,10 @@ def generate_dataset(
     _validate(args)
     root = Path(out).expanduser()
     if _prepare_output(root, args, overwrite):
+        try:  # a dataset made before the text descriptions existed gets them (no image or split file changes)
+            ensure_descriptions(root, args, lambda: load_joints(root))
+        except OSError:  # a read-only copy: readers then say the description file is missing
+            pass
         if progress and report_present:
             print(f"vireid synth: {root} already holds this dataset ({args.to_dict()}); nothing to do",
                   file=sys.stderr)
@@ -344,6 +349,7 @@ def generate_dataset(
     _write_joints(root / JOINTS_FILE, [r[0] for r in rows], np.stack([r[1] for r in rows]))
     # attribute labels from the traits (vireid.data.synth.attributes): a new file, no random draw
     write_attribute_file(root, args.seed, args.format, [r[0] for r in rows])
+    write_descriptions(root, args, dict(rows))  # Text/descriptions.json (vireid.data.synth.descriptions)
     counts: dict = {"identities": args.ids, "images": len(rows)}
     if args.format == "sysu-mm01":
         split = sysu_split(args.ids, args.seed)

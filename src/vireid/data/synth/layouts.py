@@ -35,6 +35,7 @@ SYNTH_ENTRIES = (
     "Visible", "Thermal", "Depth", "idx", "synth_joints.npz", "synth_meta.json", "synth_meta.json.tmp",
     "Train", "Test", "info",  # the hitsz-vcm (video) layout
     "attributes.csv", "attributes.csv.tmp",  # attribute labels (vireid.data.synth.attributes)
+    "Text",  # per-image descriptions (vireid.data.synth.descriptions)
 )
 
 
