@@ -14,6 +14,25 @@ import vireid.builtins  # noqa: E402,F401  (the registries; tests use them direc
 REPO = Path(__file__).resolve().parent.parent
 
 
+#: Side files of a synth output that later features added (and the metadata that lists them): the pinned
+#: digests of the default outputs (images, joints, split files) leave them out.
+SYNTH_SIDE_FILES = ("attributes.csv", "synth_meta.json")
+SYNTH_SIDE_FOLDERS = ("Text/",)
+
+
+def synth_bytes_digest(root: Path) -> str:
+    """sha256 over the relative path and bytes of every file of a synth output but its side files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and path.name not in SYNTH_SIDE_FILES and not rel.startswith(SYNTH_SIDE_FOLDERS):
+            digest.update(rel.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _shared_data() -> Path:
     """The real sample images and official split files: ``VIREID_SHARED_DATA``, else ``shared/data``
     beside the checkout, else the copy kept in ``tests/data/shared`` (so a lone clone tests the same)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,8 +24,11 @@ from vireid.data.datasets.folder import CSVDataset
 from vireid.data.extras import load_extras, mirror_extras
 from vireid.errors import ConfigError, DatasetError
 
-#: sha256 over every file of the tiny fixture dataset but attributes.csv and synth_meta.json, computed with
-#: the generator before attribute labels existed: images, joints and split files must not change.
+from conftest import synth_bytes_digest
+
+#: sha256 over every file of the tiny fixture dataset but the side files (attributes.csv, Text/) and
+#: synth_meta.json, computed with the generator before attribute labels and descriptions existed: images,
+#: joints and split files must not change.
 DEFAULT_OUTPUT_DIGEST = "1a58d8c5c7d91c166b77a4fd26892594d48b387c6aa3ab474f08db11d40ea00f"
 
 
@@ -36,12 +38,7 @@ def _rows(root: Path) -> dict[str, dict[str, str]]:
 
 
 def test_default_synth_outputs_are_unchanged_by_the_attribute_file(tiny_synth_root):
-    digest = hashlib.sha256()
-    for path in sorted(tiny_synth_root.rglob("*")):
-        if path.is_file() and path.name not in ("attributes.csv", "synth_meta.json"):
-            digest.update(path.relative_to(tiny_synth_root).as_posix().encode())
-            digest.update(path.read_bytes())
-    assert digest.hexdigest() == DEFAULT_OUTPUT_DIGEST
+    assert synth_bytes_digest(tiny_synth_root) == DEFAULT_OUTPUT_DIGEST
 
 
 def test_labels_follow_the_traits_of_a_hand_checked_identity_and_infrared_has_no_colour(tiny_synth_root):

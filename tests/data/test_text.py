@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tomllib
 from pathlib import Path
@@ -33,24 +32,19 @@ from vireid.data.text.descriptions import record_descriptions
 from vireid.data.text.tokenizer import PAD, SHIPPED_VOCAB, UNK, WordTokenizer, split_words
 from vireid.errors import ConfigError, DatasetError
 
-from conftest import REPO
+from conftest import REPO, synth_bytes_digest
 
-#: sha256 over every file (path + bytes) of these synth outputs but Text/, made by the generator before the
-#: descriptions existed (main at 34d8e41): the default outputs must stay bit-identical.
+#: sha256 over every file (path + bytes) of these synth outputs but the new side files (Text/, attributes.csv)
+#: and synth_meta.json (which lists them), made by the generator before descriptions and attribute labels
+#: existed (main at ff3fa15): images, joints and split files must stay bit-identical.
 PINNED = {
-    "sysu-mm01": "b04b4891705fba625ffc08e1bf5342546c6aa6dc123ef2447626ffb8378e6d04",
-    "regdb": "255c0fbd177034b82723b09b5543ca4ecb4e303c1b7e3932762e13922e4659f5",
+    "sysu-mm01": "3c95b2e3fd7ed9e9d6a67266c730803f4b4d50ea349e38e84d8cd9c32ef39182",
+    "regdb": "9d0d5e839e2418cb93b780525a2791d633d34f1b620029d9f669cce5a10d9534",
 }
 
 
 def _digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if p.is_file() and not rel.startswith("Text/"):
-            h.update(rel.encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
+    return synth_bytes_digest(root)
 
 
 @pytest.mark.parametrize("fmt", ["sysu-mm01", "regdb"])

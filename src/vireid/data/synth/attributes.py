@@ -56,10 +56,14 @@ def image_labels(traits: IdentityTraits, modality: str) -> np.ndarray:
 
 _SYSU_PATH = re.compile(r"^cam(\d+)/(\d+)/[^/]+$")
 _REGDB_PATH = re.compile(r"^(Visible|Thermal|Depth)/(\d+)/[^/]+$")
+_VCM_PATH = re.compile(r"^(?:Train|Test)/(\d+)/(rgb|ir)/D\d+/[^/]+$")  # vireid.data.synth.video.frame_path
 
 
 def path_identity(layout: str, rel: str) -> tuple[int, str] | None:
     """(identity, modality) of a generated image from its relative path in ``layout``; ``None`` if not one."""
+    if layout == "hitsz-vcm":
+        match = _VCM_PATH.match(rel)
+        return None if not match else (int(match.group(1)), INFRARED if match.group(2) == "ir" else VISIBLE)
     if layout == "regdb":
         match = _REGDB_PATH.match(rel)
         if not match:

@@ -201,6 +201,18 @@ def synth_image_list(args: Any) -> list[tuple[str, int, int, int, bool]]:
                 for folder, camera in (("Visible", REGDB_CAMERAS[VISIBLE]), ("Thermal", REGDB_CAMERAS[INFRARED])):
                     out.append((regdb_image_path(folder, gender, view, counter, pid), pid, camera.camid, k,
                                 camera.is_infrared))
+        elif args.format == "hitsz-vcm":  # every frame of every walk (vireid.data.synth.video)
+            from vireid.data.synth.video import VCM_CAMERAS, frame_path, tracklet_number, vcm_split
+
+            if pid == 1:
+                train_ids = set(vcm_split(int(args.ids), args.seed)["train"])
+            frames = int(args.frames_per_tracklet)
+            split = "train" if pid in train_ids else "test"
+            for camid, camera in VCM_CAMERAS.items():
+                for k in range(1, args.images_per_camera + 1):
+                    first = (tracklet_number(camid, k, args.images_per_camera) - 1) * frames
+                    for n in range(first + 1, first + frames + 1):
+                        out.append((frame_path(split, pid, camid, n), pid, camid, n, camera.is_infrared))
         else:
             cameras = NPU_CAMERAS if args.format == "npu-reid" else SYSU_CAMERAS
             for camid, camera in cameras.items():
