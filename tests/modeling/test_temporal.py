@@ -119,7 +119,7 @@ def test_test_time_frame_choice():
 def test_bad_inputs_are_one_sentence():
     with pytest.raises(ConfigError, match="model.params.temporal' is 'transformer'; choose one of avg, gru"):
         build("transformer")
-    with pytest.raises(ConfigError, match="test_frames' is 'some'; choose evenly"):
+    with pytest.raises(ConfigError, match="test_frames' is 'some'; choose evenly .* or mitml"):
         build("avg", test_frames="some")
     with pytest.raises(ConfigError, match="seq_len' is 0"):
         build("avg", seq_len=0)
@@ -150,6 +150,8 @@ def test_embedding_only_the_chosen_frames_gives_the_same_tracklet_embeddings():
     lengths = [7, 2, 1]
     records = [ImageRecord(f"t{t}/{f}.jpg", 1, 1, "visible", tracklet=t) for t, n in enumerate(lengths) for f in range(n)]
     records.insert(7, ImageRecord("still.jpg", 2, 1, "visible"))
+    assert [c.tolist() for c in clip_frames(8, 6, "mitml")] == [[0, 2, 4, 6, 7, 7]]  # MITML's video_test frames
+    assert [c.tolist() for c in clip_frames(2, 3, "mitml")] == [[0, 1, 1]]
     chosen = TemporalReID.frames_to_embed(records, {"seq_len": 3})
     assert [r.path for r in chosen] == ["t0/0.jpg", "t0/2.jpg", "t0/5.jpg", "still.jpg", "t1/0.jpg", "t1/1.jpg",
                                         "t2/0.jpg"]
@@ -163,6 +165,14 @@ def test_embedding_only_the_chosen_frames_gives_the_same_tracklet_embeddings():
         full = model(images, modalities, tracklets=ids)
         reduced = model(images[rows], modalities[rows], tracklets=ids[rows])
     assert torch.allclose(full[rows], reduced, atol=1e-5)
+    mitml = build("lstm", test_frames="mitml").eval()  # 7 frames, T=3: step 3 -> frames 0, 3, 6
+    chosen = TemporalReID.frames_to_embed(records, {"seq_len": 3, "test_frames": "mitml"})
+    assert [r.path for r in chosen][:3] == ["t0/0.jpg", "t0/3.jpg", "t0/6.jpg"]
+    rows = [records.index(r) for r in chosen]
+    with torch.no_grad():
+        full = mitml(images, modalities, tracklets=ids)
+        reduced = mitml(images[rows], modalities[rows], tracklets=ids[rows])
+    assert torch.allclose(full[rows], reduced, atol=1e-5)  # t1 (2 frames -> 0, 1, 1) included
 
 
 def test_a_tracklet_drawn_twice_in_a_row_is_two_training_clips():

@@ -328,11 +328,11 @@ class TorchEmbedder(Embedder):
             return self.model(images, modalities.to(self.device), **extras).float()
 
     def _tracklet_frames_used(self, count: int) -> Sequence[int]:
-        """A temporal model with ``test_frames: evenly`` uses ``seq_len`` evenly spaced frames: only those are decoded."""
-        if getattr(self.model, "test_frames", None) == "evenly" and hasattr(self.model, "seq_len"):
-            from vireid.modeling.methods.temporal import evenly_spaced
+        """A temporal model uses some frames only (``test_frames: evenly`` or ``mitml``): only those are decoded."""
+        if getattr(self.model, "test_frames", None) in ("evenly", "mitml") and hasattr(self.model, "seq_len"):
+            from vireid.modeling.methods.temporal import frames_used
 
-            return evenly_spaced(count, int(self.model.seq_len)).tolist()
+            return frames_used(count, int(self.model.seq_len), self.model.test_frames)
         return range(count)
 
     def _embed_tracklet_pixels(self, pixels: np.ndarray, codes: np.ndarray) -> np.ndarray:

@@ -23,7 +23,9 @@ keep equal weight. Tracklets of different lengths are weighted by their frame co
 **Test time** (evaluation mode, ``test_frames``): each tracklet of the batch is embedded from
 ``seq_len`` evenly spaced frames (``evenly``, default; MITML's test loader) or from all its frames in
 consecutive chunks of ``seq_len`` (the last chunk ends at the last frame), the chunks' embeddings
-averaged (``all``); a tracklet shorter than ``seq_len`` is used whole. The tracklet's embedding is
+averaged (``all``), or from the MITML reference's ``seq_len`` frames (``mitml``: the first frame of each
+``ceil(n/T)`` chunk, the tail padded with the last frame); with ``evenly`` / ``all`` a tracklet shorter than
+``seq_len`` is used whole. The tracklet's embedding is
 returned for every frame of it, so feature extraction, flip averaging, the protocols and exports keep one
 row per frame; the tracklet protocols (:mod:`vireid.evaluation.tracklets`) keep one row per tracklet.
 
@@ -55,7 +57,7 @@ from vireid.modeling.modules.temporal import TEMPORAL_HEADS, build_temporal_head
 from vireid.modeling.registries import METHODS
 
 #: ``model.params.test_frames``: how a tracklet's frames are chosen at test time.
-TEST_FRAMES = ("evenly", "all")
+TEST_FRAMES = ("evenly", "all", "mitml")
 
 
 def evenly_spaced(length: int, count: int) -> torch.Tensor:
@@ -70,8 +72,22 @@ def evenly_spaced(length: int, count: int) -> torch.Tensor:
     return (lo + hi - 1) // 2
 
 
+def frames_used(length: int, seq_len: int, mode: str) -> list[int]:
+    """The distinct frames (ascending) of a ``length``-frame tracklet that test time uses: embedding only these
+    gives the same embedding, since a tracklet reduced to them yields the same clips (the repeats of ``mitml``
+    are its last frames)."""
+    if mode == "all":
+        return list(range(length))
+    return sorted({int(i) for clip in clip_frames(length, seq_len, mode) for i in clip})
+
+
 def clip_frames(length: int, seq_len: int, mode: str) -> list[torch.Tensor]:
-    """The frame indices (within a tracklet of ``length``) of each clip embedded at test time."""
+    """The frame indices (within a tracklet of ``length``) of each clip embedded at test time. ``mitml``: the MITML
+    reference's test frames (``data_loader.py`` ``VideoDataset_test``, ``video_test``): frame ``min(s*ceil(n/T), n-1)``
+    for ``s = 0..T-1``, the first frame of each ``ceil(n/T)`` chunk, the tail padded with the last frame."""
+    if mode == "mitml":
+        step = -(-length // seq_len)
+        return [torch.clamp(torch.arange(seq_len) * step, max=length - 1)]
     if mode == "evenly" or length <= seq_len:
         return [evenly_spaced(length, seq_len)]
     starts = list(range(0, length - seq_len + 1, seq_len))
@@ -105,8 +121,9 @@ class TemporalReID(BaselineReID):
     Args (the others of :class:`BaselineReID` pass through: backbone, pooling, neck, ...):
         temporal: ``avg``, ``gru``, ``lstm``, ``attention`` or ``conv2plus1d``.
         seq_len: frames per clip at test time (MITML: 6).
-        test_frames: ``evenly`` (``seq_len`` evenly spaced frames per tracklet) or ``all`` (every frame,
-            in chunks of ``seq_len``, the chunks' embeddings averaged).
+        test_frames: ``evenly`` (``seq_len`` evenly spaced frames per tracklet), ``all`` (every frame,
+            in chunks of ``seq_len``, the chunks' embeddings averaged) or ``mitml`` (the MITML reference's test
+            frames, :func:`clip_frames`).
         temporal_reduction: channel reduction of the attention score network and the (2+1)D block.
     """
 
@@ -120,7 +137,8 @@ class TemporalReID(BaselineReID):
                               f"{', '.join(TEMPORAL_HEADS)}")
         if test_frames not in TEST_FRAMES:
             raise ConfigError(f"config key 'model.params.test_frames' is {test_frames!r}; choose evenly (seq_len evenly "
-                              "spaced frames) or all (every frame, in chunks of seq_len)")
+                              "spaced frames), all (every frame, in chunks of seq_len) or mitml (the MITML reference's "
+                              "test frames)")
         if int(seq_len) < 1:
             raise ConfigError(f"config key 'model.params.seq_len' is {seq_len}; give the number of frames per clip (>= 1)")
         super().__init__(num_classes, non_local=non_local, **baseline_params)
@@ -136,7 +154,8 @@ class TemporalReID(BaselineReID):
         (:func:`evenly_spaced`), so the other frames are never decoded; with ``all`` every frame. Each
         tracklet's frames stay together in temporal order; still images are kept. The embeddings equal those
         of the whole pool (the model picks the same frames from a tracklet already reduced to them)."""
-        if params.get("test_frames", "evenly") != "evenly":
+        mode = params.get("test_frames", "evenly")
+        if mode == "all":
             return list(records)
         seq_len = int(params.get("seq_len", 6))
         groups: dict[int, list[int]] = {}
@@ -155,7 +174,7 @@ class TemporalReID(BaselineReID):
                 out.append(records[key])
             else:
                 members = groups[key]
-                out.extend(records[members[int(p)]] for p in evenly_spaced(len(members), seq_len))
+                out.extend(records[members[int(p)]] for p in frames_used(len(members), seq_len, mode))
         return out
 
     # ------------------------------------------------------------------ grouping
@@ -227,4 +246,4 @@ class TemporalReID(BaselineReID):
         return {"features": features, "bn_features": bn_features, "logits": self.classifier(bn_features)}
 
 
-__all__ = ["TEST_FRAMES", "TemporalReID", "clip_frames", "evenly_spaced", "split_repeated_clips"]
+__all__ = ["TEST_FRAMES", "TemporalReID", "clip_frames", "evenly_spaced", "frames_used", "split_repeated_clips"]
