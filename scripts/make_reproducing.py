@@ -61,10 +61,12 @@ PGM's released code (`yangbincv/ADCA`, `zesenwu23/USL-VI-ReID`); its table quote
 SYSU-MM01 training log (the all-search average of the log's best model). `usl_regdb`, `usl_llcm` and
 `semi_sysu` carry no published table: PGM's RegDB log covers one trial only. The other unsupervised
 methods' figures (ADCA, SDCL, CEIL), with what could and could not be checked, are in docs/results.md.
+
 The video recipe (`video_hitsz_vcm`, `model.method: temporal`) trains vireid's temporal model with MITML's
 released hyper-parameters on HITSZ-VCM and is evaluated tracklet to tracklet in both directions; MITML's own
-modules (temporal memory, modality-adversarial training) are not part of vireid, so MITML's published numbers
-are the target, not a reproduction (its header lists the differences).
+modules (temporal memory, modality-adversarial training) are not part of vireid (its header lists the
+differences). It carries no published table: MITML's HITSZ-VCM figures could not be checked against a stored
+source (the MITML README and code hold none), so none are quoted.
 
 ## What you need
 
