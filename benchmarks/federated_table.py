@@ -50,6 +50,8 @@ from _report import RESULTS_DOC, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "federated"
+#: the options that set an arm's training budget, stored in every row so that --from-rows labels it right
+BUDGET = ("epochs", "clients", "ids", "ipc", "num_ids", "per_modality", "mu")
 TITLE = "Federated training (the survey §6)"
 
 
@@ -113,7 +115,7 @@ def one_seed(seed: int, args) -> dict:
     if out.exists():
         shutil.rmtree(out)
     cfg = base_config(seed, args.out, args.epochs, args.ids, args.quick, args.ipc, args.num_ids, args.per_modality)
-    row: dict = {"seed": seed}
+    row: dict = {"seed": seed, "budget": {k: getattr(args, k) for k in BUDGET}}
     dataset = prepare_dataset(cfg.data, progress=False)
     row["untrained"] = untrained_map(cfg)
     row["central_s"] = train(cfg, out / "central")
@@ -265,6 +267,11 @@ def main() -> None:
     args.out = args.out.absolute()
     if args.from_rows:
         rows = json.loads((args.out / "rows.json").read_text())
+        budgets = {json.dumps(r["budget"], sort_keys=True) for r in rows if "budget" in r}
+        if len(budgets) > 1:
+            raise SystemExit(f"{args.out / 'rows.json'} mixes budgets {sorted(budgets)}; rewrite it from one budget")
+        for key, value in (json.loads(budgets.pop()) if budgets else {}).items():
+            setattr(args, key, value)  # the rows' own budget, not this command line's defaults
         for row in rows:
             if "untrained" not in row:
                 row["untrained"] = untrained_map(base_config(row["seed"], args.out, args.epochs, args.ids, args.quick,
