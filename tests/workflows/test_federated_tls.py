@@ -98,11 +98,13 @@ def _server_error(token: Path, *args) -> str:
 def test_no_unencrypted_channel_off_loopback_without_insecure(tmp_path):
     token = tmp_path / "token"
     token.write_text(TOKEN.decode() + "\n")
-    refused = _server_error(token, "--address", "0.0.0.0:8088")
+    quick = ("--connect-timeout", "1", "--rounds", "1", "--run-dir", tmp_path / "run")  # fail fast, were it served
+    refused = _server_error(token, "--address", "0.0.0.0:8088", *quick)
     assert "without encryption" in refused and "--certificates" in refused and "--insecure" in refused
-    refused = _server_error(token, "--address", "192.168.1.20:8088")
+    refused = _server_error(token, "--address", "192.168.1.20:8088", *quick)
     assert "without encryption" in refused
-    refused = _message(cli("federated", "client", "--token-file", token, "--server", "10.0.0.7:8088", ok=False))
+    refused = _message(cli("federated", "client", "--token-file", token, "--server", "10.0.0.7:8088",
+                           "--max-wait", "1", ok=False))
     assert "no --ca-certificate" in refused and "--insecure" in refused
 
 
