@@ -20,7 +20,13 @@ app.add_typer(federated_app, name="federated")
 STRATEGY_HELP = "fedavg (McMahan et al. 2017) or fedprox (Li et al. 2020: proximal term --mu in each client's loss)."
 TOKEN_HELP = ("File whose first line is the shared token (16+ characters; the same on the server and every client); "
               "default: the VIREID_FED_TOKEN environment variable. The token is never sent or logged.")
-ADDRESS_HELP = "HOST:PORT of the server (default 127.0.0.1:8088: this machine only; use an address others can reach deliberately)."
+ADDRESS_HELP = ("HOST:PORT to listen on (default 127.0.0.1:8088: this machine only); an address other machines can reach "
+                "needs --certificates (TLS) or an explicit --insecure.")
+CERTS_HELP = ("Serve over TLS: the CA certificate, the server certificate (signed by that CA, naming the host clients "
+              "dial) and its unencrypted private key, PEM files (docs/federated.md shows how to make them with openssl).")
+CA_HELP = "Connect over TLS, accepting only a server certificate signed by this CA certificate (PEM file)."
+INSECURE_HELP = ("Allow an unencrypted channel to or from another machine (the weights are readable on the network); "
+                 "without TLS only loopback addresses are allowed.")
 
 
 @federated_app.command("simulate")
@@ -74,9 +80,11 @@ def server_command(
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder (default: output_dir/<name>_federated)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this federated run after its last round."),
     evaluate: bool = typer.Option(False, "--eval/--no-eval", help="Evaluate the global model on the config's test data at the end."),
+    certificates: Optional[tuple[Path, Path, Path]] = typer.Option(None, "--certificates", metavar="CA_CERT SERVER_CERT SERVER_KEY", help=CERTS_HELP),
+    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
     verbose: bool = typer.Option(False, "--verbose", help="Show Flower's own logs."),
 ) -> None:
-    """Run the federated server: clients connect over gRPC, the server aggregates their backbones."""
+    """Run the federated server: clients connect over gRPC (TLS with --certificates), the server aggregates their backbones."""
     from vireid.workflows.federated.commands import serve_rounds
 
     typer.echo(serve_rounds(config=config, overrides=overrides or [], clients=clients, rounds=rounds,
@@ -84,7 +92,7 @@ def server_command(
                             min_clients=min_clients, address=address, token_file=token_file,
                             round_timeout=round_timeout, connect_timeout=connect_timeout, max_clients=max_clients,
                             max_message_mb=max_message_mb, run_dir=run_dir, resume=resume, evaluate=evaluate,
-                            verbose=verbose))
+                            certificates=certificates, insecure=insecure, verbose=verbose))
 
 
 @federated_app.command("client")
@@ -97,13 +105,16 @@ def client_command(
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="This client's run folder (its private head); default output_dir/<name>."),
     max_message_mb: int = typer.Option(256, "--max-message-mb", help="Largest message accepted (MB)."),
     max_wait: float = typer.Option(600.0, "--max-wait", help="Seconds to keep trying to reach the server."),
+    ca_certificate: Optional[Path] = typer.Option(None, "--ca-certificate", metavar="CA_CERT", help=CA_HELP),
+    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
     verbose: bool = typer.Option(False, "--verbose", help="Show Flower's own logs."),
 ) -> None:
     """Join a federated run as one institution: train on your own data, send only the shared backbone."""
     from vireid.workflows.federated.commands import join
 
     typer.echo(join(config=config, overrides=overrides or [], address=address, token_file=token_file, name=name,
-                    run_dir=run_dir, max_message_mb=max_message_mb, max_wait=max_wait, verbose=verbose))
+                    run_dir=run_dir, max_message_mb=max_message_mb, max_wait=max_wait, ca_certificate=ca_certificate,
+                    insecure=insecure, verbose=verbose))
 
 
 @federated_app.command("split")

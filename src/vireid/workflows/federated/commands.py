@@ -105,11 +105,16 @@ def serve_rounds(*, config: Optional[str] = None, overrides: Sequence[str] = (),
                  dp_noise: float = 0.0, min_clients: int = 1, address: str = "127.0.0.1:8088",
                  token_file: Optional[Path] = None, round_timeout: float = 3600.0, connect_timeout: float = 600.0,
                  max_clients: Optional[int] = None, max_message_mb: int = 256, run_dir: Optional[Path] = None,
-                 resume: Optional[Path] = None, evaluate: bool = False, verbose: bool = False) -> str:
-    """Run the federated server over gRPC (:func:`.run.server_run`) until its rounds are done."""
+                 resume: Optional[Path] = None, evaluate: bool = False, certificates: Optional[Sequence[Path]] = None,
+                 insecure: bool = False, verbose: bool = False) -> str:
+    """Run the federated server over gRPC (:func:`.run.server_run`) until its rounds are done; over TLS
+    with ``certificates`` (CA, server certificate, server key), unencrypted only on loopback or with
+    ``insecure`` (:func:`.tls.server_certificates`)."""
     from vireid.workflows.federated.run import server_run
+    from vireid.workflows.federated.tls import server_certificates
     from vireid.workflows.federated.updates import read_token
 
+    tls = server_certificates(certificates, check_address(address), insecure)
     token = read_token(token_file)
     cfg = run_config(config, overrides, resume)
     settings = run_settings(rounds, local_epochs, strategy, mu, dp_clip, dp_noise, min_clients, resume)
@@ -120,19 +125,25 @@ def serve_rounds(*, config: Optional[str] = None, overrides: Sequence[str] = (),
     folder = run_folder(cfg, run_dir, resume, "federated")
     summary = server_run(cfg, folder, token, settings, address=check_address(address), clients=clients,
                          round_timeout=round_timeout, connect_timeout=connect_timeout, max_message_mb=max_message_mb,
-                         max_clients=max_clients, resume=resume is not None, evaluate=evaluate, verbose=verbose)
+                         max_clients=max_clients, resume=resume is not None, evaluate=evaluate, verbose=verbose,
+                         certificates=tls)
     return "\n".join(_test_lines(summary) + [f"federated run in {folder}: {summary['rounds']} round(s) "
                                               "(global model: best.pt; rounds: federated.json)"])
 
 
 def join(*, config: Optional[str] = None, overrides: Sequence[str] = (), address: str = "127.0.0.1:8088",
          token_file: Optional[Path] = None, name: str = "client", run_dir: Optional[Path] = None,
-         max_message_mb: int = 256, max_wait: float = 600.0, verbose: bool = False) -> str:
-    """Take part in a federated run as one institution (:func:`.run.client_run`)."""
+         max_message_mb: int = 256, max_wait: float = 600.0, ca_certificate: Optional[Path] = None,
+         insecure: bool = False, verbose: bool = False) -> str:
+    """Take part in a federated run as one institution (:func:`.run.client_run`); over TLS with
+    ``ca_certificate`` (the CA that signed the server's certificate), unencrypted only to a loopback
+    server or with ``insecure`` (:func:`.tls.client_ca`)."""
     from vireid.engine.trainer import validate_config
     from vireid.workflows.federated.run import client_run
+    from vireid.workflows.federated.tls import client_ca
     from vireid.workflows.federated.updates import read_token
 
+    ca = client_ca(ca_certificate, check_address(address), insecure)
     token = read_token(token_file)
     cfg = user_run_config(config, overrides)
     validate_config(cfg)
@@ -140,7 +151,8 @@ def join(*, config: Optional[str] = None, overrides: Sequence[str] = (), address
         raise ConfigError(f"--name {name!r}: use up to 64 letters, digits, - and _")
     folder = run_dir or Path(cfg.output_dir) / name
     client_run(cfg, folder, token, address=check_address(address), name=name, max_message_mb=max_message_mb,
-               max_wait=max_wait, verbose=verbose)
+               max_wait=max_wait, verbose=verbose, root_certificates=ca,
+               ca_file=str(ca_certificate) if ca_certificate else None)
     return f"{name}: the server ended the run; this client's model (with its private head) is in {folder}/last.pt"
 
 

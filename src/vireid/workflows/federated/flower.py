@@ -170,10 +170,11 @@ def _first_line(text: str) -> str:
 def serve(server: FederatedServer, address: str = DEFAULT_ADDRESS, *, clients: int = 2,
           round_timeout: float = 3600.0, connect_timeout: float = 600.0,
           max_message_mb: int = DEFAULT_MAX_MESSAGE_MB, max_clients: int | None = None,
-          verbose: bool = False) -> None:
+          certificates: tuple[bytes, bytes, bytes] | None = None, verbose: bool = False) -> None:
     """Serve the remaining rounds over gRPC at ``address``. The first round waits up to
     ``connect_timeout`` seconds for ``clients`` clients; later rounds ask every client still connected.
-    At most ``max_clients`` (default ``clients``) may be connected at once."""
+    At most ``max_clients`` (default ``clients``) may be connected at once. ``certificates`` (CA, server
+    certificate, server key; PEM bytes checked by :func:`.tls.server_certificates`) serve over TLS."""
     flwr = require_flower()
     quiet_flower(verbose)
     from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
@@ -247,15 +248,19 @@ def serve(server: FederatedServer, address: str = DEFAULT_ADDRESS, *, clients: i
     if remaining <= 0:
         server.log(f"the run already finished its {server.settings.rounds} rounds")
         return
-    server.log(f"federated server on {address}: {remaining} round(s), waiting for {clients} client(s)")
+    channel = "TLS" if certificates else "no encryption"
+    server.log(f"federated server on {address} ({channel}): {remaining} round(s), waiting for {clients} client(s)")
     flwr.server.start_server(server_address=address, config=ServerConfig(num_rounds=remaining, round_timeout=round_timeout),
                              strategy=VireidStrategy(), client_manager=BoundedClientManager(),
-                             grpc_max_message_length=int(max_message_mb) * 1024 * 1024)
+                             grpc_max_message_length=int(max_message_mb) * 1024 * 1024, certificates=certificates)
 
 
 def connect(client: FederatedClient, address: str = DEFAULT_ADDRESS, *, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB,
-            max_wait: float = 600.0, verbose: bool = False) -> None:
-    """Join the server at ``address`` and train every round it asks for, until it ends the run."""
+            max_wait: float = 600.0, root_certificates: bytes | None = None, verbose: bool = False) -> None:
+    """Join the server at ``address`` and train every round it asks for, until it ends the run. With
+    ``root_certificates`` (the CA's PEM bytes) the channel is TLS: the server's certificate must chain to
+    that CA and name the host of ``address`` (:func:`.tls.check_server` checks both first with a clear
+    message; gRPC itself would only retry a failing handshake until ``max_wait``)."""
     flwr = require_flower()
     quiet_flower(verbose)
     from flwr.client import NumPyClient
@@ -268,6 +273,7 @@ def connect(client: FederatedClient, address: str = DEFAULT_ADDRESS, *, max_mess
             result = client.train_round(arrays, plan)
             return list(result.arrays.values()), int(result.num_examples), result.metrics
 
-    flwr.client.start_client(server_address=address, client=VireidNumPyClient().to_client(), insecure=True,
+    flwr.client.start_client(server_address=address, client=VireidNumPyClient().to_client(),
+                             insecure=root_certificates is None, root_certificates=root_certificates,
                              grpc_max_message_length=int(max_message_mb) * 1024 * 1024, max_wait_time=max_wait)
 

@@ -120,15 +120,17 @@ def simulate_run(cfg: Config, run_dir: Path, settings: FederatedSettings, client
 
 def server_run(cfg: Config, run_dir: Path, token: bytes, settings: FederatedSettings, *, address: str, clients: int,
                round_timeout: float, connect_timeout: float, max_message_mb: int, max_clients: int | None = None,
-               resume: bool = False, evaluate: bool = False, verbose: bool = False, log=print) -> dict:  # noqa: ANN001
-    """Serve a federated run over the network (``vireid federated server``)."""
+               resume: bool = False, evaluate: bool = False, verbose: bool = False, log=print,  # noqa: ANN001
+               certificates: tuple[bytes, bytes, bytes] | None = None) -> dict:
+    """Serve a federated run over the network (``vireid federated server``); ``certificates`` (CA,
+    certificate, key PEM bytes) serve it over TLS."""
     from vireid.workflows.federated.flower import require_flower, serve
 
     require_flower()
     server = FederatedServer(cfg, run_dir, token, settings, resume=resume, log=log)
     try:
         serve(server, address, clients=clients, round_timeout=round_timeout, connect_timeout=connect_timeout,
-              max_message_mb=max_message_mb, max_clients=max_clients, verbose=verbose)
+              max_message_mb=max_message_mb, max_clients=max_clients, certificates=certificates, verbose=verbose)
         summary = server.summary()
     finally:
         server.close()
@@ -139,14 +141,19 @@ def server_run(cfg: Config, run_dir: Path, token: bytes, settings: FederatedSett
 
 
 def client_run(cfg: Config, run_dir: Path, token: bytes, *, address: str, name: str, max_message_mb: int,
-               max_wait: float, verbose: bool = False) -> None:
-    """Join a federated run as one institution (``vireid federated client``)."""
+               max_wait: float, verbose: bool = False, root_certificates: bytes | None = None,
+               ca_file: str | None = None) -> None:
+    """Join a federated run as one institution (``vireid federated client``); ``root_certificates`` (the
+    CA's PEM bytes, read from ``ca_file``) connect over TLS."""
     from vireid.workflows.federated.flower import connect, require_flower
+    from vireid.workflows.federated.tls import check_server
 
     require_flower()
+    check_server(address, root_certificates, max_wait, ca_file=ca_file)  # before the data is read: fails fast
     cfg.train.progress = False
     client = FederatedClient(cfg, run_dir, token, name=name)
     try:
-        connect(client, address, max_message_mb=max_message_mb, max_wait=max_wait, verbose=verbose)
+        connect(client, address, max_message_mb=max_message_mb, max_wait=max_wait,
+                root_certificates=root_certificates, verbose=verbose)
     finally:
         client.close()
