@@ -17,7 +17,6 @@ column predicts each attribute's most frequent training value.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS_DOC, shipped_config, train_once, write_section  # noqa: E402
+from _report import table_parser, shipped_config, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "attribute-table"
@@ -96,17 +95,13 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / "attribute-table", help="folder of the runs and data")
+    ap = table_parser(__doc__, REPO / "runs" / "attribute-table", 'tiny data, one short epoch, one seed (a smoke test)')
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     ap.add_argument("--epochs", type=int, default=12, help="training epochs per run")
     ap.add_argument("--ids", type=int, default=60, help="synthetic identities (60%% train, 20%% val, 20%% test)")
     ap.add_argument("--images-per-camera", type=int, default=4)
     ap.add_argument("--trials", type=int, default=10, help="gallery draws of the protocol")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per training")
-    ap.add_argument("--retrain", action="store_true", help="train again even where a finished run exists")
-    ap.add_argument("--quick", action="store_true", help="tiny data, one short epoch, one seed (a smoke test)")
-    ap.add_argument("--doc", type=Path, default=RESULTS_DOC, help="Markdown file to write the section into")
     args = ap.parse_args()
     if args.quick:
         args.ids, args.images_per_camera, args.epochs, args.seeds, args.trials = 12, 2, 1, args.seeds[:1], 2

@@ -18,18 +18,17 @@ generated descriptions (``Text/descriptions.json``), per seed:
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS_DOC, train_once, write_section  # noqa: E402
+from _report import table_parser, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "text-table"
-TITLE = "Text descriptions (issue 17 §2)"
+TITLE = "Text descriptions"
 QUICK = ["data.synth.ids=12", "data.synth.images_per_camera=2", "sampler.num_ids=3", "sampler.num_per_modality=2",
          "sampler.epoch_length=2", "train.epochs=1"]
 BASELINE = ["model.method=baseline", "data.extras={}",
@@ -75,17 +74,13 @@ def mean_std(values: list[float]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / "text-table", help="folder of the runs and data")
+    ap = table_parser(__doc__, REPO / "runs" / "text-table", 'tiny data, one short epoch, 2 trials (a smoke test)')
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (one model per seed)")
     ap.add_argument("--ids", type=int, default=60, help="synthetic identities")
     ap.add_argument("--images-per-camera", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per training")
     ap.add_argument("--trials", type=int, default=10, help="gallery draws of the SYSU-MM01 protocol")
-    ap.add_argument("--retrain", action="store_true", help="train again even where a finished run exists")
-    ap.add_argument("--quick", action="store_true", help="tiny data, one short epoch, 2 trials (a smoke test)")
-    ap.add_argument("--doc", type=Path, default=RESULTS_DOC, help="Markdown file to write the section into")
     args = ap.parse_args()
 
     from vireid.workflows.train_run import evaluate_checkpoint

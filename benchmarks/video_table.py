@@ -29,14 +29,13 @@ Data (``--data``):
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS_DOC, train_once, write_section  # noqa: E402
+from _report import table_parser, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "video-table"
@@ -155,8 +154,7 @@ def chance(cfg, draws: int = 20):
 def main() -> None:
     import numpy as np
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / "video-table", help="folder of the runs and data")
+    ap = table_parser(__doc__, REPO / "runs" / "video-table", 'tiny data, one short epoch, one seed (a smoke test)')
     ap.add_argument("--data", default="pseudo", help="pseudo (still-image renders grouped) or synthetic-vcm")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (the data stays seed 0)")
     ap.add_argument("--heads", nargs="+", default=list(HEADS), choices=HEADS, help="temporal heads to train")
@@ -169,9 +167,6 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=4, help="frames per training tracklet (and test chunk)")
     ap.add_argument("--num-ids", type=int, default=4, help="identities per batch")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per training")
-    ap.add_argument("--retrain", action="store_true", help="train again even where a finished run exists")
-    ap.add_argument("--quick", action="store_true", help="tiny data, one short epoch, one seed (a smoke test)")
-    ap.add_argument("--doc", type=Path, default=RESULTS_DOC, help="Markdown file to write the section into")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.epochs, args.batches, args.ids, args.images_per_camera = [0], 1, 2, 16, 2

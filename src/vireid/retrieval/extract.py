@@ -147,6 +147,12 @@ def extract_featureset(embedder, images: Metadata, *, batch_size: int = 64, prog
     """
     paths = [str(images.image_path(i)) for i in range(len(images))]
     feats = embedder.embed_paths(paths, list(images.modalities), batch_size=batch_size, progress=progress)
+    return FeatureSet(feats, images, feature_record(embedder, info))
+
+
+def feature_record(embedder, info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a feature folder records of the model that made it (source, dim, input size, weights'
+    fingerprint, test-time flip) and when, plus ``info``."""
     record = {
         "model": str(getattr(embedder, "source", "") or ""),
         "dim": int(embedder.dim),
@@ -157,4 +163,4 @@ def extract_featureset(embedder, images: Metadata, *, batch_size: int = 64, prog
         "flip": bool(getattr(embedder, "flip", False)),
     }
     record.update(info or {})
-    return FeatureSet(feats, images, record)
+    return record

@@ -16,7 +16,6 @@ sees the frames as one tracklet; any other model gives the mean of the frames' e
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -119,18 +118,9 @@ def extract_tracklet_featureset(embedder, meta: Metadata, frames: list[list[str]
     feats = np.zeros((len(frames), int(embedder.dim)), dtype=np.float32)
     for i in rows:
         feats[i] = embedder.embed_tracklet(frames[i], meta.modalities[i])
-    record = {
-        "model": str(getattr(embedder, "source", "") or ""),
-        "dim": int(embedder.dim),
-        "input_size": list(embedder.input_size),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "normalized": True,
-        "fingerprint": getattr(embedder, "fingerprint", None),
-        "flip": bool(getattr(embedder, "flip", False)),
-        "unit": "tracklet",
-        "num_frames": int(sum(len(f) for f in frames)),
-    }
-    record.update(info or {})
+    from vireid.retrieval.extract import feature_record
+
+    record = feature_record(embedder, {"unit": "tracklet", "num_frames": int(sum(len(f) for f in frames)), **(info or {})})
     return FeatureSet(feats, meta, record)
 
 
