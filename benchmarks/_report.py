@@ -17,6 +17,10 @@ import subprocess
 import time
 from pathlib import Path
 
+# Every script here imports this module first: the registries (dataset readers, methods, losses, ...) are
+# filled by importing vireid.builtins, which a script run as `python benchmarks/x.py` would otherwise not do.
+import vireid.builtins  # noqa: E402,F401
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = (
     "# Benchmarks\n\n"
