@@ -77,6 +77,16 @@ def tiny_vcm_root(tmp_path_factory) -> Path:
 # --- END h17vdata
 
 
+def _tiny_threads() -> int:
+    """torch threads of a tiny run: ``OMP_NUM_THREADS`` where the runner set it (on a shared machine the
+    suite runs with 1, and a run forced to 2 threads there waits on busy cores: steps take ~30x longer),
+    else 2 as before."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0]))
+    except ValueError:
+        return 2
+
+
 def tiny_overrides(root: Path, out: Path, **extra) -> list[str]:
     """Overrides that turn baseline_synth into a seconds-long CPU run on ``root``."""
     values = {
@@ -96,7 +106,7 @@ def tiny_overrides(root: Path, out: Path, **extra) -> list[str]:
         "sampler.epoch_length": 6,
         "train.epochs": 2,
         "train.progress": False,
-        "train.threads": 2,
+        "train.threads": _tiny_threads(),
         "eval.trials": 2,
     }
     values.update(extra)
