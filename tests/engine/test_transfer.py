@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 import vireid.cli.commands  # noqa: F401  (registers the commands)
-from conftest import REAL_MINI, REPO, tiny_overrides
+from conftest import REAL_MINI, REPO
 from vireid.cli import app
 from vireid.config import load_config
 from vireid.engine.checkpoint import load_checkpoint
@@ -29,14 +29,10 @@ CONFIG = REPO / "configs" / "baseline_synth.yaml"
 
 
 @pytest.fixture(scope="module")
-def source_run(tiny_synth_root, tmp_path_factory) -> Path:
-    """A one-epoch source model on the tiny synthetic set (14 training identities)."""
-    from vireid.workflows.train_run import run_training
-
-    out = tmp_path_factory.mktemp("source")
-    cfg = load_config(CONFIG, tiny_overrides(tiny_synth_root, out, **{"train.epochs": 1, "sampler.epoch_length": 2}))
-    run_training(cfg, out / "run", evaluate=False)
-    return out / "run"
+def source_run(tiny_trained_run) -> Path:
+    """A one-epoch source model on the tiny synthetic set (14 training identities): the session's
+    ``tiny_trained_run``, which these tests only read (fine-tuning writes its own run folder)."""
+    return tiny_trained_run
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO, tiny_overrides  # noqa: E402
 from vireid.errors import VireidError
 
 
@@ -138,15 +137,10 @@ def test_bad_amount_and_unprunable_model_are_clear_errors() -> None:
 
 
 @pytest.fixture(scope="module")
-def trained_run(tiny_synth_root: Path, tmp_path_factory) -> Path:
-    """A one-epoch tiny run (resnet10t, 64x32) on the session's synthetic data."""
-    from vireid.workflows.train_run import run_training
-    from vireid.config import load_config
-
-    out = tmp_path_factory.mktemp("prune")
-    cfg = load_config(REPO / "configs" / "baseline_synth.yaml", tiny_overrides(tiny_synth_root, out, **{"train.epochs": 1, "sampler.epoch_length": 3}))
-    run_training(cfg, out / "tiny", evaluate=False)
-    return out / "tiny"
+def trained_run(tiny_trained_run: Path) -> Path:
+    """A one-epoch tiny run (resnet10t, 64x32) on the session's synthetic data: the session's
+    ``tiny_trained_run`` (read only here: pruning writes its outputs elsewhere)."""
+    return tiny_trained_run
 
 
 def test_prune_checkpoint_saves_loads_and_fine_tunes(trained_run: Path, tmp_path: Path) -> None:
