@@ -44,7 +44,7 @@ def test_the_pages_plugin_trains_and_evaluates_through_the_cli(tmp_path, tiny_sy
     commands = [line.split() for line in _blocks("bash")[0].strip().splitlines()]
     assert commands[0][:3] == ["vireid", "train", "--config"] and commands[1][:2] == ["vireid", "eval"]
 
-    tiny = tiny_overrides(tiny_synth_root, Path("runs"), name="se_synth", **{"train.epochs": 1})
+    tiny = tiny_overrides(tiny_synth_root, Path("runs"), name="se_synth", **{"train.epochs": 1, "sampler.epoch_length": 2})
     train = _vireid(commands[0][1:] + tiny, cwd=work)
     assert train.returncode == 0, train.stderr[-3000:]
     run = work / "runs" / "se_synth"
@@ -119,7 +119,8 @@ def test_the_pages_side_input_and_protocol_run_through_the_cli(tmp_path, tiny_sy
     assert train_cmd[:4] == ["vireid", "train", "--config", "masked_synth.yaml"] and eval_cmd[:3] == ["vireid", "eval", "runs/masked_synth"]
     assert protocol_cmd[:3] == ["vireid", "eval", "runs/masked_synth"] and "sysu-camera3-single" in protocol_cmd
 
-    tiny = tiny_overrides(tiny_synth_root, Path("runs"), name="masked_synth", **{"train.epochs": 1, "eval.trials": 1})
+    tiny = tiny_overrides(tiny_synth_root, Path("runs"), name="masked_synth",
+                          **{"train.epochs": 1, "sampler.epoch_length": 2, "eval.trials": 1})
     train = _vireid(train_cmd[1:] + tiny, cwd=work)  # trains, then evaluates and calibrates (the page's eval, too)
     assert train.returncode == 0, train.stderr[-3000:]
     run = work / "runs" / "masked_synth"

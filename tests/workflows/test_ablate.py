@@ -153,7 +153,8 @@ def test_two_row_grid_end_to_end_through_the_cli(tiny_synth_root, tmp_path):
     grid = write_grid(tmp_path / "grid.yaml", TWO_ROWS, config=str(CONFIG), title="Tiny ablation")
     out = tmp_path / "abl"
     doc = tmp_path / "results.md"
-    extra = {"train.epochs": 1, "train.threads": 1, "train.eval_every": 0, "eval.protocols": "[sysu-all-single]"}
+    extra = {"train.epochs": 1, "sampler.epoch_length": 2, "train.threads": 1, "train.eval_every": 0,
+             "eval.protocols": "[sysu-all-single]"}
     args = ["ablate", "--grid", str(grid), "--out", str(out), "--append-to", str(doc), "--section", "tiny",
             *tiny_overrides(tiny_synth_root, tmp_path, **extra)]
     result = CliRunner().invoke(app, args)
@@ -190,7 +191,8 @@ def test_jobs_train_rows_in_parallel_processes_and_a_failed_row_does_not_stop_th
     rows = [*TWO_ROWS, {"name": "broken", "overrides": ["data.format=sysu-mm01", f"data.root={tmp_path / 'absent'}"]}]
     grid = write_grid(tmp_path / "grid.yaml", rows, config=str(CONFIG))
     out = tmp_path / "abl"
-    extra = {"train.epochs": 1, "train.eval_every": 0, "eval.protocols": "[sysu-all-single]", "train.threads": None}
+    extra = {"train.epochs": 1, "sampler.epoch_length": 2, "train.eval_every": 0, "eval.protocols": "[sysu-all-single]",
+             "train.threads": None}
     args = ["ablate", "--grid", str(grid), "--out", str(out), "--jobs", "2",
             *[o for o in tiny_overrides(tiny_synth_root, tmp_path, **extra) if o != "train.threads=None"]]
     result = CliRunner().invoke(app, args)
