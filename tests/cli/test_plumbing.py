@@ -116,7 +116,7 @@ def test_embedder_matches_model_and_normalises(tmp_path, tiny_synth_root):
     ckpt = {"model": model.state_dict(), "config": asdict(cfg), "num_classes": 5,
             "verification": {"metric": "cosine", "threshold": 0.5}}
     atomic_torch_save(ckpt, tmp_path / "best.pt")
-    embedder = load_embedder(tmp_path)
+    embedder = load_embedder(tmp_path, amp="none")  # compared with the fp32 model below (bf16: tests/engine/test_precision.py)
     assert embedder.input_size == (32, 16) and embedder.verification["threshold"] == 0.5
     paths = sorted(tiny_synth_root.rglob("*.jpg"))[:3]
     feats = embedder.embed_paths(paths, ["visible", "infrared", 0])

@@ -84,7 +84,7 @@ def test_onnx_embedder_equals_torch_embedder(exported) -> None:
     ckpt, path, _ = exported
     onnx_embedder = load_embedder(path)
     assert isinstance(onnx_embedder, OnnxEmbedder)
-    torch_embedder = TorchEmbedder.from_checkpoint(ckpt)
+    torch_embedder = TorchEmbedder.from_checkpoint(ckpt, amp="none")  # ONNX runs fp32: compare with fp32
     assert onnx_embedder.input_size == torch_embedder.input_size and onnx_embedder.dim == torch_embedder.dim
     assert onnx_embedder.verification["threshold"] == pytest.approx(0.42)
     assert onnx_embedder.config.model.params["backbone"] == "resnet10t"
@@ -113,7 +113,7 @@ def test_vireid_eval_on_the_onnx_file_matches_the_checkpoint(exported) -> None:
     ckpt, path, _ = exported
     from_onnx = evaluate_checkpoint(path, protocols=("sysu-all-single",), progress=False, quiet=True)
     from_torch = evaluate_checkpoint(ckpt, protocols=("sysu-all-single",), progress=False, quiet=True,
-                                     verification=False)
+                                     verification=False, amp="none")  # the ONNX file runs fp32
     a, b = from_onnx[0].to_dict(), from_torch[0].to_dict()
     for key in ("mAP", "mINP"):
         assert a["mean"][key] == pytest.approx(b["mean"][key], abs=1e-3)

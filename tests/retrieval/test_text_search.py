@@ -122,7 +122,7 @@ def test_image_protocols_of_a_text_model_use_its_image_columns(text_run, tiny_sy
     cfg.data.root = str(tiny_synth_root)
     dataset = build_dataset("sysu-mm01", tiny_synth_root)
     image_only, text = evaluate_model(model, dataset, cfg, protocols=["sysu-all-single", "text-to-visible"],
-                                      progress=False)
+                                      progress=False, amp="none")  # compared with the fp32 features below
     cache = build_image_cache(dataset.test, cfg.data, progress=False)
     plain = extract_features(model, cache, modality_codes(dataset.test), "cpu", 64)  # no tokens: image only
     assert plain.shape[1] == model.embed_dim

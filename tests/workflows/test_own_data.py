@@ -256,8 +256,12 @@ def test_modality_spellings_are_one_table():
 
 
 def test_run_log_starts_with_the_summary(tiny_trained_run):
+    from vireid.engine.precision import resolve_precision
+
     text = (tiny_trained_run / "log.txt").read_text()
-    assert "run folder:" in text and "device: cpu" in text and "precision: fp32" in text
+    auto = resolve_precision("auto", "cpu")  # the run's train.amp: bf16 on a CPU with bf16 units, else fp32
+    kind = "fp32" if auto.dtype is None else "bf16 autocast"
+    assert "run folder:" in text and "device: cpu" in text and f"precision: {kind}" in text
     assert re.search(r"train +\d+ identities +\d+ visible \+ +\d+ infrared images", text)
     assert "M parameters" in text and "epoch 1/1" in text
 

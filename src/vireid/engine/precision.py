@@ -25,6 +25,7 @@ The choice is printed once per process (:func:`announce_precision`).
 from __future__ import annotations
 
 import contextlib
+import types
 from dataclasses import dataclass
 
 import torch
@@ -65,9 +66,14 @@ class Precision:
         return torch.autocast(self.device_type, dtype=self.dtype)
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """``model`` in this precision's memory format (weights stay fp32; autocast casts per op)."""
+        """``model`` in this precision's memory format (weights stay fp32; autocast casts per op).
+
+        Under CPU bf16 autocast, every convolution is also guarded by :func:`guard_cpu_bf16_convolutions`
+        (oneDNN's bf16 convolution returns wrong values for one family of small output shapes)."""
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
+        if self.device_type == "cpu" and self.dtype == torch.bfloat16:
+            guard_cpu_bf16_convolutions(model)
         return model
 
     def prepare_input(self, images: torch.Tensor) -> torch.Tensor:
@@ -79,6 +85,46 @@ class Precision:
         layout = " + channels_last" if self.channels_last else ""
         kind = "fp32" if self.dtype is None else f"{self.name} autocast"
         return f"precision: {kind}{layout} on {self.device_type} ({self.reason})"
+
+
+def _conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def bf16_conv_is_unsafe(conv: torch.nn.Conv2d, height: int, width: int) -> bool:
+    """Whether oneDNN's CPU bf16 convolution may return wrong values for ``conv`` on an input of ``height`` x
+    ``width``: a strided convolution with a kernel wider than 1 whose output is one pixel wide or high.
+
+    Measured with torch 2.13.0+cpu on an AMX Xeon: such convolutions (e.g. a 3x3, stride-2 conv from a 4x2 to
+    a 2x1 map, what a ResNet's third stage does at a 32x16 input) return values off by more than 0.1, or NaN,
+    for every channel count tried, in NCHW and NHWC alike, while fp32 is exact; every other shape of a sweep
+    over 1-16 x 1-8 inputs, strides 1-3 and kernels 1/3/5 agreed with fp32. oneDNN has fixed bugs of this kind
+    in its AMX convolution kernels (uxlfoundation/oneDNN pull request 5494: stride larger than the kernel
+    overwrote the input buffer); this rule is deliberately a little wider than the failures seen.
+    """
+    if isinstance(conv.padding, str):  # "same"/"valid": size from the module's own rule is not needed here
+        return max(conv.stride) > 1 and max(conv.kernel_size) > 1 and min(height, width) <= max(conv.kernel_size)
+    out = [_conv_output_size(n, k, s, p, d) for n, k, s, p, d in
+           zip((height, width), conv.kernel_size, conv.stride, conv.padding, conv.dilation)]
+    return max(conv.stride) > 1 and max(conv.kernel_size) > 1 and min(out) == 1
+
+
+def _guarded_conv_forward(self: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 4 and torch.is_autocast_enabled("cpu") and bf16_conv_is_unsafe(self, x.shape[-2], x.shape[-1]):
+        with torch.autocast("cpu", enabled=False):
+            return type(self).forward(self, x.float())
+    return type(self).forward(self, x)
+
+
+def guard_cpu_bf16_convolutions(model: torch.nn.Module) -> torch.nn.Module:
+    """Make every ``nn.Conv2d`` of ``model`` run in fp32 where :func:`bf16_conv_is_unsafe` says its input shape
+    would give wrong bf16 values; all other calls stay in bf16. A shape check per call, nothing else; applying
+    it twice changes nothing. Returns ``model``."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d) and not getattr(module, "_vireid_bf16_guard", False):
+            module.forward = types.MethodType(_guarded_conv_forward, module)
+            module._vireid_bf16_guard = True
+    return model
 
 
 def resolve_precision(amp: str, device: torch.device | str, channels_last: bool = False,

@@ -138,14 +138,20 @@ def same_modality_pair_scores(features: torch.Tensor | np.ndarray, records: list
 def embed_records(model: torch.nn.Module, records: list[ImageRecord], cfg: Any, device: torch.device | str,
                   progress: bool = False, cache: Any = None) -> torch.Tensor:
     """Model embeddings of ``records`` (evaluation preprocessing, decoded-image cache; the configured side
-    inputs, e.g. joints for pose-guided models), as :func:`vireid.inference.extract.extract_features` computes them."""
+    inputs, e.g. joints for pose-guided models), as :func:`vireid.inference.extract.extract_features` computes them,
+    in the precision ``vireid verify`` / ``vireid.load`` use for this run on ``device`` (the run's ``train.amp`` where
+    it runs well there, :func:`vireid.engine.precision.inference_amp`), so a threshold is calibrated on the
+    similarities it will be compared with."""
     from vireid.data import build as data_build
+    from vireid.engine.precision import inference_amp, resolve_precision
     from vireid.inference.extract import extract_features
 
     if cache is None:
         cache = data_build.build_image_cache(records, cfg.data, progress=progress)
+    precision = resolve_precision(inference_amp(cfg.train.amp, device), device, cfg.train.channels_last)
     feats = extract_features(model, cache, data_build.modality_codes(records), device, cfg.eval.batch_size,
-                             progress=progress, extras=data_build.extras_for_records(records, cfg.data))
+                             progress=progress, extras=data_build.extras_for_records(records, cfg.data),
+                             precision=precision)
     return image_columns(model, feats)
 
 
