@@ -21,6 +21,8 @@ from vireid.data.transforms import (
     RandomErasing,
     RandomGrayscale,
     RandomPadCropFlip,
+    RandomToneCurve,
+    add_configured_steps,
     build_eval_transform,
     build_train_transform,
 )
@@ -199,6 +201,40 @@ def test_random_grayscale_on_uint8_visible_images():
     expected = (images[:5].double() * torch.tensor(GRAY_WEIGHTS, dtype=torch.float64).view(1, 3, 1, 1)).sum(1)
     assert (out[:5, 0].double() - expected).abs().max() <= 0.5 + 1e-6
     assert torch.equal(out[:5, 0], out[:5, 2])
+
+
+def test_tone_curve_maps_the_grey_image_through_each_samples_table():
+    images = _images(batch=12)
+    modalities = torch.tensor([0, 1] * 6)
+    step = RandomToneCurve(p=0.6, knots=4, modalities=("visible", "infrared"))
+    out = step(images, modalities, _gen(5))
+    chosen, tables = step.last_chosen, step.last_tables
+    assert out.dtype == torch.uint8 and 0 < int(chosen.sum()) < 12 and tables.shape == (int(chosen.sum()), 256)
+    assert torch.equal(out[~chosen], images[~chosen])  # the others untouched
+    weights = torch.tensor(GRAY_WEIGHTS, dtype=torch.float64).view(3, 1, 1)
+    for row, i in enumerate(chosen.nonzero().squeeze(1).tolist()):  # loop reference, one pixel at a time
+        grey = (images[i].double() * weights).sum(0).round().clamp(0, 255).long()
+        expected = torch.tensor([[int(tables[row, g]) for g in line] for line in grey.tolist()], dtype=torch.uint8)
+        assert all(torch.equal(out[i, c], expected) for c in range(3))
+    # each table is piecewise linear between its 4 knots (levels 0, 85, 170, 255) and not always rising
+    knots = tables[:, [0, 85, 170, 255]].float()
+    assert torch.allclose(tables[:, 42].float(), (knots[:, 0] * 43 + knots[:, 1] * 42) / 85, atol=1.0)
+    assert bool(((knots[:, 1:] - knots[:, :-1]) < 0).any())
+    # seeded: the same generator seed gives the same batch; modalities restrict the step
+    assert torch.equal(RandomToneCurve(p=0.6)(images, modalities, _gen(5)), out)
+    only_ir = RandomToneCurve(p=1.0, modalities=("infrared",))
+    only_ir(images, modalities, _gen(1))
+    assert torch.equal(only_ir.last_chosen, modalities == 1)
+    with pytest.raises(ConfigError, match="knots=1"):
+        RandomToneCurve(knots=1)
+
+
+def test_tone_curve_from_a_config_list_goes_before_normalisation():
+    transform = build_train_transform(24, 12, grayscale=0.5)
+    add_configured_steps(transform, [{"type": "tone_curve", "before": "normalize", "p": 0.5}])
+    assert transform.names() == ["pad_crop_flip", "grayscale", "tone_curve", "normalize", "random_erasing"]
+    with pytest.raises(ConfigError, match="tone_curve"):
+        add_configured_steps(build_train_transform(24, 12), [{"type": "tone_curve", "p": 1.5}])
 
 
 def test_builder_validates_options_and_steps_can_be_inserted_by_name():

@@ -185,6 +185,62 @@ class RandomGrayscale:
         return images.index_put((selected,), gray)
 
 
+@TRANSFORM_STEPS.register("tone_curve")
+class RandomToneCurve:
+    """Grey image through a random, non-monotone tone curve, with probability ``p`` per sample.
+
+    Why: an infrared camera sees how warm a garment is, a colour camera how light its colour is, and
+    the two are unrelated (a dark-blue jacket may glow bright in infrared, a white shirt stay dim). So
+    the grey levels of the same person's regions are reordered between the modalities, while the
+    region *boundaries* (clothing layout, patterns, outline, accessories) stay where they are. This
+    step shows the network the same reordering within each modality: a chosen sample becomes its
+    luma image (infrared images already are grey), mapped through a piecewise-linear curve whose
+    ``knots`` levels at 0, 1/(knots-1), ..., 1 are drawn uniformly in [0, 255] (so the curve may rise,
+    fall or fold), and copied to the three channels. Grey levels that were different stay different
+    almost surely, so edges survive while their polarity and contrast become unreliable.
+
+    On uint8 pixels before :class:`Normalize`, like :class:`RandomGrayscale` (put it after
+    ``grayscale``); one ``[n, 256]`` lookup table and one gather for the chosen samples, no loop.
+    ``knots=2`` is a random linear (possibly inverted) contrast change. Returns a new tensor.
+    """
+
+    name = "tone_curve"
+
+    def __init__(self, p: float = 0.5, knots: int = 4, modalities: Sequence[str] = ("visible", "infrared")) -> None:
+        self.p = _probability("tone_curve", p)
+        if int(knots) != knots or knots < 2:
+            raise ConfigError(f"tone_curve knots={knots!r} is invalid; use a whole number of 2 or more")
+        self.knots = int(knots)
+        self.targets = _modality_codes(modalities)
+        self.last_chosen: torch.Tensor | None = None
+        self.last_tables: torch.Tensor | None = None  # [n, 256] uint8 lookup table of each chosen sample
+
+    def tables(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """``[count, 256]`` uint8 lookup tables: random knot levels, linear between knots."""
+        levels = _uniform(generator, count, self.knots) * 255.0
+        position = torch.arange(256, dtype=torch.float32) * ((self.knots - 1) / 255.0)
+        left = position.floor().long().clamp_(max=self.knots - 2)
+        frac = position - left
+        table = levels[:, left] * (1.0 - frac) + levels[:, left + 1] * frac
+        return table.round_().clamp_(0, 255).to(torch.uint8)
+
+    def __call__(self, images: torch.Tensor, modalities: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        batch = images.shape[0]
+        chosen = _uniform(generator, batch) < self.p
+        chosen &= _sample_mask(modalities, batch, self.targets)
+        self.last_chosen = chosen
+        selected = chosen.nonzero().squeeze(1)
+        tables = self.tables(selected.numel(), generator)
+        self.last_tables = tables
+        if selected.numel() == 0:
+            return images
+        selected = selected.to(images.device)
+        subset = images.index_select(0, selected)
+        gray = _grayscale(subset.to(torch.float32)).round_().clamp_(0, 255).long()  # [n, 1, H, W]
+        mapped = torch.gather(tables.to(images.device), 1, gray.flatten(1)).view_as(gray)
+        return images.index_put((selected,), mapped.to(images.dtype).expand_as(subset))
+
+
 @TRANSFORM_STEPS.register("normalize")
 class Normalize:
     """uint8 [0,255] -> float32 ``(x/255 - mean) / std`` per channel (ImageNet statistics by default).
