@@ -78,6 +78,24 @@ def test_shipped_configs_load(name):
     assert cfg.train.epochs > 0
 
 
+def test_the_demo_trains_demo_synth_the_base_recipe_plus_the_tone_curve_and_40_epochs():
+    import inspect
+    from dataclasses import asdict
+
+    from vireid.cli.demo import demo_command
+    from vireid.workflows.demo import run_demo
+
+    assert inspect.signature(run_demo).parameters["config"].default == "demo_synth"
+    assert inspect.signature(demo_command).parameters["config"].default.default == "demo_synth"
+    demo_cfg, base = asdict(load_config(CONFIGS / "demo_synth.yaml")), asdict(load_config(CONFIGS / "baseline_synth.yaml"))
+    steps = demo_cfg["augment"].pop("steps")
+    assert [s["type"] for s in steps] == ["tone_curve"] and steps[0]["p"] == 0.5 and steps[0]["before"] == "normalize"
+    assert demo_cfg["train"].pop("epochs") == 40
+    base["augment"].pop("steps"), base["train"].pop("epochs")
+    demo_cfg.pop("name"), base.pop("name")
+    assert demo_cfg == base  # every other setting is baseline_synth's
+
+
 def test_check_kwargs_names_key():
     def method(num_classes: int, backbone: str = "resnet50", gem_p: float = 3.0):
         return None

@@ -13,7 +13,7 @@ from vireid.cli.app import app
 @app.command("demo")
 def demo_command(
     overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides key=value (e.g. train.epochs=4)."),
-    config: str = typer.Option("baseline_synth", "--config", "-c", help="Config to train (default: the CPU demo config)."),
+    config: str = typer.Option("demo_synth", "--config", "-c", help="Config to train (default: demo_synth, the CPU demo config)."),
     run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir", help="Run folder (replaced on every demo run)."),
 ) -> None:
     """Generate synthetic data, evaluate reference matchers, train a two-stream model and evaluate it."""
