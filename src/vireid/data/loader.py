@@ -296,7 +296,13 @@ class EvalLoader:
     def _bounds(self) -> list[tuple[int, int]]:
         """``(start, stop)`` of each batch: ``batch_size`` images, ended early at a tracklet boundary when the
         ``tracklets`` side input is given, so a temporal model sees whole tracklets (a tracklet longer than
-        ``batch_size`` is split into full batches)."""
+        ``batch_size`` is split into full batches). Computed once per loader (``len`` and iteration share it)."""
+        cached = getattr(self, "_bounds_cache", None)
+        if cached is None:
+            cached = self._bounds_cache = self._compute_bounds()
+        return cached
+
+    def _compute_bounds(self) -> list[tuple[int, int]]:
         n = len(self.cache)
         ids = self.extras.get("tracklets")
         if ids is None or n == 0:
