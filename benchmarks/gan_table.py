@@ -42,7 +42,7 @@ QUICK_GAN = ["train.epochs=1", "gan.steps_per_epoch=2", "gan.decay_epochs=0", "g
 
 def _reid(folder: Path, overrides: list[str]) -> float:
     """Train (unless done) and evaluate one ReID run; returns its sysu-all-single mAP (percent)."""
-    from vireid.cli.train import resolve_config, run_training
+    from vireid.workflows.train_run import resolve_config, run_training
     from vireid.config import load_config
 
     result = folder / "test_results.json"

@@ -119,7 +119,7 @@ def overrides_for(row: str, seed: int, root: Path, out: Path, size: dict) -> lis
 
 
 def train_row(row: str, seed: int, root: Path, out: Path, size: dict) -> Path:
-    from vireid.cli.train import resolve_config, run_training
+    from vireid.workflows.train_run import resolve_config, run_training
     from vireid.config import load_config
 
     folder = out / f"{row}-s{seed}"
@@ -142,8 +142,8 @@ def result_of(folder: Path) -> dict:
 
 
 def references(root: Path, size: dict) -> dict[str, dict]:
-    from vireid.cli.demo import baseline_results
-    from vireid.cli.train import resolve_config
+    from vireid.workflows.demo import baseline_results
+    from vireid.workflows.train_run import resolve_config
     from vireid.config import load_config
     from vireid.data.build import prepare_dataset
 
