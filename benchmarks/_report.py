@@ -35,6 +35,10 @@ RESULTS_HEADER = (
 )
 
 
+#: Put before a table section's body when its script ran with --quick (tiny data, one short epoch).
+SMOKE_BANNER = "**Smoke run (--quick): tiny data, one short epoch; the numbers mean nothing.**\n\n"
+
+
 def machine_description() -> str:
     """One line naming the CPU, the core count and the torch build."""
     cpu = platform.processor() or "unknown CPU"

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import table_parser, shipped_config, train_once, write_section  # noqa: E402
+from _report import SMOKE_BANNER, shipped_config, table_parser, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "attribute-table"
@@ -197,7 +197,7 @@ def write_table(args, seeds_done: list[int], accuracy: dict, attributes: dict, s
         *attr_lines,
     ])
     if args.quick:
-        body = "**Smoke run (--quick): tiny data, one short epoch; the numbers mean nothing.**\n\n" + body
+        body = SMOKE_BANNER + body
     command = "python benchmarks/attribute_table.py" + (" --quick" if args.quick else "") + \
         (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0, 1, 2] else "") + \
         (f" --epochs {args.epochs}" if args.epochs != 12 and not args.quick else "") + \

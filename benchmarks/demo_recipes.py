@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import shipped_config, table_parser, train_once, write_section  # noqa: E402
+from _report import SMOKE_BANNER, shipped_config, table_parser, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "demo-recipes"
@@ -138,7 +138,7 @@ def main() -> None:
         *tables,
     ])
     if args.quick:
-        body = "**Smoke run (--quick): tiny data, one short epoch; the numbers mean nothing.**\n\n" + body
+        body = SMOKE_BANNER + body
     command = "python benchmarks/demo_recipes.py" + (" --quick" if args.quick else "") + \
         (f" --threads {args.threads}" if args.threads != 1 else "")
     write_section(SECTION, TITLE, body, command, doc=args.doc)

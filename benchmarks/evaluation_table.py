@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import table_parser, shipped_config, train_once, write_section  # noqa: E402
+from _report import SMOKE_BANNER, shipped_config, table_parser, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "evaluation-protocols"
@@ -149,7 +149,7 @@ def main() -> None:
         "The trial bootstrap varies only the gallery draws of fixed queries, so its interval is narrower than the query bootstrap's; the query interval answers whether other people would change the verdict.",
     ])
     if args.quick:
-        body = "**Smoke run (--quick): tiny data, one short epoch; the numbers mean nothing.**\n\n" + body
+        body = SMOKE_BANNER + body
     write_section(SECTION, TITLE, body, "python benchmarks/evaluation_table.py" + (" --quick" if args.quick else ""),
                   doc=args.doc)
     print(body)

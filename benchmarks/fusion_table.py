@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import table_parser, train_once, write_section  # noqa: E402
+from _report import SMOKE_BANNER, table_parser, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "fusion-table"
@@ -111,7 +111,7 @@ def main() -> None:
         + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()) + ".",
     ])
     if args.quick:
-        body = "**Smoke run (--quick): tiny data, one short epoch; the numbers mean nothing.**\n\n" + body
+        body = SMOKE_BANNER + body
     command = "python benchmarks/fusion_table.py" + (" --quick" if args.quick else "") + \
         (f" --threads {args.threads}" if args.threads != 1 else "")
     doc = args.doc

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import table_parser, train_once, write_section  # noqa: E402
+from _report import SMOKE_BANNER, table_parser, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "text-table"
@@ -156,7 +156,7 @@ def main() -> None:
             f"{k} {statistics.mean(v) / 60:.1f} min" for k, v in seconds.items()) + ".",
     ])
     if args.quick:
-        body = "**Smoke run (--quick): tiny data, one short epoch; the numbers mean nothing.**\n\n" + body
+        body = SMOKE_BANNER + body
     command = "python benchmarks/text_table.py" + (" --quick" if args.quick else "") + \
         f" --seeds {' '.join(str(x) for x in args.seeds)} --ids {args.ids} --images-per-camera " \
         f"{args.images_per_camera} --epochs {args.epochs}"

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import table_parser, train_once, write_section  # noqa: E402
+from _report import SMOKE_BANNER, table_parser, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "video-table"
@@ -227,7 +227,7 @@ def main() -> None:
         + ".",
     ])
     if args.quick:
-        body = "**Smoke run (--quick): tiny data, one short epoch; the numbers mean nothing.**\n\n" + body
+        body = SMOKE_BANNER + body
     command = "python benchmarks/video_table.py" + (" --quick" if args.quick else "") + (
         f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0, 1, 2] and not args.quick else "") + (
         f" --epochs {args.epochs}" if args.epochs != 4 and not args.quick else "") + (

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import table_parser, shipped_config, train_once, write_section  # noqa: E402
+from _report import SMOKE_BANNER, shipped_config, table_parser, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "vit-synth"
@@ -122,7 +122,7 @@ def main() -> None:
                 "page show (1-2 mAP). The full table (3 seeds, the recipes' 200 identities x 6 images per camera): "
                 "`python benchmarks/vit_table.py`.\n\n" + body)
     if args.quick:
-        body = "**Smoke run (--quick): tiny data, one short epoch; the numbers mean nothing.**\n\n" + body
+        body = SMOKE_BANNER + body
     command = "python benchmarks/vit_table.py" + (" --quick" if args.quick else "") + \
         (f" --seeds {args.seeds}" if args.seeds != "0,1,2" else "") + \
         (f" --ids {args.ids}" if args.ids else "") + \

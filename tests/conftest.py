@@ -186,3 +186,21 @@ def tiny_cnn(cfg):
     cfg.model.method = "test_tiny_cnn"
     cfg.model.params = {}
     return cfg
+
+
+#: The tiny ViT of the transformer tests: 2 blocks, 32-d, 8x8 patches (seconds to build and run).
+TINY_VIT = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+
+
+def tiny_vit(**params):
+    """A seeded tiny TransReID-style ViT (``vit`` method, 64x32, stride 4, 6 classes) in training mode;
+    ``params`` replace the method's arguments."""
+    import torch
+
+    from vireid.modeling import build_method
+
+    values = {"num_classes": 6, "backbone": "vit_tiny_patch16_224", "vit_kwargs": TINY_VIT, "img_size": (64, 32),
+              "stride": 4, "drop_path_rate": 0.0}
+    values.update(params)
+    torch.manual_seed(0)
+    return build_method("vit", **values)

@@ -9,20 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TINY_VIT as TINY, tiny_vit  # noqa: F401  (TINY: the timm comparison below)
 from vireid.errors import ConfigError, VireidError
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
-
-
-def tiny_vit(**params):
-    from vireid.modeling import build_method
-
-    values = {"num_classes": 6, "backbone": "vit_tiny_patch16_224", "vit_kwargs": TINY, "img_size": (64, 32),
-              "stride": 4, "drop_path_rate": 0.0}
-    values.update(params)
-    torch.manual_seed(0)
-    return build_method("vit", **values)
 
 
 # ----------------------------------------------------------------------------- shapes and tokens

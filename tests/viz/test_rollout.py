@@ -9,19 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import tiny_vit as shared_tiny_vit
 from vireid.errors import VireidError
 
-TINY = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
-
-
 def tiny_vit(**params):
-    from vireid.modeling import build_method
-
-    values = {"num_classes": 6, "backbone": "vit_tiny_patch16_224", "vit_kwargs": TINY, "img_size": (64, 32),
-              "stride": 4, "drop_path_rate": 0.0}
-    values.update(params)
-    torch.manual_seed(0)
-    return build_method("vit", **values).eval()
+    """The shared tiny ViT (tests/conftest.py), in evaluation mode."""
+    return shared_tiny_vit(**params).eval()
 
 
 def tiny_clip(clip_model: str = "tiny-vit"):
