@@ -275,3 +275,68 @@ def test_every_shipped_grid_row_is_a_valid_config(grid_path, tmp_path):
     report = run_ablation(resolve_grid_config(grid.config, grid_path), grid, tmp_path / "out", dry_run=True,
                           train_fn=_fail, evaluate_fn=_fail, log=lines.append)
     assert len(lines) == len(grid.rows) == len(report.rows) and all(": new ->" in line for line in lines)
+
+
+def _seeded_row(name: str, maps: dict[int, float]) -> dict:
+    """A report row whose runs under each seed scored ``maps[seed]`` mAP on sysu-all-single."""
+    from vireid.workflows.ablation import METRIC_COLUMNS, combine_seeds
+
+    seeds = {str(s): {"sysu-all-single": {"mean": {key: v for key, _ in METRIC_COLUMNS}, "std": {}, "trials": 10}}
+             for s, v in maps.items()}
+    return {"name": name, "label": "", "marks": {}, "train_command": "vireid train",
+            "results": combine_seeds(list(seeds.values())), "seeds": seeds}
+
+
+def test_compare_pairs_by_seed_with_a_students_t_interval(tmp_path):
+    """``compare`` pairs are read out per seed: mean ± sd of the differences and the 95 % t interval; the
+    reading says higher/lower only when the interval excludes 0, and one seed is no conclusion."""
+    from vireid.workflows.ablation import AblationReport, compare_rows
+
+    rows = [_seeded_row("base", {0: 10.0, 1: 12.0, 2: 11.0}),
+            _seeded_row("up", {0: 12.0, 1: 15.0, 2: 15.0}),      # differences 2, 3, 4
+            _seeded_row("noisy", {0: 14.0, 1: 9.0, 2: 13.0}),    # differences 4, -3, 2
+            _seeded_row("one", {0: 30.0}),
+            _seeded_row("none", {})]
+    grid = load_grid(write_grid(tmp_path / "g.yaml", [{"name": r["name"]} for r in rows],
+                                compare=[["up", "base"], {"row": "base", "against": "up"}, ["noisy", "base"],
+                                         ["one", "base"], ["none", "base"]]))
+    up, down, noisy, one, none = compare_rows(rows, grid.comparisons, "sysu-all-single")
+    half = 4.303 / 3 ** 0.5  # t(2 dof) * sd 1 / sqrt(3)
+    assert up["seeds"] == 3 and up["diff"] == pytest.approx(3.0) and up["sd"] == pytest.approx(1.0)
+    assert (up["low"], up["high"]) == (pytest.approx(3 - half), pytest.approx(3 + half))
+    assert up["reading"].startswith("higher") and down["reading"].startswith("lower")
+    assert down["diff"] == pytest.approx(-3.0)
+    assert noisy["diff"] == pytest.approx(1.0) and noisy["reading"].startswith("level")
+    assert one["seeds"] == 1 and one["diff"] == pytest.approx(20.0) and one["reading"] == "one seed: no conclusion"
+    assert none["seeds"] == 0 and none["reading"] == "not run yet"
+    report = AblationReport(grid, "cfg", "vireid ablate ...", tmp_path, rows)
+    md = report.markdown()
+    assert "### sysu-all-single: each row against its reference (mAP, %)" in md
+    assert f"| up | base | 3 | +3.00 ± 1.00 | [{3 - half:+.2f}, {3 + half:+.2f}] | higher: the interval excludes 0 |" in md
+    assert "| one | base | 1 | +20.00 | - | one seed: no conclusion |" in md
+    assert report.to_dict()["comparisons"][0][0]["reading"].startswith("higher")
+    # a grid without pairs writes no comparison table
+    plain = AblationReport(load_grid(write_grid(tmp_path / "p.yaml", [{"name": "base"}])), "cfg", "c", tmp_path, rows[:1])
+    assert "against its reference" not in plain.markdown()
+
+
+@pytest.mark.parametrize("compare, message", [
+    ("up", "must be a list"),
+    ([["up"]], "must be \\[row, against\\]"),
+    ([["up", "missing"]], "'missing', which is not a row"),
+    ([["up", "up"]], "with itself"),
+    ([{"row": "up", "versus": "base"}], "must be \\[row, against\\]"),
+])
+def test_compare_entries_are_checked(tmp_path, compare, message):
+    path = write_grid(tmp_path / "g.yaml", [{"name": "base"}, {"name": "up"}], compare=compare)
+    with pytest.raises(ConfigError, match=message):
+        load_grid(path)
+
+
+def test_every_shipped_paper_grid_reads_out_its_conclusions():
+    """The four paper grids (and CAJ) name the pairs their conclusions rest on, so the docs' reading is computed."""
+    for name in ("dfw_sln_synth", "pdfenet_synth", "mag_mmt_synth", "caj_synth"):
+        grid = load_grid(REPO / "src" / "vireid" / "configs" / "ablations" / f"{name}.yaml")
+        assert len(grid.comparisons) >= 2, name
+        compared = {c.row for c in grid.comparisons}
+        assert compared == {r.name for r in grid.rows[1:]}, f"{name}: every row but the first is compared"

@@ -17,6 +17,8 @@ Grid file (YAML)::
         overrides: [model.params.num_branches=1, augment.random_erasing=0.0]
       - name: dfw_sln_re
         overrides: {model.params.num_branches: 2}   # a mapping of dotted keys works too
+    compare:                                   # optional: pairs read out under the tables
+      - [dfw_sln_re, baseline]                 # row, then the row it is measured against
 
 Overrides apply in this order: the config file, the grid's ``overrides``, the command line's, then
 the row's (the row's own settings are what the ablation varies, so they win).
@@ -27,25 +29,34 @@ Each row trains in ``OUT/<name>/`` through the normal training path (the same fu
 evaluated; one with a ``last.pt`` (interrupted) is resumed. A folder made with a different config
 (the grid was edited) is refused rather than reused. ``--seeds`` repeats every row per training seed
 (``OUT/<row>.seed<S>/`` beside the config-seed run) and ``--jobs`` trains rows in parallel processes. Results go to ``OUT/ablation.md`` and
-``OUT/ablation.json``, and optionally into a named section of another Markdown file
+``OUT/ablation.json`` (with each ``compare`` pair's difference, paired by seed, and its 95 % interval:
+:func:`compare_rows`), and optionally into a named section of another Markdown file
 (:func:`write_markdown_section`, e.g. ``docs/results.md``).
 """
 
 from __future__ import annotations
 
-from vireid.workflows.ablation.grid import AblationGrid, AblationRow, load_grid, row_folder_name, row_overrides
+from vireid.workflows.ablation.grid import AblationComparison, AblationGrid, AblationRow, load_grid, row_folder_name, row_overrides
 from vireid.workflows.ablation.pool import RowJob, run_rows_in_processes
 from vireid.workflows.ablation.run import run_ablation
 from vireid.workflows.ablation.state import RUNTIME_KEYS, row_results
-from vireid.workflows.ablation.tables import METRIC_COLUMNS, AblationReport, combine_seeds, write_markdown_section
+from vireid.workflows.ablation.tables import (
+    METRIC_COLUMNS,
+    AblationReport,
+    combine_seeds,
+    compare_rows,
+    write_markdown_section,
+)
 
 __all__ = [
     "METRIC_COLUMNS",
     "RUNTIME_KEYS",
     "RowJob",
     "combine_seeds",
+    "compare_rows",
     "row_folder_name",
     "run_rows_in_processes",
+    "AblationComparison",
     "AblationGrid",
     "AblationReport",
     "AblationRow",

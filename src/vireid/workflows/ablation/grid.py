@@ -31,15 +31,25 @@ class AblationRow:
         return self.label or self.name
 
 
+@dataclass(frozen=True)
+class AblationComparison:
+    """A question the grid answers: does ``row`` differ from ``against`` (its reference row)?"""
+
+    row: str
+    against: str
+
+
 @dataclass
 class AblationGrid:
-    """Rows plus what they share; ``path`` is the grid file (for relative config paths)."""
+    """Rows plus what they share; ``path`` is the grid file (for relative config paths);
+    ``comparisons`` are the row pairs whose difference the report reads out."""
 
     rows: list[AblationRow]
     overrides: list[str] = field(default_factory=list)
     config: str | None = None
     title: str = ""
     path: Path | None = None
+    comparisons: list[AblationComparison] = field(default_factory=list)
 
     def mark_columns(self) -> list[str]:
         """The union of the rows' mark names, in order of first appearance."""
@@ -71,9 +81,10 @@ def load_grid(path: str | Path) -> AblationGrid:
         raise ConfigError(f"ablation grid {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"ablation grid {path} must hold a mapping with a 'rows' list")
-    unknown = sorted(set(data) - {"config", "title", "overrides", "rows"})
+    unknown = sorted(set(data) - {"compare", "config", "title", "overrides", "rows"})
     if unknown:
-        raise ConfigError(f"ablation grid {path}: unknown key {unknown[0]!r}; valid keys: config, overrides, rows, title")
+        raise ConfigError(
+            f"ablation grid {path}: unknown key {unknown[0]!r}; valid keys: compare, config, overrides, rows, title")
     rows_data = data.get("rows")
     if not isinstance(rows_data, list) or not rows_data:
         raise ConfigError(f"ablation grid {path} needs a non-empty 'rows' list")
@@ -97,7 +108,33 @@ def load_grid(path: str | Path) -> AblationGrid:
                                 str(item.get("label") or ""), dict(marks)))
     config = data.get("config")
     return AblationGrid(rows, _override_list(data.get("overrides"), f"ablation grid {path} overrides"),
-                        None if config is None else str(config), str(data.get("title") or ""), path)
+                        None if config is None else str(config), str(data.get("title") or ""), path,
+                        _comparisons(data.get("compare"), [r.name for r in rows], f"ablation grid {path}"))
+
+
+def _comparisons(value: Any, names: list[str], where: str) -> list[AblationComparison]:
+    """``compare: [[row, against], ...]`` or ``[{row: ..., against: ...}, ...]`` -> checked pairs."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: compare must be a list of [row, against] pairs, got {value!r}")
+    pairs: list[AblationComparison] = []
+    for index, item in enumerate(value):
+        if isinstance(item, dict) and set(item) == {"row", "against"}:
+            pair = (item["row"], item["against"])
+        elif isinstance(item, list) and len(item) == 2:
+            pair = (item[0], item[1])
+        else:
+            raise ConfigError(f"{where}: compare entry {index + 1} must be [row, against] or "
+                              f"{{row: ..., against: ...}}, got {item!r}")
+        for name in pair:
+            if str(name) not in names:
+                raise ConfigError(f"{where}: compare entry {index + 1} names {name!r}, which is not a row; "
+                                  f"rows: {', '.join(names)}")
+        if str(pair[0]) == str(pair[1]):
+            raise ConfigError(f"{where}: compare entry {index + 1} compares {pair[0]!r} with itself")
+        pairs.append(AblationComparison(str(pair[0]), str(pair[1])))
+    return pairs
 
 
 def row_overrides(grid: AblationGrid, row: AblationRow, cli_overrides: Sequence[str], out: Path,
