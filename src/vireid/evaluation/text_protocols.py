@@ -65,34 +65,45 @@ class AllImages:
 
 
 @dataclass(frozen=True)
-class TextToImageSpec(ProtocolSpec):
-    """Descriptions as queries against one modality's images (see the module doc)."""
+class _QuerySideSpec(ProtocolSpec):
+    """A protocol whose queries are the query-side half of a text method's [N, 2D] features and whose
+    gallery is the image half; ``query_label`` names that query side in the result's settings."""
 
     #: reads the whole [N, 2D] features (the evaluation gives other protocols the image columns only)
     reads_query_side = True
+    query_label = ""
 
     def __call__(self, features: Any, pool: Sequence[ImageRecord], options: ProtocolOptions | None = None,
                  **keywords: Any) -> ProtocolResult:
         gallery_side, query_side = split_text_features(features, self.name)
         result = super().__call__((query_side, gallery_side), pool, options, **keywords)
-        result.settings["query"] = "description"
+        result.settings["query"] = self.query_label
+        self.annotate(result, gallery_side, pool, options, **keywords)
         return result
+
+    def annotate(self, result: ProtocolResult, gallery_side: Any, pool: Sequence[ImageRecord],
+                 options: ProtocolOptions | None, **keywords: Any) -> None:
+        """Add to ``result.settings`` (nothing by default)."""
 
 
 @dataclass(frozen=True)
-class TextAssistedSpec(ProtocolSpec):
-    """A cross-modality protocol with (image + description) queries (see the module doc)."""
+class TextToImageSpec(_QuerySideSpec):
+    """Descriptions as queries against one modality's images (see the module doc)."""
 
-    reads_query_side = True
+    query_label = "description"
 
-    def __call__(self, features: Any, pool: Sequence[ImageRecord], options: ProtocolOptions | None = None,
-                 **keywords: Any) -> ProtocolResult:
-        gallery_side, query_side = split_text_features(features, self.name)
-        result = super().__call__((query_side, gallery_side), pool, options, **keywords)
-        image_only = super().__call__(gallery_side, pool, options, **keywords)
-        result.settings["query"] = "image+description"
+
+@dataclass(frozen=True)
+class TextAssistedSpec(_QuerySideSpec):
+    """A cross-modality protocol with (image + description) queries (see the module doc); its settings
+    also hold the same protocol's image-only figures."""
+
+    query_label = "image+description"
+
+    def annotate(self, result: ProtocolResult, gallery_side: Any, pool: Sequence[ImageRecord],
+                 options: ProtocolOptions | None, **keywords: Any) -> None:
+        image_only = ProtocolSpec.__call__(self, gallery_side, pool, options, **keywords)
         result.settings["image_only"] = {key: image_only.mean[key] for key in METRIC_KEYS}
-        return result
 
 
 def text_to_image_spec(modality: str) -> TextToImageSpec:
