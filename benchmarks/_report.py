@@ -9,6 +9,7 @@ from is recorded with them (:func:`machine_description`).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -93,6 +94,28 @@ def peak_rss_gb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def run_precision(run_dir: Path) -> str | None:
+    """The precision a training run used ("bf16 autocast"), from its train_summary.json (or, for runs made
+    before it recorded that, the log.txt of a `vireid train` run), or None."""
+    return _run_fact(Path(run_dir), "precision", r"; precision: ([^;\n]+)")
+
+
+def run_threads(run_dir: Path) -> str | None:
+    """The torch CPU threads a training run used, from its train_summary.json or log.txt, or None."""
+    return _run_fact(Path(run_dir), "threads", r"device: \S+ \((\d+) threads?\)")
+
+
+def _run_fact(run_dir: Path, key: str, pattern: str) -> str | None:
+    summary = run_dir / "train_summary.json"
+    if summary.is_file():
+        value = json.loads(summary.read_text()).get(key)
+        if value is not None:
+            return str(value).split(" (")[0]  # "bf16 autocast + channels_last on cpu (auto: ...)" -> its head
+    log = run_dir / "log.txt"
+    found = re.search(pattern, log.read_text()) if log.is_file() else None
+    return found.group(1).strip() if found else None
 
 
 def _git_revision() -> str:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS_DOC, write_section  # noqa: E402
+from _report import RESULTS_DOC, run_precision, run_threads, write_section  # noqa: E402
 
 SECTION = "ablation-summary"
 TITLE = "The paper ablations in one place: what differs beyond the seed spread"
@@ -34,10 +33,7 @@ GRIDS = (
 
 def _precision(run_dir: Path) -> str:
     """The precision and thread count a row's log.txt reports (``?`` when the log says nothing)."""
-    log = run_dir / "log.txt"
-    text = log.read_text() if log.is_file() else ""
-    found = re.search(r"device: (\S+) \((\d+) threads?\); precision: ([^;\n]+)", text)
-    return f"{found.group(3)} on {found.group(1)}, {found.group(2)} thread(s) per row" if found else "?"
+    return f"{run_precision(run_dir) or '?'}, {run_threads(run_dir) or '?'} thread(s) per row"
 
 
 def _line(item: dict, titles: dict[str, str]) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import SMOKE_BANNER, shipped_config, table_parser, train_once, write_section  # noqa: E402
+from _report import SMOKE_BANNER, shipped_config, table_parser, train_once, write_section, run_precision  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "vit-synth"
@@ -45,7 +45,7 @@ def _time_ratio(seconds: dict[str, list[float]], precision: str) -> str:
     about equal times on a CPU training in fp32; bf16 speeds the ResNet's convolutions up more than the tiny
     ViT's small matrix products)."""
     (resnet, a), (vit, b) = ((label, statistics.fmean(v)) for label, v in seconds.items())
-    return (f"Trained here in {precision.removeprefix('precision: ')}: the ViT's training took {b / a:.1f}x the "
+    return (f"Trained in {precision}: the ViT's training took {b / a:.1f}x the "
             f"CPU time of the ResNet's ({b / 60:.1f} against {a / 60:.1f} min). The epoch counts (10 against 14) "
             "were set for about equal times in fp32 (a ViT step then cost ~1.4x a ResNet step); where the ratio "
             "above is far from 1, the comparison is at equal epochs' worth of data, not at equal time.")
@@ -100,9 +100,9 @@ def main() -> None:
         lines.append("")
     cfg = shipped_config("vit_synth", common)()
     s = cfg.data.synth
-    from vireid.engine.precision import resolve_precision
-
-    precision = resolve_precision(cfg.train.amp, "cpu").describe()
+    # the precision the runs trained in (their logs), not what this machine would pick now: a re-run reuses runs
+    found = {run_precision(args.out / f"{c}.seed{seed}") for _, c in RECIPES for seed in seeds}
+    precision = "/".join(sorted(p for p in found if p)) if None not in found else "a precision these runs did not record"
     body = "\n".join([
         f"Synthetic SYSU-MM01-layout data: {s.ids} identities, {s.images_per_camera} images per camera, "
         f"{s.height}x{s.width}; seeds {', '.join(map(str, seeds))}. `baseline_synth` is the two-stream ResNet-10-T "

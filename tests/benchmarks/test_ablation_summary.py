@@ -42,7 +42,7 @@ def test_summary_reads_every_grid_and_sorts_pairs_by_their_interval(tmp_path):
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     text = doc.read_text()
-    assert "<!-- BEGIN ablation-summary -->" in text and "bf16 autocast on cpu, 1 thread(s) per row" in text
+    assert "<!-- BEGIN ablation-summary -->" in text and "bf16 autocast, 1 thread(s) per row" in text
     # caj rows: demo 10 (constant), caj_views 11 (+0, +0.5, -0.5 per seed), caj 12 (constant)
     assert "- higher: caj_views against demo: +1.00 mAP (± 0.50 over 3 seeds, 95 % interval [-0.24, +2.24])" not in text
     assert "caj_views against demo: +1.00 mAP (± 0.50 over 3 seeds, 95 % interval [-0.24, +2.24])" in text  # level

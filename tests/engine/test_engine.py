@@ -90,6 +90,10 @@ def test_tiny_model_learns_and_leaves_a_run_folder(tiny_synth_root, tmp_path):
     assert {"step", "epoch", "val"} <= kinds
     best = load_checkpoint(run_dir / "best.pt")
     assert best["state"]["best_epoch"] == summary["best_epoch"]
+    # how it trained is part of the run's record (tables that reuse a run report it, not today's machine)
+    written = json.loads((run_dir / "train_summary.json").read_text())
+    assert written["precision"] == trainer.precision.describe().removeprefix("precision: ")
+    assert written["device"] == "cpu" and written["threads"] == torch.get_num_threads()
 
     from vireid.workflows.train_run import evaluate_checkpoint
     from vireid.viz.curves import plot_training_curves

@@ -522,6 +522,10 @@ class Trainer:
             "epochs": self.state.epoch,
             "best_epoch": self.state.best_epoch,
             "best_val_mAP": self.state.best_metric,
+            # how it trained, for tables that reuse the run later (on another machine, auto may pick otherwise)
+            "precision": self.precision.describe().removeprefix("precision: "),
+            "device": self.device.type,
+            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
             "history": history,
         }
         if self.dist.is_main:
