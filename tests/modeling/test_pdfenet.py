@@ -228,6 +228,35 @@ def test_cmce_matches_equations_9_to_15():
     assert LOSSES.get("cmce") is CrossModalityCrossEntropy
 
 
+def test_cmce_kl_soft_label_loss_removes_the_confidence_shortcut():
+    """Eq. 9 as printed, H(p^IV, p^VV), is lowest for a one-hot soft label (on the own prediction's top identity,
+    right or wrong), lower than for a soft label equal to the own prediction: it rewards confidence, the shortcut
+    the features took in the synthetic ablation. The KL form is lowest (0) when the two predictions agree and
+    gives the own-modality prediction the same gradient."""
+    labels, mods = torch.tensor([0, 1]), torch.tensor([0, 1])
+    own = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    ce, kl = (CrossModalityCrossEntropy(3, lambda_m=1.0, lambda_id=0.0, soft_label_loss=form) for form in
+              ("cross_entropy", "kl"))
+
+    def loss(fn, soft_logits):
+        return fn(torch.stack([own, soft_logits], 1), labels, mods).item()
+
+    one_hot = 12.0 * own  # the same top identity as the own prediction, near-certain
+    assert loss(ce, one_hot) < loss(ce, own) - 0.3  # cross entropy: more confidence pays off
+    assert loss(kl, own) == pytest.approx(0.0, abs=1e-6)  # KL: agreement is the minimum ...
+    assert loss(kl, one_hot) > 0.1  # ... and extra confidence costs
+    # the own-modality gradient is the same for both forms (a detached soft label trains as before)
+    logits = torch.randn(4, 2, 3, generator=torch.Generator().manual_seed(2))
+    grads = []
+    for fn in (ce, kl):
+        x = logits.clone().requires_grad_(True)
+        fn(x, torch.tensor([0, 1, 2, 0]), torch.tensor([0, 0, 1, 1])).backward()
+        grads.append(x.grad[:, 0])
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+    with pytest.raises(ConfigError, match="soft_label_loss"):
+        CrossModalityCrossEntropy(3, soft_label_loss="js")
+
+
 def test_cmce_soft_label_agrees_with_identity_when_classifiers_agree():
     logits = torch.full((2, 2, 3), -10.0)
     logits[:, :, 1] = 10.0  # both predictions certain of class 1
@@ -377,8 +406,8 @@ def test_ablation_grid_rows_build_and_compute_their_losses(tmp_path):
     from vireid.engine.trainer import build_losses, build_model, validate_config
 
     grid = load_grid(REPO / "configs" / "ablations" / "pdfenet_synth.yaml")
-    assert [r.name for r in grid.rows] == ["baseline", "admg", "cmce", "cmce_detached", "admg_cmce", "pdfenet",
-                                          "pdfenet_detached", "ppp", "app", "aaa"]
+    assert [r.name for r in grid.rows] == ["baseline", "admg", "cmce", "cmce_detached", "cmce_kl", "admg_cmce",
+                                          "pdfenet", "pdfenet_detached", "pdfenet_kl", "ppp", "app", "aaa"]
     images, mods, joints = _batch(2)
     labels = torch.tensor([0, 1, 0, 1])
     for row in grid.rows:
@@ -394,13 +423,14 @@ def test_ablation_grid_rows_build_and_compute_their_losses(tmp_path):
         assert (model.idi is not None) == bool(row.marks["IDI"]), row.name
         if row.marks["CMCE"]:
             assert model.classifier.detach_cross == (row.marks["soft label"] == "detached"), row.name
+            assert losses["cmce"].soft_label_loss == ("kl" if row.marks["soft label"] == "grad, KL" else "cross_entropy")
 
 
 def test_train_and_eval_through_the_cli(tiny_synth_root, tmp_path):
     from typer.testing import CliRunner
 
     import vireid.cli.commands  # noqa: F401
-    from conftest import tiny_overrides
+    from conftest import REPO, tiny_overrides
     from vireid.cli import app
     from vireid.engine.trainer import load_model_from_checkpoint
 
@@ -419,3 +449,20 @@ def test_train_and_eval_through_the_cli(tiny_synth_root, tmp_path):
     assert res.exit_code == 0, res.output + repr(res.exception)
     rows = json.loads((run / "test_results.json").read_text())
     assert rows[0]["name"] == "sysu-all-single" and 0.0 < rows[0]["mean"]["mAP"] <= 100.0
+    # benchmarks/cmce_soft_labels.py reads a trained CMCE run's soft labels back (as a user runs it)
+    import os
+    import re
+    import subprocess
+    import sys
+
+    doc = tmp_path / "results.md"
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cmce_soft_labels.py"), "--runs", str(tmp_path),
+                          "--rows", "pdf", "--batches", "2", "--doc", str(doc)], cwd=REPO, capture_output=True,
+                         text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = re.search(r"\| pdf \| with gradient \| ([0-9.]+) \(uniform: ([0-9.]+)\) \| ([0-9.]+) \| (\d+) % \| (\d+) % \|",
+                    doc.read_text())
+    assert row, doc.read_text()
+    entropy, uniform, max_p = (float(row.group(i)) for i in (1, 2, 3))
+    assert 0.0 <= entropy <= uniform + 1e-6 and uniform > 1.0  # ln K of the training identities
+    assert 0.0 < max_p <= 1.0

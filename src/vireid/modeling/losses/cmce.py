@@ -14,6 +14,15 @@ classifier (``cls_M^I(f^V)`` / ``cls_M^V(f^I)``). With ``p = softmax``:
 * eqs. 11-12: ``L_ID^V``, ``L_ID^I``: cross entropy of the own-modality prediction with the identity;
 * eq. 15: ``L_CM = λ1 (L_M^V + L_M^I) + λ2 (L_ID^V + L_ID^I)``, λ1 = 2.5, λ2 = 0.5 (§4.2).
 
+The soft-label term as printed is a cross entropy, ``H(p^IV, p^VV) = H(p^IV) + KL(p^IV || p^VV)``. When the
+soft label keeps its gradient, its own entropy ``H(p^IV)`` is part of what the features minimise: they can
+lower the loss by making the momentum classifier *confident*, whichever identity it names. Measured on the
+synthetic data from scratch (docs/results.md, "cmce-soft-labels"): the soft labels end near one-hot
+(entropy 0.38 nats against ln K = 4.79), the two classifiers agree on every sample and the identity is right
+for 2 % of training images. ``soft_label_loss: kl`` drops that entropy: ``KL(p^IV || p^VV)`` has the same
+gradient with respect to the own-modality prediction (so a detached soft label trains exactly as before)
+and still passes the cross-modal gradient to the feature, but it only asks the two predictions to agree.
+
 Each of ``L^V``/``L^I`` is the mean over the batch's samples of that modality (a modality absent from
 the batch contributes 0), so the two modalities weigh the same as in eq. 15.
 
@@ -54,19 +63,25 @@ class CrossModalityCrossEntropy(ReIDLoss):
         lambda_m: λ1, weight of the cross-modality soft-label terms (eqs. 9-10; paper 2.5).
         lambda_id: λ2, weight of the identity terms (eqs. 11-12; paper 0.5).
         epsilon: label smoothing of the identity terms (paper: none, 0).
+        soft_label_loss: ``"cross_entropy"`` (eqs. 9-10 as printed, the default) or ``"kl"``
+            (``KL(p^IV || p^VV)``: the same without the soft label's own entropy; see the module doc).
     """
 
     input_key = "modality_logits"
     needs_modalities = True
 
-    def __init__(self, num_classes: int, lambda_m: float = 2.5, lambda_id: float = 0.5, epsilon: float = 0.0) -> None:
+    def __init__(self, num_classes: int, lambda_m: float = 2.5, lambda_id: float = 0.5, epsilon: float = 0.0,
+                 soft_label_loss: str = "cross_entropy") -> None:
         super().__init__()
         if not 0.0 <= epsilon < 1.0:
             raise ConfigError(f"cmce epsilon must be in [0, 1), got {epsilon!r}")
+        if soft_label_loss not in ("cross_entropy", "kl"):
+            raise ConfigError(f"cmce soft_label_loss must be 'cross_entropy' (eqs. 9-10) or 'kl', got {soft_label_loss!r}")
         self.num_classes = int(num_classes)
         self.lambda_m = float(lambda_m)
         self.lambda_id = float(lambda_id)
         self.epsilon = float(epsilon)
+        self.soft_label_loss = soft_label_loss
 
     def terms(self, inputs: torch.Tensor, labels: torch.Tensor, modalities: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"cross": L_M^V + L_M^I, "identity": L_ID^V + L_ID^I}`` (before the λ weights)."""
@@ -75,8 +90,12 @@ class CrossModalityCrossEntropy(ReIDLoss):
         if modalities is None:
             raise ValueError("cmce needs the modality of every sample")
         log_own = F.log_softmax(inputs[:, 0].float(), dim=1)
-        soft = F.softmax(inputs[:, 1].float(), dim=1)  # gradient to the feature unless the head detached it
-        cross = -(soft * log_own).sum(dim=1)  # eqs. 9-10 per sample
+        log_soft = F.log_softmax(inputs[:, 1].float(), dim=1)
+        soft = log_soft.exp()  # gradient to the feature unless the head detached it
+        if self.soft_label_loss == "kl":
+            cross = (soft * (log_soft - log_own)).sum(dim=1)  # KL(p^IV || p^VV) per sample
+        else:
+            cross = -(soft * log_own).sum(dim=1)  # eqs. 9-10 per sample
         nll = -log_own.gather(1, labels.long().view(-1, 1)).squeeze(1)
         identity = (1.0 - self.epsilon) * nll - self.epsilon * log_own.mean(dim=1)  # eqs. 11-12 per sample
         return {"cross": per_modality_mean(cross, modalities), "identity": per_modality_mean(identity, modalities)}
