@@ -112,7 +112,9 @@ def _run_fact(run_dir: Path, key: str, pattern: str) -> str | None:
     if summary.is_file():
         value = json.loads(summary.read_text()).get(key)
         if value is not None:
-            return str(value).split(" (")[0]  # "bf16 autocast + channels_last on cpu (auto: ...)" -> its head
+            if key == "precision":  # "bf16 autocast + channels_last on cpu (auto: ...)" -> "bf16 autocast", as logged
+                return str(value).split(" (")[0].split(" on ")[0].split(" + ")[0]
+            return str(value)
     log = run_dir / "log.txt"
     found = re.search(pattern, log.read_text()) if log.is_file() else None
     return found.group(1).strip() if found else None

@@ -29,7 +29,7 @@ from _report import RESULTS_DOC, run_precision, write_section  # noqa: E402
 
 SECTION = "cmce-soft-labels"
 TITLE = "PDFENet's CMCE soft labels after training, with and without their gradient (synthetic data)"
-DEFAULT_ROWS = ("cmce", "cmce_detached", "pdfenet", "pdfenet_detached")
+DEFAULT_ROWS = ("cmce", "cmce_detached", "cmce_kl", "pdfenet", "pdfenet_detached", "pdfenet_kl")
 
 
 def measure(run: Path, batches: int) -> dict[str, float]:
@@ -95,13 +95,13 @@ def main() -> None:
     lines = ["| row | soft label | entropy of p^IV, p^VI (nats) | largest soft-label probability | own and momentum "
              "predictions agree | own prediction is the right identity |", "|---|---|---|---|---|---|"]
     for row, m in found.items():
-        kind = "detached" if row.endswith("_detached") else "with gradient"
+        kind = "detached" if row.endswith("_detached") else "with gradient, KL" if row.endswith("_kl") else "with gradient"
         lines.append(f"| {row} | {kind} | {m['entropy']:.2f} (uniform: {m['uniform']:.2f}) | {m['max_p']:.2f} | "
                      f"{100 * m['agree']:.0f} % | {100 * m['own_acc']:.0f} % |")
     reading = []
     for row in args.rows:
         other = f"{row}_detached"
-        if row.endswith("_detached") or other not in found:
+        if row.endswith(("_detached", "_kl")) or other not in found:
             continue
         a, b = found[row], found[other]
         reading.append(
@@ -118,7 +118,9 @@ def main() -> None:
         "confident soft label whichever identity it names, and its weight λ1 = 2.5 is five times the identity "
         "term's λ2 = 0.5: when the soft labels are near-one-hot and the classifiers agree while the identity is "
         "rarely right (the rows above), the features have taken that shortcut. A detached soft label is a fixed "
-        "target and has no such shortcut (`model.params.detach_cross: true`)."
+        "target and has no such shortcut (`model.params.detach_cross: true`); nor has the KL form "
+        "(`losses.cmce.params.soft_label_loss: kl`, the `_kl` rows), which is lowest when the two predictions agree "
+        "at any confidence and keeps the gradient to the feature."
     )
     command = "python benchmarks/cmce_soft_labels.py" + (f" --runs {args.runs}" if args.runs != Path("runs/ablate-pdfenet-e6") else "")
     write_section(SECTION, TITLE, body, command, doc=args.doc)
