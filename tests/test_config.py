@@ -78,7 +78,7 @@ def test_shipped_configs_load(name):
     assert cfg.train.epochs > 0
 
 
-def test_the_demo_trains_demo_synth_the_base_recipe_plus_the_tone_curve_and_40_epochs():
+def test_the_demo_trains_demo_synth_the_base_recipe_plus_the_tone_curve_and_40_epochs_validated_every_4():
     import inspect
     from dataclasses import asdict
 
@@ -90,8 +90,8 @@ def test_the_demo_trains_demo_synth_the_base_recipe_plus_the_tone_curve_and_40_e
     demo_cfg, base = asdict(load_config(CONFIGS / "demo_synth.yaml")), asdict(load_config(CONFIGS / "baseline_synth.yaml"))
     steps = demo_cfg["augment"].pop("steps")
     assert [s["type"] for s in steps] == ["tone_curve"] and steps[0]["p"] == 0.5 and steps[0]["before"] == "normalize"
-    assert demo_cfg["train"].pop("epochs") == 40
-    base["augment"].pop("steps"), base["train"].pop("epochs")
+    assert demo_cfg["train"].pop("epochs") == 40 and demo_cfg["train"].pop("eval_every") == 4
+    base["augment"].pop("steps"), base["train"].pop("epochs"), base["train"].pop("eval_every")
     demo_cfg.pop("name"), base.pop("name")
     assert demo_cfg == base  # every other setting is baseline_synth's
 
