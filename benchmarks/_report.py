@@ -177,6 +177,20 @@ def shipped_config(config: str, overrides: list[str]):
     return lambda: load_config(resolve_config(config), overrides)
 
 
+def command_line(script: str, parser: argparse.ArgumentParser, args: argparse.Namespace, options: list[str]) -> str:
+    """``python benchmarks/SCRIPT`` plus each of ``options`` (argparse dests) whose value differs from its
+    default: a flag alone for a true ``store_true`` option, ``--name value`` otherwise (the command a table's
+    section quotes to reproduce it)."""
+    parts = [f"python benchmarks/{script}"]
+    for dest in options:
+        value, default = getattr(args, dest), parser.get_default(dest)
+        if value == default or value is None:
+            continue
+        flag = "--" + dest.replace("_", "-")
+        parts.append(flag if value is True else f"{flag} {value}")
+    return " ".join(parts)
+
+
 def table_parser(description: str, out: Path, quick: str = "tiny data, one short epoch (a smoke test)") -> argparse.ArgumentParser:
     """The arguments every accuracy-table script shares: ``--out`` (folder of its runs and data), ``--retrain``,
     ``--quick`` (what its smoke run does) and ``--doc`` (the Markdown file its section goes into); a script adds

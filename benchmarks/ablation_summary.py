@@ -45,7 +45,7 @@ def _line(item: dict, titles: dict[str, str]) -> str:
     return text
 
 
-def summarise(runs: Path, protocol: str) -> tuple[str, list[str]]:
+def summarise(runs: Path, protocol: str) -> str:
     from vireid.workflows.ablation import compare_rows, load_grid
 
     grids_dir = Path(__file__).resolve().parent.parent / "src" / "vireid" / "configs" / "ablations"
@@ -78,7 +78,7 @@ def summarise(runs: Path, protocol: str) -> tuple[str, list[str]]:
             "reference, paired by training seed; the 95 % interval is Student's t over the seeds, and a pair is "
             "called higher or lower only when that interval excludes 0. Rows trained in: "
             f"{'; '.join(sorted(precisions))}.")
-    return head + "\n\n" + "\n\n".join(parts), missing
+    return head + "\n\n" + "\n\n".join(parts)
 
 
 def main() -> None:
@@ -87,7 +87,7 @@ def main() -> None:
     ap.add_argument("--protocol", default="sysu-all-single")
     ap.add_argument("--doc", type=Path, default=RESULTS_DOC)
     args = ap.parse_args()
-    body, _ = summarise(args.runs, args.protocol)
+    body = summarise(args.runs, args.protocol)
     command = "python benchmarks/ablation_summary.py" + (f" --runs {args.runs}" if args.runs != Path("runs") else "")
     write_section(SECTION, TITLE, body, command, doc=args.doc)
     print(body)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import SMOKE_BANNER, shipped_config, table_parser, train_once, write_section  # noqa: E402
+from _report import SMOKE_BANNER, command_line, shipped_config, table_parser, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "demo-recipes"
@@ -139,8 +139,7 @@ def main() -> None:
     ])
     if args.quick:
         body = SMOKE_BANNER + body
-    command = "python benchmarks/demo_recipes.py" + (" --quick" if args.quick else "") + \
-        (f" --threads {args.threads}" if args.threads != 1 else "")
+    command = command_line("demo_recipes.py", ap, args, ["quick", "threads"])
     write_section(SECTION, TITLE, body, command, doc=args.doc)
     print("\n".join(tables))
     print(f"written to {args.doc}")

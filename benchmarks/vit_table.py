@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import SMOKE_BANNER, shipped_config, table_parser, train_once, write_section, run_precision  # noqa: E402
+from _report import SMOKE_BANNER, command_line, run_precision, shipped_config, table_parser, train_once, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "vit-synth"
@@ -123,11 +123,7 @@ def main() -> None:
                 "`python benchmarks/vit_table.py`.\n\n" + body)
     if args.quick:
         body = SMOKE_BANNER + body
-    command = "python benchmarks/vit_table.py" + (" --quick" if args.quick else "") + \
-        (f" --seeds {args.seeds}" if args.seeds != "0,1,2" else "") + \
-        (f" --ids {args.ids}" if args.ids else "") + \
-        (f" --images-per-camera {args.images_per_camera}" if args.images_per_camera else "") + \
-        (f" --threads {args.threads}" if args.threads != 1 else "")
+    command = command_line("vit_table.py", ap, args, ["quick", "seeds", "ids", "images_per_camera", "threads"])
     write_section(SECTION, TITLE, body, command, doc=args.doc)
     print("\n".join(lines))
     print(f"written to {args.doc}")
