@@ -43,6 +43,7 @@ import torch  # noqa: E402
 
 import vireid  # noqa: E402,F401  (torchvision guard)
 from _report import write_section  # noqa: E402
+from vireid.engine.precision import MATMUL_CONV_MAX_PIXELS  # noqa: E402
 
 #: the timed models: input size, identities x images per modality, backbone, and the bf16 speed-up
 #: targeted on a CPU with bf16 matrix units (issue 13)
@@ -313,7 +314,11 @@ def main() -> None:
     lines = [
         f"Train images/s in one process, fp32 and {mixed_name} interleaved ({rounds} rounds x {steps} timed steps "
         f"each, after {warmup} warm-up step(s)); vireid's data path, CE (label smoothing) + batch-hard triplet, "
-        f"SGD, device {device.type}. Load average at start: {load:.2f}.",
+        f"SGD, device {device.type}. Load average at start: {load:.2f}."
+        + (" Under CPU bf16, training convolutions whose output map has at most "
+           f"{MATMUL_CONV_MAX_PIXELS} pixels run as one matrix product over the gathered patches "
+           "(vireid.engine.precision.conv2d_as_matmul; oneDNN's bf16 weight gradient is slow on such maps: the "
+           "demo model's last two stages at 4x2)." if device.type == "cpu" else ""),
         "",
         f"CPU bf16 units: {', '.join(flags) if flags else 'none (no amx_bf16/avx512_bf16 flag)'}"
         + (f"; `train.amp=auto` picks **{auto.name}** here." if device.type == "cpu" else f"; `auto` picks {auto.name}."),

@@ -218,3 +218,62 @@ def test_an_untrained_two_stream_resnet_at_32x16_embeds_finite_features_in_bf16(
                 bf16 = model(precision.prepare_input(images), modalities).float()
         assert torch.isfinite(bf16).all(), seed
         assert torch.nn.functional.cosine_similarity(fp32, bf16, dim=1).min() >= 0.999, seed
+
+
+@pytest.mark.parametrize("kernel,stride,padding,dilation,bias,size", [
+    (3, 1, 1, 1, False, (4, 2)), (3, 2, 1, 1, True, (8, 4)), (1, 1, 0, 1, False, (4, 2)), (1, 2, 0, 1, True, (7, 3)),
+    (3, 1, 2, 2, False, (5, 3)), ((3, 1), (2, 1), (1, 0), 1, True, (6, 4)), (5, 3, 2, 1, False, (9, 7))])
+def test_conv_as_matmul_is_the_convolution_forward_and_backward(kernel, stride, padding, dilation, bias, size):
+    from vireid.engine.precision import conv2d_as_matmul
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 5, kernel, stride=stride, padding=padding, dilation=dilation, bias=bias).double()
+    x = torch.randn(3, 6, *size, dtype=torch.float64, requires_grad=True)
+    ref = conv(x)
+    out = conv2d_as_matmul(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
+    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-12)
+    grad = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, [x, *conv.parameters()], grad)
+    grads = torch.autograd.grad(out, [x, *conv.parameters()], grad)
+    for a, b in zip(grads, ref_grads):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_bf16_training_calls_on_small_maps_run_as_a_matmul_and_inference_stays_onednn(monkeypatch):
+    """Under CPU bf16 autocast a training call whose output map has <= 16 pixels goes through conv2d_as_matmul
+    (faster on AMX; bench_train.py), gives oneDNN's values to bf16 rounding and the same gradients; a larger map,
+    or a call without gradients, keeps oneDNN's convolution."""
+    import vireid.engine.precision as prec
+
+    calls = []
+    real = prec.conv2d_as_matmul
+    monkeypatch.setattr(prec, "conv2d_as_matmul", lambda *a: calls.append(a[0].shape) or real(*a))
+    torch.manual_seed(0)
+    precision = resolve_precision("bf16", "cpu")
+    conv = torch.nn.Conv2d(64, 96, 3, padding=1, bias=False)
+    reference = torch.nn.Conv2d(64, 96, 3, padding=1, bias=False)
+    reference.load_state_dict(conv.state_dict())
+    model = precision.prepare_model(torch.nn.Sequential(conv))
+    reference = reference.to(memory_format=torch.channels_last)
+    small = precision.prepare_input(torch.randn(8, 64, 4, 4))
+    with precision.autocast():
+        out = model(small)
+        ref = reference(small)
+    assert calls == [(8, 64, 4, 4)] and out.dtype == torch.bfloat16
+    assert (out.float() - ref.float()).abs().max() <= 0.02 * ref.float().abs().max()
+    out.float().square().sum().backward()
+    ref.float().square().sum().backward()
+    assert conv.weight.grad.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(conv.weight.grad.flatten(), reference.weight.grad.flatten(), dim=0)
+    assert cos > 0.999
+    with precision.autocast():
+        model(precision.prepare_input(torch.randn(8, 64, 8, 4)))  # 32 output pixels: oneDNN
+        with torch.no_grad():
+            model(small)  # inference: oneDNN
+    assert calls == [(8, 64, 4, 4)]
+    unsafe = precision.prepare_input(torch.randn(2, 64, 4, 2))
+    strided = precision.prepare_model(torch.nn.Conv2d(64, 32, 3, stride=2, padding=1))
+    with precision.autocast():
+        trained = strided(unsafe)  # 2x1 output: oneDNN's bf16 kernel is wrong here; the matmul is not
+    expected = torch.nn.functional.conv2d(unsafe, strided.weight, strided.bias, 2, 1)
+    assert (trained.float() - expected).abs().max() <= 0.02 * expected.abs().max()

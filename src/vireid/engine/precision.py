@@ -68,8 +68,9 @@ class Precision:
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """``model`` in this precision's memory format (weights stay fp32; autocast casts per op).
 
-        Under CPU bf16 autocast, every convolution is also guarded by :func:`guard_cpu_bf16_convolutions`
-        (oneDNN's bf16 convolution returns wrong values for one family of small output shapes)."""
+        Under CPU bf16 autocast, every convolution is also routed by :func:`guard_cpu_bf16_convolutions`
+        (small training maps as one matrix product, which is faster on AMX; fp32 for the family of small output
+        shapes where oneDNN's bf16 convolution returns wrong values)."""
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         if self.device_type == "cpu" and self.dtype == torch.bfloat16:
@@ -109,17 +110,73 @@ def bf16_conv_is_unsafe(conv: torch.nn.Conv2d, height: int, width: int) -> bool:
     return max(conv.stride) > 1 and max(conv.kernel_size) > 1 and min(out) == 1
 
 
+#: largest output map (height x width, pixels) whose bf16 *training* convolution runs as one matrix product
+#: (:func:`conv2d_as_matmul`) instead of oneDNN's convolution. Measured with torch 2.13.0+cpu on a 2-core AMX Xeon,
+#: bf16 autocast + channels_last, forward + backward of one convolution at batch 64 (docs/benchmarks.md, "Training
+#: throughput"; benchmarks/bench_train.py times the whole step): a 3x3 512->512 convolution on a 4x2 map (the demo
+#: ResNet-10-T's last stage) 24-27 ms in oneDNN against 8.7-8.8 ms as a matrix product; 3x3 256->512 at 4x2 10.2 ->
+#: 4.2 ms; 3x3 256->256 at 4x4 / 8x2 5.5 / 7.1 -> 3.9 / 4.1 ms; 1x1 256->512 at 4x2 1.5 -> 0.75 ms. At 32 output
+#: pixels and more oneDNN wins (3x3 128->128 at 8x4: 2.5 against 3.0 ms; at 16x8: 1.9 against 4.6 ms). oneDNN's
+#: weight-gradient kernel is slow when the reduction over batch x pixels is short; one GEMM over the gathered
+#: patches keeps the AMX tiles full. Forward-only calls (evaluation, extraction) keep oneDNN: there the matrix
+#: product is not faster for every shape (3x3 256->256 at 4x4: 0.75 against 1.07 ms).
+MATMUL_CONV_MAX_PIXELS = 16
+
+
+def conv2d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
+                     padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
+    """A zero-padded, ungrouped 2-D convolution as one matrix product over the gathered patches (im2col in NHWC).
+
+    The same function as ``torch.nn.functional.conv2d`` (autograd differentiates it; under autocast the product
+    runs in the autocast dtype with fp32 accumulation). The patches are gathered from an NHWC view, so the result
+    comes back ``channels_last``. Used for small output maps, where it trains faster than oneDNN's bf16
+    convolution (see :data:`MATMUL_CONV_MAX_PIXELS`); it is also correct for the shapes
+    :func:`bf16_conv_is_unsafe` names, since no oneDNN convolution kernel runs."""
+    n, _, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    xh = x.to(dtype).permute(0, 2, 3, 1)
+    if ph or pw:
+        xh = torch.nn.functional.pad(xh, (0, 0, pw, pw, ph, ph))
+    patches = [xh[:, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw, :]
+               for i in range(kh) for j in range(kw)]
+    cols = patches[0] if len(patches) == 1 else torch.cat(patches, dim=-1)
+    out = cols.reshape(n * ho * wo, -1) @ weight.permute(0, 2, 3, 1).reshape(c_out, -1).t()
+    if bias is not None:
+        out = out + bias.to(out.dtype)
+    return out.view(n, ho, wo, c_out).permute(0, 3, 1, 2)
+
+
+def _matmul_conv_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether this bf16 training call of ``conv`` is one :func:`conv2d_as_matmul` does faster (see
+    :data:`MATMUL_CONV_MAX_PIXELS`): gradients on, ungrouped, zero padding given as numbers, a small output map."""
+    if not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)):
+        return False
+    if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        return False
+    out = [_conv_output_size(n, k, s, p, d) for n, k, s, p, d in
+           zip(x.shape[-2:], conv.kernel_size, conv.stride, conv.padding, conv.dilation)]
+    return out[0] * out[1] <= MATMUL_CONV_MAX_PIXELS
+
+
 def _guarded_conv_forward(self: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    if x.dim() == 4 and torch.is_autocast_enabled("cpu") and bf16_conv_is_unsafe(self, x.shape[-2], x.shape[-1]):
-        with torch.autocast("cpu", enabled=False):
-            return type(self).forward(self, x.float())
+    if x.dim() == 4 and torch.is_autocast_enabled("cpu"):
+        if _matmul_conv_applies(self, x):
+            return conv2d_as_matmul(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        if bf16_conv_is_unsafe(self, x.shape[-2], x.shape[-1]):
+            with torch.autocast("cpu", enabled=False):
+                return type(self).forward(self, x.float())
     return type(self).forward(self, x)
 
 
 def guard_cpu_bf16_convolutions(model: torch.nn.Module) -> torch.nn.Module:
-    """Make every ``nn.Conv2d`` of ``model`` run in fp32 where :func:`bf16_conv_is_unsafe` says its input shape
-    would give wrong bf16 values; all other calls stay in bf16. A shape check per call, nothing else; applying
-    it twice changes nothing. Returns ``model``."""
+    """Route every ``nn.Conv2d`` of ``model`` per call under CPU bf16 autocast: training calls with a small output
+    map run as one matrix product (:func:`conv2d_as_matmul`, faster on AMX); other calls whose shape
+    :func:`bf16_conv_is_unsafe` names run in fp32 (oneDNN's bf16 kernel gives wrong values there); all others stay
+    oneDNN bf16. A shape check per call, nothing else; applying it twice changes nothing. Returns ``model``."""
     for module in model.modules():
         if isinstance(module, torch.nn.Conv2d) and not getattr(module, "_vireid_bf16_guard", False):
             module.forward = types.MethodType(_guarded_conv_forward, module)
