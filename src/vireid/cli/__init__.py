@@ -17,7 +17,12 @@ def _register() -> None:
 
 
 def main() -> None:
-    """Entry point: expected user mistakes (VireidError) print one line, no traceback."""
+    """Entry point: expected user mistakes (VireidError) print one line, no traceback. Subnormal floats are
+    flushed to zero before any command runs (:func:`vireid.engine.precision.flush_denormals`: before torch's
+    thread pool starts, so its threads inherit the setting)."""
+    from vireid.engine.precision import flush_denormals
+
+    flush_denormals()
     _register()
     try:
         app()

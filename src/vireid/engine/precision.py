@@ -249,5 +249,22 @@ def announce_precision(precision: Precision, enabled: bool = True) -> None:
         print(precision.describe(), flush=True)
 
 
+def flush_denormals() -> bool:
+    """Treat subnormal floats as zero on the CPU (flush-to-zero and denormals-are-zero); True where supported (x86).
+
+    Why: arithmetic on subnormal floats (magnitude below 1.2e-38) takes the CPU's slow microcode path.
+    Measured on the demo (2-core AMX Xeon, torch 2.13.0+cpu): after 40 epochs of Adam with L2 weight decay, 35 %
+    of the last stage's convolution weights and 17 % of the optimizer state were subnormal, and training slowed
+    from about 950 to about 580 images/s between epochs 20 and 40; an element-wise product over subnormal
+    inputs took 12x the time of one over normal inputs. A subnormal weight or moment changes no result that
+    matters, so every vireid command flushes them (:func:`vireid.cli.main`, and :class:`vireid.engine.trainer.Trainer`
+    for library use).
+
+    The setting is per thread: worker threads created afterwards inherit it (POSIX threads inherit the
+    floating-point environment), threads of an already started OpenMP pool keep theirs. So call it before
+    the first parallel operation of the process, as the CLI does."""
+    return bool(torch.set_flush_denormal(True))
+
+
 __all__ = ["AMP_CHOICES", "BF16_CPU_FLAGS", "Precision", "announce_precision", "cpu_bf16_flags",
-           "cpu_has_bf16_units", "inference_amp", "resolve_precision"]
+           "cpu_has_bf16_units", "flush_denormals", "inference_amp", "resolve_precision"]

@@ -51,7 +51,7 @@ from vireid.engine.checkpoint import (
 )
 from vireid.engine.run_folder import RunLock, check_fresh_run_folder, repair_best_checkpoint, trim_metrics
 from vireid.engine.distributed import DistInfo, barrier, cleanup, init_distributed
-from vireid.engine.precision import announce_precision, resolve_precision
+from vireid.engine.precision import announce_precision, flush_denormals, resolve_precision
 from vireid.engine.run_logging import MetricsLogger
 from vireid.errors import ConfigError, VireidError
 from vireid.plugins import stored_config
@@ -208,6 +208,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.dist = init_distributed(cfg.train.device)
         self.device = resolve_device(cfg.train.device, self.dist)
+        flush_denormals()  # subnormal weights/moments slow CPU training (vireid.engine.precision.flush_denormals)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.precision = resolve_precision(cfg.train.amp, self.device, cfg.train.channels_last)
