@@ -259,3 +259,21 @@ def test_ddp_two_cpu_processes_with_gloo(tmp_path):
     assert ckpt["state"]["step"] == 3
     assert json.loads((root / "synth_meta.json").read_text())["complete"] is True
     assert len(list(cache.glob("*.npy"))) == 2 and not list(cache.glob("*.tmp"))  # train + validation images
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_validation_chooses_the_epoch_on_the_embeddings_the_test_uses(tiny_synth_root, tmp_path, flip):
+    """With eval.flip the test averages each embedding with its mirror image's; validation must then score the
+    same embeddings, or the best epoch is chosen on features the test never sees."""
+    from types import SimpleNamespace
+
+    from vireid.inference.extract import validation_metrics
+
+    cfg = make_cfg(tiny_synth_root, tmp_path, **{"train.epochs": 1, "sampler.epoch_length": 2, "eval.flip": flip})
+    trainer = Trainer(cfg, tmp_path / "run")
+    data = SimpleNamespace(val_records=trainer.data.train_records, val_cache=trainer.data.train_loader.cache)
+    trainer.data.val_records, trainer.data.val_cache = data.val_records, data.val_cache
+    got = trainer.validate()
+    expected = validation_metrics(trainer.core_model, data, trainer.device, flip=flip, precision=trainer.precision)
+    other = validation_metrics(trainer.core_model, data, trainer.device, flip=not flip, precision=trainer.precision)
+    assert got == expected and got != other

@@ -479,7 +479,7 @@ class Trainer:
         if self.data.val_cache is None:
             return None
         return validation_metrics(self.core_model, self.data, self.device, self.cfg.eval.batch_size, self.cfg.eval.metric,
-                                  precision=self.precision)
+                                  precision=self.precision, flip=bool(self.cfg.eval.flip))
 
     def fit(self) -> dict:
         cfg = self.cfg

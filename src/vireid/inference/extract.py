@@ -74,18 +74,19 @@ def _modality_codes(records: Sequence[ImageRecord]) -> np.ndarray:
 
 
 def validation_metrics(model: nn.Module, data, device: torch.device, batch_size: int = 128,
-                       metric: str = "euclidean", precision=None) -> dict:
+                       metric: str = "euclidean", precision=None, flip: bool = False) -> dict:
     """Infrared -> visible retrieval over the held-out validation identities (all their images).
 
     Used only to choose the best epoch; the test identities are never looked at during training. Frames of
     video data are ranked as tracklets (:func:`vireid.evaluation.tracklets.tracklet_pool`: one row per tracklet).
-    ``precision``: the training run's (:func:`extract_features`).
+    ``precision``: the training run's (:func:`extract_features`); ``flip``: the config's ``eval.flip``, so the
+    epoch is chosen on the same embeddings (image and mirror averaged) the test is evaluated with.
     """
     from vireid.evaluation import evaluate_ranking
     from vireid.evaluation.distance import pairwise_distance
 
     records = data.val_records
-    feats = extract_features(model, data.val_cache, _modality_codes(records), device, batch_size,
+    feats = extract_features(model, data.val_cache, _modality_codes(records), device, batch_size, flip=flip,
                              extras=getattr(data, "val_extras", None), precision=precision)
     if any(int(getattr(r, "tracklet", -1)) >= 0 for r in records):  # video data: rank tracklets, not frames
         from vireid.evaluation.tracklets import tracklet_pool
