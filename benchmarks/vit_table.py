@@ -106,7 +106,7 @@ def main() -> None:
     body = "\n".join([
         f"Synthetic SYSU-MM01-layout data: {s.ids} identities, {s.images_per_camera} images per camera, "
         f"{s.height}x{s.width}; seeds {', '.join(map(str, seeds))}. `baseline_synth` is the two-stream ResNet-10-T "
-        "recipe the demo builds on (the demo's `demo_synth` adds a tone curve and trains 40 epochs); `vit_synth` a 4-block, 128-d ViT with 8x8 patches at stride 4 (overlapping, 105 patches), "
+        "recipe the demo builds on (the demo's `demo_synth` adds a tone curve, 50 epochs, AdamW, no random erasing and test-time flip); `vit_synth` a 4-block, 128-d ViT with 8x8 patches at stride 4 (overlapping, 105 patches), "
         "modality SIE (weight 3), a patch embedding per modality and the jigsaw patch module (4 branches). Both from "
         "scratch, same data, sampler and augmentation. The training CPU time is the process CPU time of each "
         "training (mean over seeds; data generation on first use included).",
