@@ -17,12 +17,12 @@ def _register() -> None:
 
 
 def main() -> None:
-    """Entry point: expected user mistakes (VireidError) print one line, no traceback. Subnormal floats are
-    flushed to zero before any command runs (:func:`vireid.engine.precision.flush_denormals`: before torch's
-    thread pool starts, so its threads inherit the setting)."""
-    from vireid.engine.precision import flush_denormals
+    """Entry point: expected user mistakes (VireidError) print one line, no traceback. Process-wide settings
+    (:func:`vireid.workflows.process.prepare_process`: subnormal floats flushed to zero) are made before any
+    command runs, so torch's thread pool inherits them."""
+    from vireid.workflows.process import prepare_process
 
-    flush_denormals()
+    prepare_process()
     _register()
     try:
         app()

@@ -257,7 +257,8 @@ def flush_denormals() -> bool:
     of the last stage's convolution weights and 17 % of the optimizer state were subnormal, and training slowed
     from about 950 to about 580 images/s between epochs 20 and 40; an element-wise product over subnormal
     inputs took 12x the time of one over normal inputs. A subnormal weight or moment changes no result that
-    matters, so every vireid command flushes them (:func:`vireid.cli.main`, and :class:`vireid.engine.trainer.Trainer`
+    matters, so every vireid command flushes them (:func:`vireid.workflows.process.prepare_process`, called by
+    :func:`vireid.cli.main`; and :class:`vireid.engine.trainer.Trainer`
     for library use).
 
     The setting is per thread: worker threads created afterwards inherit it (POSIX threads inherit the

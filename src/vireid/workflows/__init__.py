@@ -16,5 +16,6 @@
   (pictures), :mod:`~vireid.workflows.search` (extract, index, search), :mod:`~vireid.workflows.verify`
   (verify, calibrate), :mod:`~vireid.workflows.export` (export, quantize, prune), :mod:`~vireid.workflows.datasets`,
   :mod:`~vireid.workflows.report`, :mod:`~vireid.workflows.data_tools` (synth, pose-cache, list) and
-  :mod:`~vireid.workflows.configs` (configs, the ``--plugins`` policy).
+  :mod:`~vireid.workflows.configs` (configs, the ``--plugins`` policy);
+- :mod:`~vireid.workflows.process` -- the process-wide settings every command starts with.
 """
