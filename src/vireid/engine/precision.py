@@ -88,8 +88,10 @@ class Precision:
         return f"precision: {kind}{layout} on {self.device_type} ({self.reason})"
 
 
-def _conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+def _conv_output_map(stride, padding, dilation, kernel, height: int, width: int) -> tuple[int, int]:
+    """(height, width) of a convolution's output on a ``height`` x ``width`` input (numeric padding)."""
+    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
+                 for n, k, s, p, d in zip((height, width), kernel, stride, padding, dilation))
 
 
 def bf16_conv_is_unsafe(conv: torch.nn.Conv2d, height: int, width: int) -> bool:
@@ -105,8 +107,7 @@ def bf16_conv_is_unsafe(conv: torch.nn.Conv2d, height: int, width: int) -> bool:
     """
     if isinstance(conv.padding, str):  # "same"/"valid": size from the module's own rule is not needed here
         return max(conv.stride) > 1 and max(conv.kernel_size) > 1 and min(height, width) <= max(conv.kernel_size)
-    out = [_conv_output_size(n, k, s, p, d) for n, k, s, p, d in
-           zip((height, width), conv.kernel_size, conv.stride, conv.padding, conv.dilation)]
+    out = _conv_output_map(conv.stride, conv.padding, conv.dilation, conv.kernel_size, height, width)
     return max(conv.stride) > 1 and max(conv.kernel_size) > 1 and min(out) == 1
 
 
@@ -135,8 +136,7 @@ def conv2d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     n, _, h, w = x.shape
     c_out, _, kh, kw = weight.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = _conv_output_map(stride, padding, dilation, (kh, kw), h, w)
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
     xh = x.to(dtype).permute(0, 2, 3, 1)
     if ph or pw:
@@ -157,9 +157,8 @@ def _matmul_conv_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
         return False
     if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         return False
-    out = [_conv_output_size(n, k, s, p, d) for n, k, s, p, d in
-           zip(x.shape[-2:], conv.kernel_size, conv.stride, conv.padding, conv.dilation)]
-    return out[0] * out[1] <= MATMUL_CONV_MAX_PIXELS
+    ho, wo = _conv_output_map(conv.stride, conv.padding, conv.dilation, conv.kernel_size, x.shape[-2], x.shape[-1])
+    return ho * wo <= MATMUL_CONV_MAX_PIXELS
 
 
 def _guarded_conv_forward(self: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
